@@ -1,0 +1,99 @@
+"""que-core adapter for psycopg 3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from que_core import errors, hookimpl
+from que_core.dsn import mask_password
+from que_core.connection import Notification, Row
+
+
+def _translate(exc: psycopg.Error, raw: psycopg.Connection[Any]) -> errors.DatabaseError:
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
+        raw.broken or raw.closed or exc.sqlstate is None
+    ):
+        return errors.ConnectionLost(str(exc), exc.sqlstate)
+    return errors.from_sqlstate(exc.sqlstate, str(exc))
+
+
+class PsycopgConnection:
+    """A que-core Connection over a psycopg 3 connection."""
+
+    def __init__(self, raw: psycopg.Connection[Any], owned: bool) -> None:
+        self.raw = raw
+        self._owned = owned
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            cur = self.raw.execute(sql, params or None)
+            return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        try:
+            with self.raw.transaction():
+                yield
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def notifications(self, timeout: float) -> list[Notification]:
+        try:
+            got = [
+                Notification(n.channel, n.payload, n.pid)
+                for n in self.raw.notifies(timeout=timeout, stop_after=1)
+            ]
+            if got:  # drain whatever else already arrived
+                got += [
+                    Notification(n.channel, n.payload, n.pid)
+                    for n in self.raw.notifies(timeout=0)
+                ]
+            return got
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def close(self) -> None:
+        if self._owned:
+            self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
+
+
+class PsycopgAdapter:
+    name = "psycopg"
+    blocking_notifications = True
+
+    def connect(self, dsn: str) -> PsycopgConnection:
+        try:
+            raw = psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise errors.CannotConnect(
+                f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc))}"
+            ) from None
+        return PsycopgConnection(raw, owned=True)
+
+    def wrap(self, raw: Any) -> PsycopgConnection | None:
+        if isinstance(raw, psycopg.Connection):
+            return PsycopgConnection(raw, owned=False)
+        return None
+
+
+ADAPTER = PsycopgAdapter()
+
+
+@hookimpl
+def que_adapter() -> PsycopgAdapter:
+    return ADAPTER
+
+
+@hookimpl
+def que_wrap_connection(raw: Any) -> PsycopgConnection | None:
+    return ADAPTER.wrap(raw)

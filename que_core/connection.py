@@ -1,0 +1,101 @@
+"""The seam between que-core and a database driver.
+
+The core speaks only to these two protocols. An adapter package (found
+through the ``que.adapters`` entry point group, see :mod:`que_core.hookspecs`)
+provides an :class:`Adapter`; the adapter opens or wraps driver connections
+as :class:`Connection` objects.
+
+SQL handed to :meth:`Connection.execute` uses ``%s`` positional placeholders
+(DB-API "format" style) and never contains a literal ``%``. Parameter values
+the core sends: ``None``, ``bool``, ``int`` (64 bit), ``float``, ``str``,
+timezone-aware ``datetime``, and lists of ``int`` or ``str``. JSON travels as
+text and is cast in SQL, so adapters need no JSON handling of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One NOTIFY received on a LISTENing connection."""
+
+    channel: str
+    payload: str
+    pid: int = 0
+
+
+Row = tuple[Any, ...]
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """A single database session, as the core needs it.
+
+    Adapters raise the exceptions of :mod:`que_core.errors` (never the
+    driver's own) from every method.
+    """
+
+    #: The driver's own connection object (what a job sees as ``self.conn``).
+    raw: Any
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run one statement; return its rows (``[]`` when it returns none).
+
+        Outside a transaction the statement commits on its own (autocommit);
+        inside one (:meth:`transaction`, or one the caller began on the raw
+        connection) it joins that transaction.
+        """
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A transaction block: commit on success, roll back on exception.
+
+        Nested blocks are savepoints.
+        """
+        ...
+
+    def notifications(self, timeout: float) -> list[Notification]:
+        """Return the notifications received so far, waiting up to *timeout*
+        seconds for the first one when none is pending.
+
+        An adapter whose driver cannot block for notifications sets
+        ``Adapter.blocking_notifications = False``: it then returns at once
+        with what it has, and the core polls it.
+        """
+        ...
+
+    def close(self) -> None:
+        """Close the session. Closing twice is harmless."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is closed or known to be broken."""
+        ...
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What an adapter package provides to the core."""
+
+    #: The entry point name, e.g. ``"psycopg"``.
+    name: str
+    #: Whether ``Connection.notifications`` can block until one arrives.
+    blocking_notifications: bool
+
+    def connect(self, dsn: str) -> Connection:
+        """Open a new session in autocommit mode."""
+        ...
+
+    def wrap(self, raw: Any) -> Connection | None:
+        """Wrap a caller's driver connection, or return None if it is not
+        this driver's. The wrapper never changes the connection's
+        transaction state or settings; closing the wrapper does not close
+        the caller's connection."""
+        ...
+

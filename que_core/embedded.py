@@ -1,0 +1,58 @@
+"""An embedded PostgreSQL for development and tests, from the pgserver wheel.
+
+pgserver ships PostgreSQL binaries inside a PyPI wheel, so a machine with only
+Python gets a real server without a system install or Docker. It runs as the
+current user (it drops to an unprivileged user when run as root) and listens
+on a Unix socket inside its data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from que_core.errors import ConfigurationError
+
+ENV_DATA_DIR = "QUE_EMBEDDED_DIR"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded server keeps its data: ``$QUE_EMBEDDED_DIR``, else
+    ``$XDG_DATA_HOME/que-core/pgdata`` (``~/.local/share/que-core/pgdata``)."""
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR])
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "que-core" / "pgdata"
+
+
+_servers: dict[Path, Any] = {}
+
+
+def start(data_dir: Path | None = None, *, keep_running: bool = True) -> str:
+    """Start (or reuse) the embedded server; return a DSN for its ``postgres`` database.
+
+    With *keep_running* the server outlives this process and the next run
+    reuses it; otherwise it stops when this process exits.
+    """
+    try:
+        import pgserver
+    except ImportError:
+        raise ConfigurationError(
+            "the embedded PostgreSQL needs pgserver: `pip install 'que-core[embedded]'`"
+        ) from None
+    path = (data_dir or default_data_dir()).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    if path not in _servers:
+        _servers[path] = pgserver.get_server(
+            path, cleanup_mode=None if keep_running else "stop"
+        )
+    return str(_servers[path].get_uri())
+
+
+def stop(data_dir: Path | None = None) -> None:
+    """Stop the embedded server started by this process from *data_dir*."""
+    path = (data_dir or default_data_dir()).resolve()
+    server = _servers.pop(path, None)
+    if server is not None:
+        server.cleanup()

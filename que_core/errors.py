@@ -1,0 +1,75 @@
+"""que-core's exceptions. Adapters translate driver errors into these."""
+
+from __future__ import annotations
+
+
+class QueError(Exception):
+    """Base class of every que-core error."""
+
+
+class ConfigurationError(QueError):
+    """A bad setting, or an adapter that is not installed."""
+
+
+class InvalidJob(QueError, ValueError):
+    """Enqueue arguments that que-core refuses; nothing was inserted."""
+
+
+class SchemaError(QueError):
+    """The database has no que-core schema, or one this version does not know."""
+
+
+class DatabaseError(QueError):
+    """An error reported by PostgreSQL or the driver.
+
+    ``sqlstate`` is the five-character SQLSTATE code when the server sent one.
+    """
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class IntegrityError(DatabaseError):
+    """A constraint was violated (SQLSTATE class 23)."""
+
+
+class UniqueViolation(IntegrityError):
+    """SQLSTATE 23505."""
+
+
+class CheckViolation(IntegrityError):
+    """SQLSTATE 23514."""
+
+
+class ConnectionLost(DatabaseError):
+    """The session is gone: the server closed it, or the network broke."""
+
+
+_BY_SQLSTATE: dict[str, type[DatabaseError]] = {
+    "23505": UniqueViolation,
+    "23514": CheckViolation,
+    # admin_shutdown, crash_shutdown, cannot_connect_now: the session is over.
+    "57P01": ConnectionLost,
+    "57P02": ConnectionLost,
+    "57P03": ConnectionLost,
+}
+
+
+def from_sqlstate(sqlstate: str | None, message: str) -> DatabaseError:
+    """The core exception for a server error; adapters call this."""
+    if sqlstate:
+        cls = _BY_SQLSTATE.get(sqlstate)
+        if cls is None:
+            if sqlstate.startswith("23"):
+                cls = IntegrityError
+            elif sqlstate.startswith("08"):
+                cls = ConnectionLost
+            else:
+                cls = DatabaseError
+        return cls(message, sqlstate)
+    return DatabaseError(message, sqlstate)
+
+
+class CannotConnect(ConnectionLost):
+    """A new session could not be opened (the message has passwords masked)."""

@@ -1,0 +1,61 @@
+"""Fixtures: every test gets its own database on a real PostgreSQL.
+
+The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``), else the embedded one.
+Tests that take ``adapter`` run once per installed adapter; set
+``QUE_TEST_ADAPTERS=psycopg,pg8000`` to narrow that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from que_core import plugins, testdb
+from que_core.connection import Adapter, Connection
+
+
+def _adapter_names() -> list[str]:
+    wanted = os.environ.get("QUE_TEST_ADAPTERS")
+    installed = sorted(plugins.adapters())
+    if wanted:
+        return [n.strip() for n in wanted.split(",") if n.strip()]
+    return installed
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> str:
+    return testdb.server_dsn()
+
+
+@pytest.fixture(scope="session", params=_adapter_names())
+def adapter(request: pytest.FixtureRequest) -> Adapter:
+    return plugins.get_adapter(request.param)
+
+
+@pytest.fixture
+def empty_dsn(adapter: Adapter, server_dsn: str) -> Iterator[str]:
+    """A new database without the que schema."""
+    with testdb.temporary_database(adapter, server_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def dsn(adapter: Adapter, empty_dsn: str) -> str:
+    """A new database migrated to the latest que schema."""
+    from que_core import migrate
+
+    conn = adapter.connect(empty_dsn)
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    return empty_dsn
+
+
+@pytest.fixture
+def conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
+    c = adapter.connect(dsn)
+    yield c
+    c.close()
