@@ -1,0 +1,56 @@
+-- que-core schema version 5 (Que 2.0): job rows and lockers carry a
+-- job_schema_version, so that workers only take (and are only told about)
+-- jobs written in the row format they understand. Que 2.x writes 2; rows
+-- written by older clients get 1.
+
+ALTER TABLE que_jobs ADD COLUMN job_schema_version integer DEFAULT 1;
+ALTER TABLE que_lockers ADD COLUMN job_schema_version integer DEFAULT 1;
+
+CREATE INDEX que_poll_idx_with_job_schema_version
+  ON que_jobs (job_schema_version, queue, priority, run_at, id)
+  WHERE finished_at IS NULL AND expired_at IS NULL;
+
+-- As in version 4, but only lockers of the job's row format are told.
+CREATE OR REPLACE FUNCTION que_job_notify() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+  target_pid integer;
+BEGIN
+  IF NEW.run_at > now() THEN
+    RETURN NULL;
+  END IF;
+
+  SELECT slots.pid
+  INTO target_pid
+  FROM (
+    SELECT
+      ql.pid,
+      row_number() OVER (ORDER BY hashtext(ql.pid::text || '/' || slot::text), ql.pid, slot) - 1
+        AS position,
+      count(*) OVER () AS slot_count
+    FROM que_lockers AS ql
+    CROSS JOIN LATERAL generate_series(1, ql.worker_count) AS slot
+    WHERE ql.listening
+      AND ql.queues @> ARRAY[NEW.queue]
+      AND ql.job_schema_version = NEW.job_schema_version
+  ) AS slots
+  WHERE slots.position = mod(NEW.id, slots.slot_count);
+
+  IF target_pid IS NOT NULL THEN
+    PERFORM pg_notify(
+      'que_listener_' || target_pid::text,
+      json_build_object(
+        'message_type', 'job_available',
+        'queue',        NEW.queue,
+        'priority',     NEW.priority,
+        'id',           NEW.id,
+        'run_at',       to_char(NEW.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+      )::text
+    );
+  END IF;
+
+  RETURN NULL;
+END
+$$;
