@@ -1,6 +1,25 @@
 """que-core: a PostgreSQL job queue with advisory locks, for any Python driver."""
 
+from que_core.config import RunMode, run_mode, set_run_mode, settings
+from que_core.connection import Adapter, Connection, Notification
 from que_core.hookspecs import hookimpl
+from que_core.job import Job, bulk_enqueue
 from que_core.migrations import LATEST_VERSION, current_version, migrate
+from que_core.worker import Worker
 
-__all__ = ["LATEST_VERSION", "current_version", "hookimpl", "migrate"]
+__all__ = [
+    "LATEST_VERSION",
+    "Adapter",
+    "Connection",
+    "Job",
+    "Notification",
+    "RunMode",
+    "Worker",
+    "bulk_enqueue",
+    "current_version",
+    "hookimpl",
+    "migrate",
+    "run_mode",
+    "set_run_mode",
+    "settings",
+]

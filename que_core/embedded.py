@@ -44,7 +44,7 @@ def start(data_dir: Path | None = None, *, keep_running: bool = True) -> str:
     path = (data_dir or default_data_dir()).resolve()
     path.mkdir(parents=True, exist_ok=True)
     if path not in _servers:
-        _servers[path] = pgserver.get_server(
+        _servers[path] = pgserver.get_server(  # type: ignore[attr-defined]
             path, cleanup_mode=None if keep_running else "stop"
         )
     return str(_servers[path].get_uri())

@@ -5,6 +5,8 @@ Plugins are found through entry points, never a registry edited by hand:
 * group ``que.adapters``: database adapters. The entry point name is the
   adapter's name (``psycopg``, ``psycopg2``, ``pg8000``, ...) and its value
   a module implementing :func:`que_adapter` and :func:`que_wrap_connection`.
+* group ``que.plugins``: anything else (metrics, tracing, error reporting),
+  implementing any of the lifecycle hooks below.
 
 Implement a hook with ``@que_core.hookimpl`` on a module-level function of
 the same name.
@@ -36,3 +38,38 @@ def que_wrap_connection(raw: Any) -> Connection | None:
     Called to find the adapter for a connection passed as ``enqueue(conn=...)``;
     decide by the connection's type, cheaply, without touching the server.
     """
+
+
+# -- lifecycle hooks (group ``que.plugins``: metrics, tracing, error reports) --
+# They run on the worker thread that works the job; keep them quick, and
+# never raise (an exception is logged and ignored).
+
+
+@hookspec
+def que_job_started(job: Any) -> None:
+    """A worker thread is about to call ``job.run``."""
+
+
+@hookspec
+def que_job_succeeded(job: Any, duration: float) -> None:
+    """``job.run`` returned; the job is resolved (destroyed, finished, ...)."""
+
+
+@hookspec
+def que_job_errored(job: Any, error: BaseException, duration: float, retry_in: float) -> None:
+    """``job.run`` raised; the error is recorded and the job runs again in *retry_in* s."""
+
+
+@hookspec
+def que_job_expired(job: Any, error: BaseException, duration: float) -> None:
+    """``job.run`` raised once more than the job's maximum retry count: expired."""
+
+
+@hookspec
+def que_worker_started(worker: Any) -> None:
+    """A :class:`que_core.Worker` started."""
+
+
+@hookspec
+def que_worker_stopped(worker: Any) -> None:
+    """A :class:`que_core.Worker` stopped."""

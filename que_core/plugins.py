@@ -12,6 +12,7 @@ from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
 
 ADAPTER_GROUP = "que.adapters"
+PLUGIN_GROUP = "que.plugins"
 
 _lock = threading.Lock()
 _manager: pluggy.PluginManager | None = None
@@ -25,8 +26,14 @@ def plugin_manager() -> pluggy.PluginManager:
             pm = pluggy.PluginManager(hookspecs.PROJECT)
             pm.add_hookspecs(hookspecs)
             pm.load_setuptools_entrypoints(ADAPTER_GROUP)
+            pm.load_setuptools_entrypoints(PLUGIN_GROUP)
             _manager = pm
         return _manager
+
+
+def hooks() -> Any:
+    """The hook caller: ``hooks().que_job_started(job=...)``."""
+    return plugin_manager().hook
 
 
 def adapters() -> dict[str, Adapter]:
@@ -63,7 +70,7 @@ def wrap_connection(raw: Any) -> Connection:
     """A :class:`Connection` for the caller's raw driver connection."""
     if isinstance(raw, Connection):
         return raw
-    wrapped = plugin_manager().hook.que_wrap_connection(raw=raw)
+    wrapped: Connection | None = plugin_manager().hook.que_wrap_connection(raw=raw)
     if wrapped is None:
         installed = ", ".join(sorted(adapters())) or "none"
         raise ConfigurationError(

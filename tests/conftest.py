@@ -59,3 +59,31 @@ def conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
     c = adapter.connect(dsn)
     yield c
     c.close()
+
+
+@pytest.fixture
+def db(conn: Connection) -> Connection:
+    """``conn`` with the tests' ``test_log`` table created."""
+    from tests.jobs import LOG_TABLE
+
+    conn.execute(LOG_TABLE)
+    return conn
+
+
+@pytest.fixture
+def make_worker(adapter: Adapter, dsn: str) -> Iterator[object]:
+    """Start in-process workers on the test database; all stopped at teardown."""
+    from que_core import Worker
+
+    started: list[Worker] = []
+
+    def make(**kwargs: object) -> Worker:
+        kwargs.setdefault("poll_interval", 0.2)
+        w = Worker(dsn, adapter=adapter, **kwargs)  # type: ignore[arg-type]
+        w.start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stop(timeout=10)

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 
 from que_core import errors, hookimpl
-from que_core.dsn import mask_password
 from que_core.connection import Notification, Row
+from que_core.dsn import mask_password
 
 
 def _translate(exc: psycopg.Error, raw: psycopg.Connection[Any]) -> errors.DatabaseError:

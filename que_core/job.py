@@ -1,0 +1,327 @@
+"""Job classes: defining, enqueueing and resolving jobs."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
+
+from que_core import validation
+from que_core.config import RunMode, settings
+from que_core.connection import Connection
+from que_core.errors import ConfigurationError
+from que_core.plugins import wrap_connection
+from que_core.sql import q
+
+log = logging.getLogger("que_core.job")
+
+J = TypeVar("J", bound="Job")
+
+#: Job classes by stored name. Workers resolve ``job_class`` here and only
+#: here: a name from the database is never imported or evaluated.
+registry: dict[str, type[Job]] = {}
+
+_bulk: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("que_bulk", default=None)
+
+
+def _default_retry_delay(error_count: int) -> float:
+    return float(error_count**4 + 3)
+
+
+class Job:
+    """Base class of a job. Subclass it and implement :meth:`run`.
+
+    Class attributes set the defaults of the class's jobs::
+
+        class SendEmail(Job):
+            priority = 10                # lower runs first (smallint)
+            queue = "mail"
+            retry_interval = 30          # seconds; default error_count ** 4 + 3
+            maximum_retry_count = 5      # then the job is expired
+            job_name = "SendEmail"       # stored name; default module.QualName
+
+            def run(self, user_id): ...
+    """
+
+    priority: ClassVar[int] = 100
+    queue: ClassVar[str] = "default"
+    maximum_retry_count: ClassVar[int] = 15
+    retry_interval: ClassVar[float | None] = None
+    keep_finished: ClassVar[bool | None] = None
+    job_name: ClassVar[str] = "que_core.job.Job"
+
+    # Per job, set by enqueue or by the worker.
+    id: int | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    run_at: datetime | None
+    error_count: int
+    tags: list[str]
+    #: The name the job is stored under (``job_name`` of its class).
+    job_class: str
+    #: The raw driver connection the job runs on (the worker's own).
+    conn: Any
+    #: The same session as a que-core Connection: ``self.db.execute(sql, params)``
+    #: with %s placeholders, whatever the driver.
+    db: Connection | None
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "job_name" not in cls.__dict__:
+            cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
+        validation.check_job_name(cls.job_name)
+        validation.check_priority(cls.priority)
+        validation.check_queue(cls.queue)
+        other = registry.get(cls.job_name)
+        if other is not None and (other.__module__, other.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
+            raise ConfigurationError(
+                f"job name {cls.job_name!r} is already used by "
+                f"{other.__module__}.{other.__qualname__}"
+            )
+        registry[cls.job_name] = cls
+
+    def __init__(
+        self,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        id: int | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        run_at: datetime | None = None,
+        error_count: int = 0,
+        tags: Sequence[str] = (),
+        conn: Connection | None = None,
+    ) -> None:
+        self.id = id
+        self.job_class = type(self).job_name
+        self.args = list(args)
+        self.kwargs = dict(kwargs or {})
+        # Instance values shadow the class defaults of the same name.
+        self.queue = queue if queue is not None else type(self).queue  # type: ignore[misc]
+        self.priority = priority if priority is not None else type(self).priority  # type: ignore[misc]
+        self.run_at = run_at
+        self.error_count = error_count
+        self.tags = list(tags)
+        self.db = conn
+        self.conn = conn.raw if conn is not None else None
+        self._resolved = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).job_name} id={self.id} queue={self.queue!r} priority={self.priority}>"
+
+    # -- the job's work -------------------------------------------------
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """Do the job's work. Override it."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement run()")
+
+    def retry_delay(self, error_count: int) -> float:
+        """Seconds to wait before retrying after error number *error_count*."""
+        if self.retry_interval is not None:
+            return float(self.retry_interval)
+        return _default_retry_delay(error_count)
+
+    # -- resolving the job from inside run() ------------------------------
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A transaction on the job's connection, whatever the driver.
+
+        Resolve the job inside it to commit its effects and its completion
+        together::
+
+            with self.transaction():
+                self.conn.execute(...)   # the job's own writes
+                self.destroy()
+        """
+        if self.db is None:
+            return nullcontext()
+        return self.db.transaction()
+
+    def destroy(self) -> None:
+        """Delete the job: it is done."""
+        self._resolve("destroy_job", (self.id,))
+
+    def finish(self) -> None:
+        """Mark the job finished and keep its row."""
+        self._resolve("finish_job", (self.id,))
+
+    def expire(self) -> None:
+        """Mark the job expired: it will not run again."""
+        self._resolve("expire_job", (self.id,))
+
+    def retry_in(self, seconds: float) -> None:
+        """Run the job again in *seconds*, without counting an error."""
+        self._resolve("retry_job", (float(seconds), self.id))
+
+    @property
+    def resolved(self) -> bool:
+        return self._resolved
+
+    def _resolve(self, query: str, params: tuple[Any, ...]) -> None:
+        if self.db is not None and self.id is not None:
+            self.db.execute(q(query), params)
+        self._resolved = True
+
+    # -- enqueueing -------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls: type[J],
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> J:
+        """A checked, not yet enqueued job of this class."""
+        a, k = validation.check_args(tuple(args), dict(kwargs or {}))
+        return cls(
+            a,
+            k,
+            queue=validation.check_queue(queue if queue is not None else cls.queue),
+            priority=validation.check_priority(priority if priority is not None else cls.priority),
+            run_at=validation.check_run_at(run_at),
+            tags=validation.check_tags(tags),
+        )
+
+    @classmethod
+    def enqueue(
+        cls: type[J],
+        *args: Any,
+        conn: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> J:
+        """Insert a job of this class in the transaction of *conn*.
+
+        *conn* is the caller's raw driver connection (psycopg, psycopg2,
+        pg8000, ...): the job commits or rolls back with the caller's work.
+        Returns the job, with its ``id``.
+        """
+        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        if settings.run_mode is RunMode.INLINE:
+            job._run_inline(conn)
+            return job
+        pending = _bulk.get()
+        if pending is not None:
+            pending.append(job)
+            return job
+        c = _connection(conn)
+        ((job.id, job.run_at),) = c.execute(q("insert_job"), job._insert_params())
+        log.debug("enqueued %s", job)
+        return job
+
+    @classmethod
+    def enqueue_many(
+        cls: type[J],
+        args_list: Iterable[Sequence[Any]],
+        *,
+        conn: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[J]:
+        """Enqueue one job per element of *args_list* (each a sequence of
+        positional arguments) in a single statement."""
+        jobs = [
+            cls.build(a, None, priority=priority, queue=queue, run_at=run_at, tags=tags)
+            for a in args_list
+        ]
+        if settings.run_mode is RunMode.INLINE:
+            for job in jobs:
+                job._run_inline(conn)
+            return jobs
+        insert_many(jobs, conn)
+        return jobs
+
+    def _insert_params(self) -> tuple[Any, ...]:
+        return (
+            self.queue,
+            self.priority,
+            self.run_at,
+            type(self).job_name,
+            validation.dumps(self.args),
+            validation.dumps(self.kwargs),
+            validation.dumps(self._data()),
+        )
+
+    def _data(self) -> dict[str, Any]:
+        return {"tags": self.tags} if self.tags else {}
+
+    def _run_inline(self, conn: Any) -> None:
+        if conn is not None:
+            self.db = wrap_connection(conn)
+            self.conn = self.db.raw
+        self.run(*self.args, **self.kwargs)
+
+
+def _connection(conn: Any) -> Connection:
+    if conn is None:
+        if settings.connection_provider is None:
+            raise ConfigurationError(
+                "enqueue needs a connection: pass conn=<your driver connection>"
+            )
+        conn = settings.connection_provider()
+    return wrap_connection(conn)
+
+
+def insert_many(jobs: Sequence[Job], conn: Any) -> None:
+    """Insert *jobs* (of any classes) in one statement; sets their ids.
+
+    The per-job NOTIFY is skipped for the batch: lockers find bulk-inserted
+    jobs by polling, which takes many at a time.
+    """
+    if not jobs:
+        return
+    c = _connection(conn)
+    rows = [
+        {
+            "queue": j.queue,
+            "priority": j.priority,
+            "run_at": j.run_at.isoformat() if j.run_at else None,
+            "job_class": type(j).job_name,
+            "args": j.args,
+            "kwargs": j.kwargs,
+            "data": j._data(),
+        }
+        for j in jobs
+    ]
+    with c.transaction():
+        ((before,),) = c.execute(q("get_skip_notify"))
+        c.execute(q("set_skip_notify"), ("true",))
+        inserted = c.execute(q("insert_jobs"), (json.dumps(rows, ensure_ascii=False),))
+        c.execute(q("set_skip_notify"), (before,))
+    for job, (job_id, run_at) in zip(jobs, sorted(inserted), strict=True):
+        job.id, job.run_at = job_id, run_at
+
+
+@contextmanager
+def bulk_enqueue(conn: Any = None) -> Iterator[list[Job]]:
+    """Collect every ``enqueue`` inside the block and insert them all in one
+    statement when it ends (nothing is inserted if the block raises)::
+
+        with bulk_enqueue(conn=c):
+            for user in users:
+                SendEmail.enqueue(user.id)
+    """
+    jobs: list[Job] = []
+    token = _bulk.set(jobs)
+    try:
+        yield jobs
+    finally:
+        _bulk.reset(token)
+    insert_many(jobs, conn)

@@ -1,0 +1,189 @@
+"""Worker threads: each takes locked jobs from the buffer and runs them on
+its own session, then tells the locker to unlock them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from que_core.backoff import retry_connect
+from que_core.config import settings
+from que_core.connection import Connection
+from que_core.errors import ConnectionLost, DatabaseError, QueError
+from que_core.job import Job, registry
+from que_core.job_buffer import JobBuffer, LockedJob
+from que_core.locker import Locker
+from que_core.plugins import hooks
+from que_core.sql import q
+
+log = logging.getLogger("que_core.worker")
+
+
+class UnknownJobClass(QueError):
+    """A job row names a class this worker has not registered."""
+
+
+def _text(value: str, limit: int) -> str:
+    # PostgreSQL text cannot hold NUL; the SQL trims to the column limit.
+    return value.replace("\x00", "\\0")[: limit * 2]
+
+
+def _call_hook(name: str, **kwargs: Any) -> None:
+    try:
+        getattr(hooks(), name)(**kwargs)
+    except Exception:
+        log.exception("que plugin hook %s raised; ignored", name)
+
+
+class JobRunner(threading.Thread):
+    def __init__(
+        self,
+        index: int,
+        max_priority: int | None,
+        connect: Callable[[], Connection],
+        buffer: JobBuffer,
+        locker: Locker,
+        stop_event: threading.Event,
+    ) -> None:
+        super().__init__(name=f"que-worker-{index}", daemon=True)
+        self.max_priority = max_priority
+        self._connect = connect
+        self.buffer = buffer
+        self.locker = locker
+        self._stop_event = stop_event
+        self.conn: Connection | None = None
+        self.current: LockedJob | None = None
+
+    def run(self) -> None:
+        try:
+            while True:
+                locked = self.buffer.take(self.max_priority)
+                if locked is None:
+                    return
+                self.current = locked
+                try:
+                    self.work(locked)
+                except Exception:
+                    log.exception("job %s: unexpected error in the worker", locked.id)
+                finally:
+                    self.current = None
+                    self.locker.job_done(locked.id)
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+
+    def _session(self) -> Connection | None:
+        if self.conn is None or self.conn.closed:
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = retry_connect(self._connect, self._stop_event, log, self.name)
+        return self.conn
+
+    def work(self, locked: LockedJob) -> None:
+        """Run one job and record its outcome. Never raises for the job's
+        sake: a job's failure is the job's, not the worker's."""
+        conn = self._session()
+        if conn is None:
+            return  # stopping before we could connect: the job stays as it was
+        cls = registry.get(locked.job_class)
+        job = (cls or Job)(
+            locked.args,
+            locked.kwargs,
+            id=locked.id,
+            queue=locked.queue,
+            priority=locked.priority,
+            run_at=locked.run_at,
+            error_count=locked.error_count,
+            tags=locked.data.get("tags") or (),
+            conn=conn,
+        )
+        job.job_class = locked.job_class
+        _call_hook("que_job_started", job=job)
+        start = time.monotonic()
+        try:
+            if cls is None:
+                raise UnknownJobClass(
+                    f"unknown job class {locked.job_class!r}: no such Job subclass is "
+                    "registered in this worker (import its module)"
+                )
+            job.run(*job.args, **job.kwargs)
+        except BaseException as exc:
+            duration = time.monotonic() - start
+            self._record_error(job, exc, duration)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
+            return
+        duration = time.monotonic() - start
+        if not job.resolved:
+            keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
+            self._write(job, "finish_job" if keep else "destroy_job", (job.id,))
+        log.info(
+            "job worked: %s id=%s queue=%s duration=%.4fs outcome=%s",
+            job.job_class,
+            job.id,
+            job.queue,
+            duration,
+            "succeeded",
+            extra={"que_event": "worked", "job_id": job.id, "job_class": job.job_class},
+        )
+        _call_hook("que_job_succeeded", job=job, duration=duration)
+
+    def _write(self, job: Job, query: str, params: tuple[Any, ...]) -> bool:
+        """Write a job's outcome on this thread's session. A lost session is
+        replaced and the write retried; any other error gets one retry on a
+        fresh session (the job may have left its own in a bad state)."""
+        retried = False
+        while True:
+            conn = self._session()
+            if conn is None:
+                return False
+            try:
+                conn.execute(q(query), params)
+                return True
+            except ConnectionLost as exc:
+                log.warning("job %s: connection lost while saving its outcome (%s)", job.id, exc)
+                conn.close()
+            except DatabaseError:
+                conn.close()
+                if retried:
+                    log.exception("job %s: cannot save its outcome; it will run again", job.id)
+                    return False
+                retried = True
+
+    def _record_error(self, job: Job, exc: BaseException, duration: float) -> None:
+        error_count = job.error_count + 1
+        message = _text(f"{type(exc).__name__}: {exc}", 500)
+        backtrace = _text("".join(traceback.format_exception(exc)), 10000)
+        expire = error_count > job.maximum_retry_count
+        delay = 0.0
+        if not expire:
+            try:
+                delay = float(job.retry_delay(error_count))
+            except Exception:
+                log.exception("job %s: retry_delay raised; using the default", job.id)
+                delay = float(error_count**4 + 3)
+        if expire:
+            self._write(job, "error_expire_job", (message, backtrace, job.id))
+        else:
+            self._write(job, "error_job", (delay, message, backtrace, job.id))
+        outcome = "expired" if expire else "errored"
+        log.warning(
+            "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s error=%s%s",
+            outcome,
+            job.job_class,
+            job.id,
+            job.queue,
+            duration,
+            outcome,
+            message,
+            "" if expire else f" retry_in={delay:g}s",
+            extra={"que_event": outcome, "job_id": job.id, "job_class": job.job_class},
+        )
+        if expire:
+            _call_hook("que_job_expired", job=job, error=exc, duration=duration)
+        else:
+            _call_hook("que_job_errored", job=job, error=exc, duration=duration, retry_in=delay)

@@ -1,0 +1,278 @@
+"""The locker: one thread and one session per worker process that holds the
+advisory locks of the jobs the process works.
+
+It polls for ready jobs and locks them, re-checks them in a fresh statement,
+feeds them to the job buffer and unlocks jobs once the worker threads have
+resolved them. It wakes for messages from the other threads (a job done, a
+NOTIFY seen, stop) and for the poll timer, so a worker that finishes a job
+is refilled at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from que_core.backoff import retry_connect
+from que_core.connection import Connection, Row
+from que_core.errors import ConnectionLost
+from que_core.job_buffer import ANY_PRIORITY, JobBuffer, LockedJob
+from que_core.sql import q
+
+log = logging.getLogger("que_core.locker")
+
+
+def parse_row(row: Row) -> LockedJob:
+    job_id, priority, run_at, job_class, queue_name, error_count, args, kwargs, data = row
+    return LockedJob(
+        priority=priority,
+        run_at=run_at,
+        id=job_id,
+        job_class=job_class,
+        queue=queue_name,
+        error_count=error_count,
+        args=json.loads(args),
+        kwargs=json.loads(kwargs),
+        data=json.loads(data),
+    )
+
+
+class Locker(threading.Thread):
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        buffer: JobBuffer,
+        queues: list[str],
+        worker_priorities: list[int | None],
+        poll_interval: float,
+        stop_event: threading.Event,
+    ) -> None:
+        super().__init__(name="que-locker", daemon=True)
+        self._connect = connect
+        self.buffer = buffer
+        self.queues = queues
+        self.worker_priorities = worker_priorities
+        self.max_priority = (
+            ANY_PRIORITY
+            if any(p is None for p in worker_priorities)
+            else max(p for p in worker_priorities if p is not None)
+        )
+        self.poll_interval = poll_interval
+        self._stop_event = stop_event
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.conn: Connection | None = None
+        #: Backend pid of the locker session; names the LISTEN channel.
+        self.pid: int | None = None
+        #: Every job id this session holds the advisory lock of.
+        self.held: set[int] = set()
+        self._poll_needed: set[str] = set(queues)
+        self._urgent: dict[str, int] = {}
+        self._deadline: float | None = None
+        self.error: BaseException | None = None
+
+    # -- called from other threads ---------------------------------------
+
+    def job_done(self, job_id: int) -> None:
+        self._inbox.put(("done", job_id))
+
+    def notified(self, queue_name: str, priority: int) -> None:
+        self._inbox.put(("notify", (queue_name, priority)))
+
+    def listening(self, pid: int, on: bool) -> None:
+        self._inbox.put(("listening", (pid, on)))
+
+    def request_stop(self, deadline: float | None) -> None:
+        self._inbox.put(("stop", deadline))
+
+    # -- the loop -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the session and register; called before the thread starts so
+        that a bad DSN fails ``Worker.start()`` at once."""
+        self.conn = self._connect()
+        self._register()
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # never die silently: the Worker reports it
+            self.error = exc
+            log.exception("locker failed")
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> None:
+        next_poll = 0.0
+        stopping = False
+        while True:
+            timeout = 0.05 if stopping else max(0.0, next_poll - time.monotonic())
+            done = self._read_inbox(timeout)
+            stopping = self._deadline is not None
+            try:
+                if done["done"]:
+                    self._unlock(done["done"])
+                if stopping:
+                    leftover = self.buffer.stop()
+                    if leftover:
+                        self._unlock([j.id for j in leftover])
+                    if not self.held or (
+                        self._deadline is not None and time.monotonic() >= self._deadline
+                    ):
+                        return
+                    continue
+                for pid, on in done["listening"]:
+                    if pid == self.pid:
+                        self._require_conn().execute(q("set_locker_listening"), (on, pid))
+                        self._poll_needed.update(self.queues)
+                if time.monotonic() >= next_poll:
+                    self._poll_needed.update(self.queues)
+                    next_poll = time.monotonic() + self.poll_interval
+                for name in self.queues:
+                    if name in self._poll_needed and not self._poll(name):
+                        self._poll_needed.discard(name)
+            except ConnectionLost as exc:
+                log.warning("locker connection lost: %s", exc)
+                if not self._reconnect():
+                    return
+
+    def _read_inbox(self, timeout: float) -> dict[str, Any]:
+        got: dict[str, Any] = {"done": [], "listening": []}
+        try:
+            item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return got
+        while True:
+            kind, value = item
+            if kind == "done":
+                got["done"].append(value)
+            elif kind == "notify":
+                name, priority = value
+                if name in self.queues:
+                    self._poll_needed.add(name)
+                    best = self._urgent.get(name)
+                    self._urgent[name] = priority if best is None else min(best, priority)
+            elif kind == "listening":
+                got["listening"].append(value)
+            elif kind == "stop":
+                self._deadline = value if value is not None else float("inf")
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return got
+
+    def _poll(self, queue_name: str) -> bool:
+        """Lock jobs of *queue_name* into the buffer. True when there may be
+        more to lock (the poll filled what it asked for)."""
+        conn = self._require_conn()
+        urgent = self._urgent.pop(queue_name, None)
+        space = self.buffer.space()
+        if space > 0:
+            limit, max_priority = space, self.max_priority
+        else:
+            # Full: only a job more important than the least important
+            # buffered one may come in, pushing that one out.
+            worst = self.buffer.worst_priority()
+            if urgent is None or worst is None or urgent >= worst:
+                return True
+            limit, max_priority = 1, min(self.max_priority, worst - 1)
+        ids = [
+            r[0]
+            for r in conn.execute(
+                q("lock_jobs"), (queue_name, max_priority, sorted(self.held), limit)
+            )
+        ]
+        if not ids:
+            return False
+        self.held.update(ids)
+        jobs = [parse_row(r) for r in conn.execute(q("fetch_locked_jobs"), (ids,))]
+        fresh = {j.id for j in jobs}
+        release = [i for i in ids if i not in fresh]
+        release += [j.id for j in self.buffer.push(jobs)]
+        if release:
+            self._unlock(release)
+        return len(ids) >= limit
+
+    def _unlock(self, ids: list[int]) -> None:
+        mine = [i for i in ids if i in self.held]
+        if mine:
+            self.held.difference_update(mine)
+            self._require_conn().execute(q("unlock_jobs"), (mine,))
+
+    # -- the session --------------------------------------------------------
+
+    def _require_conn(self) -> Connection:
+        if self.conn is None or self.conn.closed:
+            raise ConnectionLost("locker connection is closed")
+        return self.conn
+
+    def _register(self) -> None:
+        conn = self._require_conn()
+        ((pid,),) = conn.execute(q("backend_pid"))
+        conn.execute(q("clean_lockers"), (pid,))
+        conn.execute(
+            q("register_locker"),
+            (
+                pid,
+                len(self.worker_priorities),
+                json.dumps(self.worker_priorities),
+                os.getpid(),
+                socket.gethostname(),
+                json.dumps(self.queues),
+                False,  # set once the listener is LISTENing on our channel
+            ),
+        )
+        self.pid = pid
+        log.info(
+            "locker registered: backend pid %s, queues %s, %s workers",
+            pid,
+            self.queues,
+            len(self.worker_priorities),
+        )
+
+    def _reconnect(self) -> bool:
+        """A new session after the old one died. Its locks died with it: the
+        buffered jobs may now be taken by others, so drop them; try to lock
+        the running ones again."""
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        dropped = self.buffer.clear()
+        running = self.held - {j.id for j in dropped}
+        self.held = set()
+        self.conn = retry_connect(self._connect, self._stop_event, log, "locker")
+        if self.conn is None:
+            return False
+        try:
+            self._register()
+            for job_id in sorted(running):
+                ((ok,),) = self.conn.execute(q("try_lock_job"), (job_id,))
+                if ok:
+                    self.held.add(job_id)
+                else:
+                    log.warning("job %s: lock lost with the locker session", job_id)
+        except ConnectionLost:
+            return self._reconnect()
+        self._poll_needed.update(self.queues)
+        return True
+
+    def _shutdown(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if not conn.closed and self.pid is not None:
+                conn.execute(q("unregister_locker"), (self.pid,))
+                if self.held:
+                    conn.execute(q("unlock_jobs"), (sorted(self.held),))
+                    self.held.clear()
+        except ConnectionLost:
+            pass
+        finally:
+            conn.close()  # releases any lock still held

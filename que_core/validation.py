@@ -1,0 +1,121 @@
+"""Checks on enqueue arguments: bad input raises before anything is written."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from que_core.errors import InvalidJob
+
+SMALLINT = (-32768, 32767)
+MAX_QUEUE = 100
+MAX_TAGS = 5
+MAX_TAG = 100
+MAX_JOB_CLASS = 200
+
+
+def _walk(value: Any, where: str) -> Any:
+    """Return *value* as plain JSON data, or raise naming what is wrong."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidJob(f"{where} is {value!r}, which JSON cannot represent")
+        return value
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidJob(f"{where} contains a NUL character, which PostgreSQL jsonb refuses")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise InvalidJob(f"{where} has key {k!r}: JSON object keys must be strings")
+            if "\x00" in k:
+                raise InvalidJob(f"{where} has a key containing a NUL character")
+            out[k] = _walk(v, f"{where}[{k!r}]")
+        return out
+    raise InvalidJob(
+        f"{where} is {value!r} of type {type(value).__name__}, which is not JSON-serialisable"
+    )
+
+
+def check_args(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Job arguments as plain JSON data, checked to round-trip exactly."""
+    a = [_walk(v, f"argument {i}") for i, v in enumerate(args)]
+    k = {name: _walk(v, f"keyword argument {name!r}") for name, v in kwargs.items()}
+    return a, k
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def check_text(value: Any, what: str, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidJob(f"{what} must be a string, not {value!r}")
+    if len(value) > limit:
+        raise InvalidJob(
+            f"{what} {value[:40]!r}... is {len(value)} characters; the limit is {limit}"
+        )
+    if "\x00" in value:
+        raise InvalidJob(f"{what} {value!r} contains a NUL character")
+    return value
+
+
+def check_priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJob(f"priority must be an integer, not {value!r}")
+    if not SMALLINT[0] <= value <= SMALLINT[1]:
+        raise InvalidJob(
+            f"priority {value} is outside the smallint range {SMALLINT[0]}..{SMALLINT[1]}"
+        )
+    return value
+
+
+def check_queue(value: Any) -> str:
+    return check_text(value, "queue name", MAX_QUEUE)
+
+
+def check_tags(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidJob(f"tags must be a list of strings, not {value!r}")
+    if len(value) > MAX_TAGS:
+        raise InvalidJob(
+            f"{len(value)} tags given ({list(value)!r}); at most {MAX_TAGS} are allowed"
+        )
+    tags = [check_text(t, "tag", MAX_TAG) for t in value]
+    for tag in tags:
+        # Que's que_validate_tags measures each tag as JSON text, quotes included.
+        encoded = json.dumps(tag, ensure_ascii=False)
+        if len(encoded) > MAX_TAG:
+            raise InvalidJob(
+                f"tag {tag[:40]!r}... is {len(encoded)} characters as JSON (quotes and "
+                f"escapes included); the limit is {MAX_TAG}"
+            )
+    return tags
+
+
+def check_run_at(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidJob(f"run_at must be a datetime, not {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidJob(
+            f"run_at {value.isoformat()} has no timezone; pass an aware datetime "
+            "(e.g. datetime.now(timezone.utc))"
+        )
+    return value
+
+
+def check_job_name(value: Any) -> str:
+    return check_text(value, "job class name", MAX_JOB_CLASS)

@@ -1,0 +1,47 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from que_core.connection import Connection
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
+    """Poll *predicate* until it is truthy; fail the test after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = conn.execute(sql, params)
+    return rows[0][0] if rows else None
+
+
+def job_count(conn: Connection) -> int:
+    return int(scalar(conn, "SELECT count(*) FROM que_jobs"))
+
+
+def log_tags(conn: Connection, event: str = "ran") -> list[str]:
+    rows = conn.execute("SELECT tag FROM test_log WHERE event = %s ORDER BY seq", (event,))
+    return [r[0] for r in rows]
+
+
+def advisory_locks(conn: Connection) -> int:
+    return int(
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    )

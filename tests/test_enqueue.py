@@ -1,0 +1,145 @@
+"""Enqueueing: the caller's transaction, job options, bulk, bad input."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from que_core import Job, RunMode, bulk_enqueue, run_mode
+from que_core.connection import Connection
+from que_core.errors import ConfigurationError, InvalidJob
+from tests.helpers import job_count, log_tags, scalar
+from tests.jobs import PlainJob, RecordJob, RubyNamedJob
+
+
+def test_enqueue_commits_with_the_callers_transaction(conn: Connection) -> None:
+    with conn.transaction():
+        job = PlainJob.enqueue("a", conn=conn.raw)
+        assert isinstance(job.id, int)
+        assert job_count(conn) == 1
+    assert job_count(conn) == 1
+    row = conn.execute(
+        "SELECT job_class, args::text, kwargs::text, queue, priority, job_schema_version "
+        "FROM que_jobs WHERE id = %s",
+        (job.id,),
+    )[0]
+    assert row[0] == "tests.jobs.PlainJob"
+    assert json.loads(row[1]) == ["a"]
+    assert json.loads(row[2]) == {}
+    assert row[3:] == ("default", 100, 2)
+
+
+def test_rolled_back_job_never_existed(conn: Connection) -> None:
+    with pytest.raises(RuntimeError), conn.transaction():
+        PlainJob.enqueue("a", conn=conn.raw)
+        assert job_count(conn) == 1
+        raise RuntimeError("roll back")
+    assert job_count(conn) == 0
+
+
+def test_psycopg_connection_outside_autocommit_rolls_back(dsn: str, conn: Connection) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    if "psycopg" not in __import__("que_core").plugins.adapters():
+        pytest.skip("psycopg adapter not installed")
+    with psycopg.connect(dsn) as raw:  # a plain application connection
+        PlainJob.enqueue("x", conn=raw)
+        raw.rollback()
+        PlainJob.enqueue("y", conn=raw)
+        raw.commit()
+    rows = conn.execute("SELECT args::text FROM que_jobs")
+    assert [json.loads(r[0]) for r in rows] == [["y"]]
+
+
+def test_options_and_kwargs_are_stored(conn: Connection) -> None:
+    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    job = PlainJob.enqueue(
+        1, conn=conn.raw, priority=5, queue="mail", run_at=at, tags=["a", "b"], flag=True
+    )
+    row = conn.execute(
+        "SELECT priority, queue, run_at, data::text, kwargs::text FROM que_jobs WHERE id = %s",
+        (job.id,),
+    )[0]
+    assert row[0] == 5 and row[1] == "mail"
+    assert abs((row[2] - at).total_seconds()) < 0.001
+    assert json.loads(row[3]) == {"tags": ["a", "b"]}
+    assert json.loads(row[4]) == {"flag": True}
+
+
+def test_class_defaults_and_custom_name(conn: Connection) -> None:
+    class Urgent(Job):
+        priority = 1
+        queue = "urgent"
+
+    job = Urgent.enqueue(conn=conn.raw)
+    assert (job.priority, job.queue) == (1, "urgent")
+    RubyNamedJob.enqueue("hi", conn=conn.raw)
+    names = {r[0] for r in conn.execute("SELECT job_class FROM que_jobs")}
+    assert names == {f"{__name__}.test_class_defaults_and_custom_name.<locals>.Urgent", "SendEmail"}
+
+
+def test_bulk_enqueue_is_one_insert(conn: Connection) -> None:
+    jobs = PlainJob.enqueue_many([[i] for i in range(500)], conn=conn.raw, queue="bulk")
+    assert len(jobs) == 500
+    assert all(isinstance(j.id, int) for j in jobs)
+    rows = conn.execute("SELECT id, args::text FROM que_jobs ORDER BY id")
+    assert [(r[0], json.loads(r[1])) for r in rows] == [(j.id, j.args) for j in jobs]
+    with bulk_enqueue(conn=conn.raw) as pending:
+        PlainJob.enqueue("p")
+        RecordJob.enqueue("r", priority=3)
+    assert [j.id is not None for j in pending] == [True, True]
+    assert job_count(conn) == 502
+    # The skip_notify flag does not outlive the bulk insert.
+    assert scalar(conn, "SELECT coalesce(current_setting('que.skip_notify', true), '')") == ""
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda c: PlainJob.enqueue(object(), conn=c), "argument 0"),
+        (lambda c: PlainJob.enqueue({1: "a"}, conn=c), "key 1"),
+        (lambda c: PlainJob.enqueue(float("nan"), conn=c), "nan"),
+        (lambda c: PlainJob.enqueue("a\x00b", conn=c), "NUL"),
+        (lambda c: PlainJob.enqueue(conn=c, x={1, 2}), "keyword argument 'x'"),
+        (lambda c: PlainJob.enqueue(conn=c, priority=40000), "40000"),
+        (lambda c: PlainJob.enqueue(conn=c, priority="1"), "'1'"),
+        (lambda c: PlainJob.enqueue(conn=c, queue="q" * 101), "101 characters"),
+        (lambda c: PlainJob.enqueue(conn=c, tags=list("abcdef")), "6 tags"),
+        (lambda c: PlainJob.enqueue(conn=c, tags=["t" * 101]), "101 characters"),
+        (lambda c: PlainJob.enqueue(conn=c, run_at=datetime(2030, 1, 1)), "2030-01-01T00:00:00"),
+        (lambda c: PlainJob.enqueue_many([[1], [object()]], conn=c), "argument 0"),
+    ],
+)
+def test_bad_input_names_the_value_and_inserts_nothing(
+    conn: Connection, call: object, needle: str
+) -> None:
+    with pytest.raises(InvalidJob, match=None) as info:
+        call(conn.raw)  # type: ignore[operator]
+    assert needle in str(info.value)
+    assert job_count(conn) == 0
+
+
+def test_enqueue_without_connection_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="conn="):
+        PlainJob.enqueue(1)
+
+
+def test_unknown_connection_type_names_installed_adapters() -> None:
+    with pytest.raises(ConfigurationError, match="installed adapters"):
+        PlainJob.enqueue(1, conn=object())
+
+
+def test_inline_mode_runs_the_job_and_inserts_nothing(db: Connection) -> None:
+    with run_mode(RunMode.INLINE):
+        job = PlainJob.enqueue("inline", conn=db.raw)
+    assert job.id is None
+    assert log_tags(db) == ["inline"]
+    assert job_count(db) == 0
+
+
+def test_job_name_too_long_is_refused_at_class_definition() -> None:
+    with pytest.raises(InvalidJob, match="200"):
+
+        class Long(Job):
+            job_name = "x" * 201

@@ -1,0 +1,281 @@
+"""Working jobs with in-process workers against the real server."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from que_core import Job, settings
+from que_core.connection import Connection
+from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
+from tests.jobs import FailingJob, PlainJob, RecordJob, SleepJob
+
+
+def test_jobs_run_and_are_destroyed(db: Connection, make_worker: Any) -> None:
+    for i in range(20):
+        PlainJob.enqueue(i, conn=db.raw)
+    make_worker()
+    wait_for(lambda: job_count(db) == 0)
+    assert sorted(log_tags(db), key=int) == [str(i) for i in range(20)]
+
+
+def test_priority_order(db: Connection, make_worker: Any) -> None:
+    for p in (50, 5, 30, 1, 20):
+        PlainJob.enqueue(f"p{p}", conn=db.raw, priority=p)
+    make_worker(worker_priorities=[None])
+    wait_for(lambda: job_count(db) == 0)
+    assert log_tags(db) == ["p1", "p5", "p20", "p30", "p50"]
+
+
+def test_worker_priority_thresholds(db: Connection, make_worker: Any) -> None:
+    # A single thread limited to priority <= 10 never takes a priority-50 job.
+    PlainJob.enqueue("low", conn=db.raw, priority=50)
+    PlainJob.enqueue("high", conn=db.raw, priority=10)
+    make_worker(worker_priorities=[10])
+    wait_for(lambda: log_tags(db) == ["high"])
+    time.sleep(0.5)
+    assert log_tags(db) == ["high"]
+    assert job_count(db) == 1
+
+
+def test_scheduled_job_waits_for_its_time(db: Connection, make_worker: Any) -> None:
+    at = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    PlainJob.enqueue("later", conn=db.raw, run_at=at)
+    make_worker()
+    time.sleep(0.8)
+    assert log_tags(db) == []
+    wait_for(lambda: log_tags(db) == ["later"])
+    ran_at = scalar(db, "SELECT at FROM test_log")
+    assert ran_at >= at
+
+
+def test_queues_are_separate(db: Connection, make_worker: Any) -> None:
+    PlainJob.enqueue("a", conn=db.raw, queue="a")
+    PlainJob.enqueue("b", conn=db.raw, queue="b")
+    make_worker(queues=["b"])
+    wait_for(lambda: log_tags(db) == ["b"])
+    time.sleep(0.3)
+    assert log_tags(db) == ["b"]
+
+
+def test_error_is_recorded_then_retried_then_expired(db: Connection, make_worker: Any) -> None:
+    job = FailingJob.enqueue("f", conn=db.raw)
+    make_worker()
+    # maximum_retry_count = 2: runs 3 times, then expires.
+    wait_for(lambda: scalar(db, "SELECT expired_at IS NOT NULL FROM que_jobs WHERE id = %s",
+                            (job.id,)))
+    count, message, backtrace = db.execute(
+        "SELECT error_count, last_error_message, last_error_backtrace FROM que_jobs WHERE id = %s",
+        (job.id,),
+    )[0]
+    assert count == 3
+    assert message == "ValueError: boom f"
+    assert "raise ValueError" in backtrace
+    assert log_tags(db) == ["f", "f", "f"]
+
+
+def test_default_retry_interval_is_error_count_to_the_fourth_plus_three(
+    db: Connection, make_worker: Any
+) -> None:
+    class Fails(Job):
+        def run(self) -> None:
+            raise RuntimeError("no")
+
+    job = Fails.enqueue(conn=db.raw)
+    make_worker()
+    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 1)
+    delay = scalar(
+        db,
+        "SELECT extract(epoch FROM run_at - now()) FROM que_jobs WHERE id = %s",
+        (job.id,),
+    )
+    assert 2 < float(delay) <= 4  # 1 ** 4 + 3
+
+
+def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: Any) -> None:
+    class Flaky(Job):
+        retry_interval = 600
+        maximum_retry_count = 0
+
+    class Flaky2(Job):
+        retry_interval = 600
+        maximum_retry_count = 5
+
+        def run(self) -> None:
+            raise RuntimeError("flaky")
+
+    a = Flaky.enqueue(conn=db.raw)  # run() not implemented: an error, expired at once
+    b = Flaky2.enqueue(conn=db.raw)
+    make_worker()
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE error_count = 1") == 2)
+    rows = dict(
+        (r[0], r[1:])
+        for r in db.execute(
+            "SELECT id, expired_at IS NOT NULL, extract(epoch FROM run_at - now()) "
+            "FROM que_jobs"
+        )
+    )
+    assert rows[a.id][0] is True
+    assert rows[b.id][0] is False and float(rows[b.id][1]) > 500
+
+
+def test_job_resolves_itself_in_its_own_transaction(db: Connection, make_worker: Any) -> None:
+    class Transfer(Job):
+        def run(self, tag: str, fail: bool) -> None:
+            with self.transaction():
+                self.db.execute(  # type: ignore[union-attr]
+                    "INSERT INTO test_log (job_id, tag, event) VALUES (%s, %s, 'ran')",
+                    (self.id, tag),
+                )
+                self.destroy()
+                if fail:
+                    raise RuntimeError("after destroy")
+
+    Transfer.enqueue("ok", False, conn=db.raw)
+    bad = Transfer.enqueue("bad", True, conn=db.raw)
+    make_worker()
+    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (bad.id,)) == 1)
+    # The failing run's effect and its destroy rolled back together.
+    assert log_tags(db) == ["ok"]
+    assert job_count(db) == 1
+
+
+@pytest.mark.parametrize("how", ["finish", "expire", "retry_in"])
+def test_job_resolution_methods(db: Connection, make_worker: Any, how: str) -> None:
+    class Resolves(Job):
+        def run(self) -> None:
+            if how == "retry_in":
+                self.retry_in(3600)
+            else:
+                getattr(self, how)()
+
+    job = Resolves.enqueue(conn=db.raw)
+    make_worker()
+    column = {"finish": "finished_at IS NOT NULL", "expire": "expired_at IS NOT NULL",
+              "retry_in": "run_at > now() + interval '3000 seconds'"}[how]
+    wait_for(lambda: scalar(db, f"SELECT {column} FROM que_jobs WHERE id = %s", (job.id,)))
+    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 0
+
+
+def test_keep_finished_setting(db: Connection, make_worker: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(settings, "keep_finished", True)
+    job = PlainJob.enqueue("kept", conn=db.raw)
+    make_worker()
+    wait_for(lambda: scalar(db, "SELECT finished_at IS NOT NULL FROM que_jobs WHERE id = %s",
+                            (job.id,)))
+
+
+def test_unknown_job_class_is_the_jobs_error(db: Connection, make_worker: Any) -> None:
+    db.execute(
+        "INSERT INTO que_jobs (job_class, args, job_schema_version) "
+        "VALUES ('os.system', '[\"touch /tmp/que-pwned\"]', 2)"
+    )
+    PlainJob.enqueue("after", conn=db.raw)
+    w = make_worker()
+    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE job_class = 'os.system'"))
+    message = scalar(db, "SELECT last_error_message FROM que_jobs WHERE job_class = 'os.system'")
+    assert "unknown job class 'os.system'" in message
+    wait_for(lambda: log_tags(db) == ["after"])
+    assert w.running
+
+
+def test_no_advisory_lock_left_after_a_run(db: Connection, make_worker: Any) -> None:
+    for i in range(50):
+        PlainJob.enqueue(i, conn=db.raw)
+    FailingJob.enqueue("x", conn=db.raw)
+    w = make_worker()
+    wait_for(lambda: job_count(db) == 1 and len(log_tags(db)) >= 51)
+    w.stop()
+    assert advisory_locks(db) == 0
+    assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
+
+
+def test_notify_wakes_an_idle_worker_quickly(db: Connection, make_worker: Any) -> None:
+    w = make_worker(poll_interval=60)  # only NOTIFY can bring the job this fast
+    wait_for(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
+    started = time.monotonic()
+    PlainJob.enqueue("fast", conn=db.raw)
+    wait_for(lambda: log_tags(db) == ["fast"], timeout=3)
+    assert time.monotonic() - started < 3
+    assert w.running
+
+
+def test_foreign_notification_payloads_are_ignored(db: Connection, make_worker: Any) -> None:
+    w = make_worker(poll_interval=60)
+    pid = wait_for(lambda: scalar(db, "SELECT pid FROM que_lockers WHERE listening"))
+    for payload in ["not json", "[1,2]", '{"message_type":"job_available"}',
+                    '{"message_type":"other","queue":"default","priority":1}', ""]:
+        db.execute("SELECT pg_notify(%s, %s)", (f"que_listener_{pid}", payload))
+    PlainJob.enqueue("still works", conn=db.raw)
+    wait_for(lambda: log_tags(db) == ["still works"], timeout=3)
+    assert w.running and w.listener is not None and w.listener.is_alive()
+
+
+def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any) -> None:
+    SleepJob.enqueue("slow", 1.0, conn=db.raw)
+    for i in range(5):
+        SleepJob.enqueue(f"queued{i}", 0.0, conn=db.raw, priority=200)
+    w = make_worker(worker_priorities=[None])
+    wait_for(lambda: log_tags(db, "start") == ["slow"])
+    assert w.stop() is True
+    assert log_tags(db, "done") == ["slow"]
+    assert job_count(db) == 5  # the buffered ones were released, not run
+    assert advisory_locks(db) == 0
+    assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
+
+
+def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> None:
+    SleepJob.enqueue("hung", 5.0, conn=db.raw)
+    w = make_worker()
+    wait_for(lambda: log_tags(db, "start") == ["hung"])
+    began = time.monotonic()
+    assert w.stop(timeout=0.5) is False
+    assert time.monotonic() - began < 3
+    # The locker session is closed: no lock of ours remains.
+    assert advisory_locks(db) == 0
+
+
+def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any) -> None:
+    w = make_worker()
+    PlainJob.enqueue("before", conn=db.raw)
+    wait_for(lambda: log_tags(db) == ["before"])
+    killed = scalar(
+        db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert killed >= 3  # locker, listener and worker sessions
+    PlainJob.enqueue("after", conn=db.raw)
+    wait_for(lambda: log_tags(db) == ["before", "after"], timeout=15)
+    assert w.running
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
+
+
+def test_two_workers_share_the_work_without_running_a_job_twice(
+    db: Connection, make_worker: Any
+) -> None:
+    RecordJob.enqueue_many([[i] for i in range(300)], conn=db.raw)
+    make_worker()
+    make_worker()
+    wait_for(lambda: job_count(db) == 0, timeout=30)
+    tags = log_tags(db)
+    assert len(tags) == 300 and len(set(tags)) == 300
+
+
+def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
+    seen: list[Any] = []
+
+    class Echo(Job):
+        def run(self, *args: Any, **kwargs: Any) -> None:
+            seen.append((args, kwargs))
+
+    value = {"nested": [1, 2.5, None, True, "ü\"'\\%s$1"], "big": 2**63 - 1}
+    Echo.enqueue(value, [value], conn=db.raw, key=value)
+    make_worker()
+    wait_for(lambda: seen)
+    assert seen == [((value, [value]), {"key": value})]
+    assert json.loads(json.dumps(seen[0][0][0])) == value
