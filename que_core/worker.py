@@ -199,8 +199,7 @@ class Worker:
         if self.locker is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.locker.request_stop(deadline)
-        self.buffer.stop()
+        self.locker.request_stop(deadline)  # it releases the buffered jobs
         clean = True
         for runner in self.runners:
             runner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
