@@ -97,6 +97,13 @@ class Locker(threading.Thread):
         """Open the session and register; called before the thread starts so
         that a bad DSN fails ``Worker.start()`` at once."""
         self.conn = self._connect()
+        for version, count in self.conn.execute(q("other_format_jobs")):
+            log.warning(
+                "%s waiting job(s) have job_schema_version %s; this worker only works "
+                "version 2 and will leave them alone",
+                count,
+                version,
+            )
         self._register()
 
     def run(self) -> None:

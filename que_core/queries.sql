@@ -99,6 +99,13 @@ WHERE id = %s
 SELECT error_count, finished_at IS NOT NULL OR expired_at IS NOT NULL
 FROM que_jobs WHERE id = %s
 
+-- name: other_format_jobs
+-- Waiting jobs in a row format this worker does not work (Que 1.x wrote 1).
+SELECT job_schema_version, count(*)
+FROM que_jobs
+WHERE job_schema_version <> 2 AND finished_at IS NULL AND expired_at IS NULL
+GROUP BY job_schema_version
+
 -- name: backend_pid
 SELECT pg_backend_pid()
 

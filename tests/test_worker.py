@@ -279,3 +279,14 @@ def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
     wait_for(lambda: seen)
     assert seen == [((value, [value]), {"key": value})]
     assert json.loads(json.dumps(seen[0][0][0])) == value
+
+
+def test_jobs_of_another_row_format_are_reported(
+    db: Connection, make_worker: Any, caplog: Any
+) -> None:
+    db.execute(
+        "INSERT INTO que_jobs (job_class, job_schema_version) VALUES ('tests.jobs.PlainJob', 1)"
+    )
+    with caplog.at_level("WARNING", logger="que_core.locker"):
+        make_worker()
+    assert "job_schema_version 1" in caplog.text
