@@ -270,6 +270,7 @@ class Locker(threading.Thread):
         return True
 
     def _shutdown(self) -> None:
+        self.buffer.stop()  # whatever ended the loop, idle worker threads exit too
         conn, self.conn = self.conn, None
         if conn is None:
             return
