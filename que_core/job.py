@@ -113,6 +113,8 @@ class Job:
         self.db = conn
         self.conn = conn.raw if conn is not None else None
         self._resolved = False
+        #: The queries.sql statement run() resolved the job with, if any.
+        self._resolved_by: str | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).job_name} id={self.id} queue={self.queue!r} priority={self.priority}>"
@@ -169,6 +171,7 @@ class Job:
         if self.db is not None and self.id is not None:
             self.db.execute(q(query), params)
         self._resolved = True
+        self._resolved_by = query
 
     # -- enqueueing -------------------------------------------------------
 

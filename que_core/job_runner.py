@@ -121,14 +121,27 @@ class JobRunner(threading.Thread):
         if not job.resolved:
             keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
             self._write(job, "finish_job" if keep else "destroy_job", (job.id,))
+        # A job that asked to run again later, or expired itself, says so.
+        event = {"retry_job": "retried", "expire_job": "expired"}.get(
+            job._resolved_by or "", "worked"
+        )
+        outcome = "succeeded" if event == "worked" else event
         log.info(
-            "job worked: %s id=%s queue=%s duration=%.4fs outcome=%s",
+            "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s",
+            event,
             job.job_class,
             job.id,
             job.queue,
             duration,
-            "succeeded",
-            extra={"que_event": "worked", "job_id": job.id, "job_class": job.job_class},
+            outcome,
+            extra={
+                "que_event": event,
+                "job_id": job.id,
+                "job_class": job.job_class,
+                "queue": job.queue,
+                "duration": round(duration, 6),
+                "outcome": outcome,
+            },
         )
         _call_hook("que_job_succeeded", job=job, duration=duration)
 
@@ -181,7 +194,16 @@ class JobRunner(threading.Thread):
             outcome,
             message,
             "" if expire else f" retry_in={delay:g}s",
-            extra={"que_event": outcome, "job_id": job.id, "job_class": job.job_class},
+            extra={
+                "que_event": outcome,
+                "job_id": job.id,
+                "job_class": job.job_class,
+                "queue": job.queue,
+                "duration": round(duration, 6),
+                "outcome": outcome,
+                "error": message,
+                "retry_in": None if expire else delay,
+            },
         )
         if expire:
             _call_hook("que_job_expired", job=job, error=exc, duration=duration)
