@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
+
+from que_core.errors import ConfigurationError
 
 # postgresql://user:secret@host/db  and  key=value form: password=secret
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)", re.I)
@@ -17,3 +20,117 @@ def mask_password(text: str) -> str:
     text = _URL_PASSWORD.sub(lambda m: m["head"] + (MASK if m["pw"] else ""), text)
     text = _QUERY_PASSWORD.sub(lambda m: m["head"] + MASK, text)
     return _KV_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+
+
+def parse_dsn(dsn: str) -> dict[str, str | int]:
+    """The connection parameters in *dsn*, for drivers that take keyword arguments.
+
+    Reads both libpq forms: the URL ``postgresql://user:pw@host:port/dbname?key=value``
+    (``postgres://`` too; parts percent-decoded; query parameters win over the
+    parts before ``?``) and ``key=value`` pairs (values may be single-quoted,
+    with ``\\'`` and ``\\\\`` escapes; a later key wins). Keys keep libpq's names
+    (``host``, ``port``, ``user``, ``password``, ``dbname``, ``sslmode``, ...)
+    and only those present are returned; ``port`` is an int. A ``host`` that is
+    a directory (it starts with ``/``) is a Unix socket directory: it is
+    returned as ``unix_sock=<dir>/.s.PGSQL.<port>`` (port 5432 when not given)
+    instead of ``host``.
+
+    Raises :class:`~que_core.errors.ConfigurationError` for a DSN it cannot
+    read; the message does not quote the DSN.
+    """
+    params = _parse_url(dsn) if "://" in dsn else _parse_key_values(dsn)
+    if "port" in params:
+        try:
+            params["port"] = int(params["port"])
+        except ValueError:
+            raise _bad_dsn(f"port {params['port']!r} is not a number") from None
+    host = params.get("host")
+    if isinstance(host, str):
+        if "," in host:
+            raise _bad_dsn("several hosts are not supported")
+        if host.startswith("/"):
+            del params["host"]
+            params["unix_sock"] = f"{host.rstrip('/')}/.s.PGSQL.{params.get('port', 5432)}"
+    return params
+
+
+def _bad_dsn(why: str) -> ConfigurationError:
+    # Not the DSN itself: a malformed one may hide a password from mask_password.
+    return ConfigurationError(f"cannot read the DSN: {why}")
+
+
+def _parse_url(dsn: str) -> dict[str, str | int]:
+    scheme, _, rest = dsn.partition("://")
+    if scheme.lower() not in ("postgresql", "postgres"):
+        raise _bad_dsn(f"unknown scheme {scheme!r} (expected postgresql://)")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    params: dict[str, str | int] = {}
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if user:
+            params["user"] = unquote(user)
+        if colon:
+            params["password"] = unquote(password)
+    if "," in hostport:
+        raise _bad_dsn("several hosts are not supported")
+    if hostport.startswith("["):  # [IPv6]:port
+        host, bracket, port = hostport[1:].partition("]")
+        if not bracket or (port and not port.startswith(":")):
+            raise _bad_dsn("malformed IPv6 host")
+        port = port[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    if host:
+        params["host"] = unquote(host)
+    if port:
+        params["port"] = port
+    if path:
+        params["dbname"] = unquote(path)
+    for item in query.split("&"):
+        if item:
+            key, eq, value = item.partition("=")
+            if not eq:
+                raise _bad_dsn("a query parameter has no value")
+            params[unquote(key)] = unquote(value)
+    return params
+
+
+def _parse_key_values(dsn: str) -> dict[str, str | int]:
+    params: dict[str, str | int] = {}
+    i, n = 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i == n:
+            return params
+        start = i
+        while i < n and dsn[i] != "=" and not dsn[i].isspace():
+            i += 1
+        key = dsn[start:i]
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i == n or dsn[i] != "=" or not key:
+            raise _bad_dsn(f"expected key=value at character {start + 1}")
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        value: list[str] = []
+        quoted = i < n and dsn[i] == "'"
+        i += quoted
+        while i < n:
+            c = dsn[i]
+            if c == "\\" and i + 1 < n:
+                value.append(dsn[i + 1])
+                i += 2
+                continue
+            if (quoted and c == "'") or (not quoted and c.isspace()):
+                break
+            value.append(c)
+            i += 1
+        if quoted:
+            if i == n:
+                raise _bad_dsn(f"unterminated quoted value for {key!r}")
+            i += 1  # the closing quote
+        params[key] = "".join(value)

@@ -1,0 +1,118 @@
+"""Fixtures and helpers of the conformance suite.
+
+The fixtures build on two that the host provides: ``adapter`` and
+``server_dsn`` (see :mod:`conformance`). Every test gets a database of its own,
+created on the server and dropped after it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from typing import Any, TypeVar
+
+import pytest
+
+from que_core import testdb
+from que_core.connection import Adapter, Connection, Notification
+
+T = TypeVar("T")
+
+#: A wait for notifications returns no later than its timeout plus this.
+WAIT_SLACK = 0.5
+#: ... and no earlier than its timeout minus this.
+WAIT_EARLY = 0.05
+#: A notification reaches a listener within this many seconds of its commit.
+LATENCY_BOUND = 0.5
+#: How often a test polls an adapter whose notifications() cannot block
+#: (what the core does for such an adapter, at a shorter interval).
+POLL_INTERVAL = 0.01
+
+
+@pytest.fixture
+def db_dsn(adapter: Adapter, server_dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database for this test; dropped after it."""
+    dsn = testdb.create_database(adapter, server_dsn, prefix="que_conformance")
+    try:
+        yield dsn
+    finally:
+        testdb.drop_database(adapter, server_dsn, dsn)
+
+
+@pytest.fixture
+def connect(adapter: Adapter, db_dsn: str) -> Iterator[Callable[[], Connection]]:
+    """Open another session on the test's database; all closed after the test."""
+    opened: list[Connection] = []
+
+    def open_session() -> Connection:
+        conn = adapter.connect(db_dsn)
+        opened.append(conn)
+        return conn
+
+    yield open_session
+    for conn in opened:
+        with suppress(Exception):  # a test may have broken it on purpose
+            conn.close()
+
+
+@pytest.fixture
+def conn(connect: Callable[[], Connection]) -> Connection:
+    """A session on the test's database."""
+    return connect()
+
+
+def scalar(conn: Connection, sql: str, *params: Any) -> Any:
+    """The single value *sql* returns."""
+    rows = conn.execute(sql, params)
+    assert len(rows) == 1 and len(rows[0]) == 1, rows
+    return rows[0][0]
+
+
+def wait_until(predicate: Callable[[], T], within: float = 10.0) -> T:
+    """Poll *predicate* until it is truthy; fail after *within* seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        time.sleep(0.02)
+
+
+def backend_pid(conn: Connection) -> int:
+    return int(scalar(conn, "SELECT pg_backend_pid()"))
+
+
+def terminate(victim: Connection, other: Connection) -> None:
+    """End *victim*'s server process from the session *other*; wait until it is gone."""
+    pid = backend_pid(victim)
+    assert scalar(other, "SELECT pg_terminate_backend(%s::int)", pid) is True
+    wait_until(
+        lambda: not other.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s::int", [pid])
+    )
+
+
+def collect(
+    adapter: Adapter, listener: Connection, count: int, within: float = 10.0
+) -> list[Notification]:
+    """Receive notifications on *listener* until *count* came or *within* seconds
+    passed: by blocking waits, or by polling an adapter that cannot block."""
+    got: list[Notification] = []
+    deadline = time.monotonic() + within
+    while len(got) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        if adapter.blocking_notifications:
+            got += listener.notifications(min(remaining, 1.0))
+        else:
+            got += listener.notifications(0)
+            if len(got) < count:
+                time.sleep(POLL_INTERVAL)
+    return got
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

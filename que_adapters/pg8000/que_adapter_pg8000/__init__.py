@@ -1,0 +1,235 @@
+"""que-core adapter for pg8000 (pure Python).
+
+``connect`` opens a :class:`pg8000.native.Connection`; ``wrap`` accepts any
+pg8000 connection (``pg8000.native``, ``pg8000.dbapi`` and the legacy
+``pg8000.connect``). pg8000 cannot wait for a notification without sending
+a query, so ``blocking_notifications`` is False and the core polls.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import ssl
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import partial
+from itertools import count
+from typing import Any
+
+import pg8000.core
+import pg8000.exceptions
+import pg8000.native
+
+from que_core import errors, hookimpl
+from que_core.connection import Notification, Row
+from que_core.dsn import mask_password, parse_dsn
+
+_ERRORS = (pg8000.exceptions.Error, OSError)
+_PLACEHOLDER = re.compile(r"%[s%]")
+_IN_TRANSACTION, _FAILED = b"T", b"E"  # ReadyForQuery transaction status
+
+
+def _message(exc: BaseException) -> str:
+    if exc.args and isinstance(exc.args[0], dict):  # a server error's fields
+        fields = exc.args[0]
+        detail = fields.get("D")
+        return str(fields.get("M", "")) + (f"\nDETAIL: {detail}" if detail else "")
+    cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+    return (str(exc) or type(exc).__name__) + cause
+
+
+def _sql(sql: str) -> str:
+    """``%s`` placeholders as ``$1``, ``$2``, ... (``%%`` as ``%``)."""
+    n = count(1)
+    return _PLACEHOLDER.sub(lambda m: "%" if m[0] == "%%" else f"${next(n)}", sql)
+
+
+def _param(value: Any) -> Any:
+    # pg8000 writes the text "null" in an array unquoted, which PostgreSQL
+    # reads as NULL: send arrays as literals with every element quoted.
+    if isinstance(value, list):
+        items = (
+            "NULL" if v is None else _param(v) if isinstance(v, list) else _quote(str(v))
+            for v in value
+        )
+        return "{" + ",".join(items) + "}"
+    return value
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _on_notification(raw: Any, data: bytes, context: Any) -> None:
+    # pg8000 decodes payloads as ASCII (a non-ASCII payload breaks the session).
+    encoding = getattr(raw, "_client_encoding", "utf-8")
+    channel, payload = data[4:].split(b"\0")[:2]
+    pid = int.from_bytes(data[:4], "big", signed=True)
+    raw.notifications.append((pid, channel.decode(encoding), payload.decode(encoding)))
+
+
+class Pg8000Connection:
+    """A que-core Connection over a pg8000 connection."""
+
+    def __init__(self, raw: Any, owned: bool) -> None:
+        self.raw = raw
+        self._owned = owned
+        self._lost = False
+        self._depth = 0  # transaction() blocks open on this wrapper
+        self._savepoints = 0
+        if owned:  # our session: keep every notification, decode them right
+            raw.notifications = deque()
+            raw.message_types[pg8000.core.NOTIFICATION_RESPONSE] = partial(_on_notification, raw)
+
+    def _status(self) -> bytes | None:
+        status: bytes | None = getattr(self.raw, "_transaction_status", None)
+        return status
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.closed:
+            raise errors.ConnectionLost("the connection is closed")
+        try:
+            if params:
+                return self.raw.execute_unnamed(_sql(sql), vals=[_param(p) for p in params])
+            return self.raw.execute_simple(sql)
+        except _ERRORS as exc:
+            if exc.args and isinstance(exc.args[0], dict):
+                error = errors.from_sqlstate(exc.args[0].get("C"), _message(exc))
+            elif str(exc) == "in failed transaction block":  # COMMIT of a failed one
+                error = errors.DatabaseError(_message(exc), "25P02")
+            else:  # network error, closed connection
+                error = errors.ConnectionLost(_message(exc))
+            self._lost = self._lost or isinstance(error, errors.ConnectionLost)
+            raise error from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        if getattr(self.raw, "autocommit", True) is False and self._status() not in (
+            _IN_TRANSACTION,
+            _FAILED,
+        ):
+            self._run("BEGIN")  # what a pg8000.dbapi cursor does on a non-autocommit connection
+        context = self._run(sql, params)
+        return [tuple(row) for row in context.rows] if context.rows is not None else []
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth or self._status() in (_IN_TRANSACTION, _FAILED):
+            self._savepoints += 1
+            savepoint = f"que_savepoint_{self._savepoints}"  # nested: a savepoint
+            begin, commit = f"SAVEPOINT {savepoint}", f"RELEASE SAVEPOINT {savepoint}"
+            rollback = f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}"
+        else:
+            begin, commit, rollback = "BEGIN", "COMMIT", "ROLLBACK"
+        self._run(begin)
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            with suppress(errors.ConnectionLost):  # gone, and its transaction with it
+                self._run(rollback)
+            raise
+        self._depth -= 1
+        if begin == "BEGIN" and self._status() == _FAILED:
+            self._run(rollback)  # COMMIT would roll back: say so
+            raise errors.DatabaseError(
+                "the transaction was aborted by an earlier error and has been rolled back",
+                "25P02",
+            )
+        try:
+            self._run(commit)
+        except errors.ConnectionLost:
+            raise
+        except errors.DatabaseError:
+            with suppress(errors.DatabaseError):
+                self._run(rollback)
+            raise
+
+    def notifications(self, timeout: float) -> list[Notification]:
+        # A round trip that runs nothing: the driver reads what has arrived.
+        self._run("")
+        queued = self.raw.notifications
+        got = []
+        while queued:
+            pid, channel, payload = queued.popleft()
+            got.append(Notification(channel, payload, pid))
+        return got
+
+    def close(self) -> None:
+        if self._owned and getattr(self.raw, "_usock", None) is not None:
+            with suppress(*_ERRORS):
+                self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._lost or getattr(self.raw, "_usock", None) is None
+
+
+_SSLMODES: dict[str, Any] = {"disable": False, "allow": None, "prefer": None, "require": True}
+_STARTUP = ("options", "client_encoding")
+
+
+def connect_args(dsn: str) -> dict[str, Any]:
+    """pg8000's keyword arguments for *dsn* (libpq URL or key=value form)."""
+    params = parse_dsn(dsn)
+    kwargs: dict[str, Any] = {"user": getpass.getuser()}
+    startup = {key: str(params.pop(key)) for key in _STARTUP if key in params}
+    if startup:
+        kwargs["startup_params"] = startup
+    sslmode = str(params.pop("sslmode", "prefer"))
+    rootcert = params.pop("sslrootcert", None)
+    if sslmode in _SSLMODES:
+        kwargs["ssl_context"] = _SSLMODES[sslmode]
+    elif sslmode in ("verify-ca", "verify-full"):
+        context = ssl.create_default_context(cafile=str(rootcert) if rootcert else None)
+        context.check_hostname = sslmode == "verify-full"
+        kwargs["ssl_context"] = context
+    else:
+        raise errors.ConfigurationError(f"unknown sslmode {sslmode!r}")
+    for key, value in params.items():
+        if key in ("host", "port", "user", "password", "unix_sock", "application_name"):
+            kwargs[key] = value
+        elif key == "dbname":
+            kwargs["database"] = value
+        elif key == "connect_timeout":
+            kwargs["timeout"] = float(value) if float(value) > 0 else None
+        else:
+            raise errors.ConfigurationError(f"the pg8000 adapter does not support {key!r} in a DSN")
+    return kwargs
+
+
+class Pg8000Adapter:
+    name = "pg8000"
+    blocking_notifications = False
+
+    def connect(self, dsn: str) -> Pg8000Connection:
+        kwargs = connect_args(dsn)
+        try:
+            raw = pg8000.native.Connection(**kwargs)
+            if kwargs.get("timeout"):  # pg8000 keeps it for every read: it was for connecting
+                raw._usock.settimeout(None)
+        except _ERRORS as exc:
+            raise errors.CannotConnect(
+                f"cannot connect to {mask_password(dsn)}: {mask_password(_message(exc))}"
+            ) from None
+        return Pg8000Connection(raw, owned=True)
+
+    def wrap(self, raw: Any) -> Pg8000Connection | None:
+        if isinstance(raw, pg8000.core.CoreConnection):
+            return Pg8000Connection(raw, owned=False)
+        return None
+
+
+ADAPTER = Pg8000Adapter()
+
+
+@hookimpl
+def que_adapter() -> Pg8000Adapter:
+    return ADAPTER
+
+
+@hookimpl
+def que_wrap_connection(raw: Any) -> Pg8000Connection | None:
+    return ADAPTER.wrap(raw)
