@@ -132,3 +132,321 @@ WHERE objoid = to_regclass('que_jobs') AND classoid = 'pg_class'::regclass AND o
 
 -- name: set_locker_listening
 UPDATE que_lockers SET listening = %s WHERE pid = %s
+
+-- ---------------------------------------------------------------------------
+-- Inspection and management (que_core/admin.py: `que stats`, `que jobs`,
+-- `que clear`) and metrics (que_core/contrib/prometheus.py).
+--
+-- A job's state is Que's que_determine_job_state (expired, finished,
+-- errored, scheduled, ready), except that an unfinished job whose advisory
+-- lock some session holds right now is "running". pg_locks shows a bigint
+-- advisory key with its high half in classid, its low half in objid and
+-- objsubid = 1 (two-int4-key locks, such as the migrators', have 2).
+-- Filters travel as one JSON object (admin.JobFilter.to_json); a key that is
+-- absent does not filter:
+--   ids [bigint], queues [text], classes [text], states [text], tag text,
+--   args jsonb (containment), kwargs jsonb (containment).
+-- A class filter matches the stored job_class and, for Ruby ActiveJob
+-- wrappers, the wrapped class, which is also what is shown.
+
+-- name: admin_stats
+WITH locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.queue, q.run_at,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS job_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+)
+SELECT queue, job_class,
+       count(*) FILTER (WHERE state = 'ready'),
+       count(*) FILTER (WHERE state = 'scheduled'),
+       count(*) FILTER (WHERE state = 'running'),
+       count(*) FILTER (WHERE state = 'errored'),
+       count(*) FILTER (WHERE state = 'expired'),
+       count(*) FILTER (WHERE state = 'finished'),
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
+FROM j
+GROUP BY queue, job_class
+ORDER BY queue, job_class
+
+-- name: admin_lockers
+-- The worker processes registered now (rows of dead sessions left out).
+SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
+       array_to_json(queues)::text, array_to_json(worker_priorities)::text
+FROM que_lockers
+WHERE pid IN (SELECT pid FROM pg_stat_activity)
+ORDER BY ruby_hostname, ruby_pid
+
+-- name: admin_list_jobs
+-- Params: filter JSON, row limit.
+WITH params AS (SELECT %s::jsonb AS p),
+locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.*,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS shown_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+)
+SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
+       to_char(j.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       j.error_count, j.last_error_message,
+       to_char(j.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       to_char(j.expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+FROM j, params
+WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
+  AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
+  AND (p -> 'classes' IS NULL
+       OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
+       OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
+  AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
+  AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
+  AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
+  AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+ORDER BY j.id
+LIMIT %s
+
+-- name: admin_get_job
+SELECT id, queue, job_class, priority,
+       to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       error_count, last_error_message, last_error_backtrace,
+       to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       to_char(expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       args::text, kwargs::text, data::text, job_schema_version
+FROM que_jobs WHERE id = %s
+
+-- name: admin_count_jobs
+-- Params: filter JSON. Returns how many jobs match and how many of those run now.
+WITH params AS (SELECT %s::jsonb AS p),
+locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS shown_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+)
+SELECT count(*), count(*) FILTER (WHERE j.state = 'running')
+FROM j, params
+WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
+  AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
+  AND (p -> 'classes' IS NULL
+       OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
+       OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
+  AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
+  AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
+  AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
+  AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+
+-- name: admin_retry_jobs
+-- Run the matching jobs now: run_at = now(), and an expired job is no longer
+-- expired (its error_count stays). Finished jobs are left alone. Each job is
+-- first locked for this transaction (pg_try_advisory_xact_lock): a job a
+-- worker holds is running and is skipped, and no worker can take a job
+-- while it changes. Returns matched, changed, skipped-because-running.
+WITH params AS (SELECT %s::jsonb AS p),
+locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS shown_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+),
+c AS MATERIALIZED (
+  SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
+  FROM j, params
+  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
+    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
+    AND (p -> 'classes' IS NULL
+         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
+         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
+    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
+    AND (p ->> 'tag' IS NULL
+         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
+    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
+    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+),
+changed AS (
+  UPDATE que_jobs SET run_at = now(), expired_at = NULL
+  WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
+       (SELECT count(*) FROM c WHERE NOT free)
+
+-- name: admin_expire_jobs
+-- Expire the matching jobs that are neither finished nor expired: they will
+-- not run again. Locking and result as admin_retry_jobs.
+WITH params AS (SELECT %s::jsonb AS p),
+locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS shown_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+),
+c AS MATERIALIZED (
+  SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
+  FROM j, params
+  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
+    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
+    AND (p -> 'classes' IS NULL
+         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
+         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
+    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
+    AND (p ->> 'tag' IS NULL
+         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
+    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
+    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+),
+changed AS (
+  UPDATE que_jobs SET expired_at = now()
+  WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL AND expired_at IS NULL
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
+       (SELECT count(*) FROM c WHERE NOT free)
+
+-- name: admin_delete_jobs
+-- Delete the matching jobs, whatever their state, except running ones.
+-- Locking and result as admin_retry_jobs.
+WITH params AS (SELECT %s::jsonb AS p),
+locked AS (
+  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  FROM pg_locks AS l
+  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND l.pid <> pg_backend_pid()
+),
+j AS (
+  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
+         CASE q.job_class
+           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
+           ELSE q.job_class
+         END AS shown_class,
+         CASE
+           WHEN s.state IN ('expired', 'finished') THEN s.state
+           WHEN k.id IS NOT NULL THEN 'running'
+           ELSE s.state
+         END AS state
+  FROM que_jobs AS q
+  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
+  LEFT JOIN locked AS k ON k.id = q.id
+),
+c AS MATERIALIZED (
+  SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
+  FROM j, params
+  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
+    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
+    AND (p -> 'classes' IS NULL
+         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
+         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
+    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
+    AND (p ->> 'tag' IS NULL
+         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
+    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
+    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+),
+changed AS (
+  DELETE FROM que_jobs WHERE id IN (SELECT id FROM c WHERE free)
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
+       (SELECT count(*) FROM c WHERE NOT free)
+
+-- name: metrics_queue_depth
+-- Per queue: jobs that could run now (run_at passed, neither finished nor
+-- expired, errored retries included) that no session holds, and the age in
+-- seconds of the oldest of them. Reads only que_poll_idx's rows.
+SELECT q.queue, count(*),
+       extract(epoch FROM now() - min(q.run_at))::float8
+FROM que_jobs AS q
+WHERE q.finished_at IS NULL AND q.expired_at IS NULL AND q.run_at <= now()
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_locks AS l
+    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND (l.classid::bigint << 32) | l.objid::bigint = q.id
+  )
+GROUP BY q.queue
+ORDER BY q.queue

@@ -1,0 +1,315 @@
+"""Inspecting and managing jobs: what ``que stats``, ``que jobs``, ``que clear``
+and ``que drop`` do, usable from Python too.
+
+Every function takes a que-core :class:`~que_core.connection.Connection`
+(in autocommit mode, as adapters open them) or a raw driver connection.
+
+A job's state is Que's ``que_determine_job_state`` (``expired``,
+``finished``, ``errored``: error_count > 0, ``scheduled``: run_at in the
+future, else ``ready``), except that an unfinished job whose advisory lock a
+worker holds right now is ``running``.
+
+Retrying, expiring and deleting skip running jobs: each job is locked for
+the statement's transaction first, so a worker cannot take it while it
+changes, and one that a worker holds is counted as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from que_core.connection import Connection
+from que_core.errors import SchemaError
+from que_core.migrations import LATEST_VERSION, current_version
+from que_core.migrations import migrate as _migrate
+from que_core.sql import q
+
+STATES = ("ready", "scheduled", "running", "errored", "expired", "finished")
+
+
+def _connection(conn: Any) -> Connection:
+    if isinstance(conn, Connection):
+        return conn
+    from que_core.plugins import wrap_connection
+
+    return wrap_connection(conn)
+
+
+def check_schema(conn: Any) -> int:
+    """The schema version, when it is the one this que-core works with.
+
+    Raises :class:`~que_core.errors.SchemaError` saying what to do otherwise.
+    """
+    version = current_version(_connection(conn))
+    if version == 0:
+        raise SchemaError("the database has no que schema: run `que migrate` first")
+    if version > LATEST_VERSION:
+        raise SchemaError(
+            f"the que schema is at version {version}, newer than this que-core knows "
+            f"({LATEST_VERSION}): upgrade que-core"
+        )
+    if version < LATEST_VERSION:
+        raise SchemaError(
+            f"the que schema is at version {version}; this que-core works with version "
+            f"{LATEST_VERSION}: run `que migrate`"
+        )
+    return version
+
+
+# -- stats ------------------------------------------------------------------
+
+
+@dataclass
+class StatRow:
+    """Job counts of one queue and job class."""
+
+    queue: str
+    job_class: str
+    ready: int = 0
+    scheduled: int = 0
+    running: int = 0
+    errored: int = 0
+    expired: int = 0
+    finished: int = 0
+    #: Seconds since the oldest ready job became ready (None: no ready job).
+    oldest_ready_age: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Locker:
+    """One worker process, from ``que_lockers``."""
+
+    pid: int  # the backend pid of its locker session
+    worker_count: int
+    process_pid: int
+    hostname: str
+    listening: bool
+    queues: list[str]
+    worker_priorities: list[int]
+
+
+@dataclass
+class Stats:
+    rows: list[StatRow] = field(default_factory=list)
+    lockers: list[Locker] = field(default_factory=list)
+
+    def totals(self) -> StatRow:
+        total = StatRow(queue="*", job_class="*")
+        for row in self.rows:
+            for name in STATES:
+                setattr(total, name, getattr(total, name) + getattr(row, name))
+            if row.oldest_ready_age is not None and (
+                total.oldest_ready_age is None or row.oldest_ready_age > total.oldest_ready_age
+            ):
+                total.oldest_ready_age = row.oldest_ready_age
+        return total
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": [r.to_dict() for r in self.rows],
+            "totals": {k: v for k, v in self.totals().to_dict().items()
+                       if k not in ("queue", "job_class")},
+            "workers": {
+                "processes": len(self.lockers),
+                "threads": sum(lk.worker_count for lk in self.lockers),
+                "lockers": [asdict(lk) for lk in self.lockers],
+            },
+        }
+
+
+def stats(conn: Any) -> Stats:
+    """Job counts per queue and job class, and the worker processes."""
+    c = _connection(conn)
+    rows = []
+    for queue, job_class, *counts in c.execute(q("admin_stats")):
+        row = StatRow(str(queue), str(job_class))
+        for name, n in zip(STATES, counts, strict=False):
+            setattr(row, name, int(n))
+        age = counts[len(STATES)]
+        row.oldest_ready_age = None if age is None else max(0.0, float(age))
+        rows.append(row)
+    lockers = [
+        Locker(int(pid), int(count), int(ppid or 0), str(host or ""), bool(listening),
+               json.loads(queues), json.loads(priorities))
+        for pid, count, ppid, host, listening, queues, priorities in c.execute(
+            q("admin_lockers")
+        )
+    ]
+    return Stats(rows, lockers)
+
+
+# -- jobs -------------------------------------------------------------------
+
+
+@dataclass
+class JobFilter:
+    """Which jobs a list or a bulk change applies to; empty fields match all."""
+
+    ids: Sequence[int] = ()
+    queues: Sequence[str] = ()
+    classes: Sequence[str] = ()
+    states: Sequence[str] = ()
+    tag: str | None = None
+    #: JSON values the job's args / kwargs must contain (jsonb ``@>``).
+    args: Any = None
+    kwargs: Any = None
+
+    def __post_init__(self) -> None:
+        for state in self.states:
+            if state not in STATES:
+                raise ValueError(f"unknown job state {state!r} (one of {', '.join(STATES)})")
+
+    @property
+    def empty(self) -> bool:
+        return self.to_json() == "{}"
+
+    def to_json(self) -> str:
+        p: dict[str, Any] = {}
+        if self.ids:
+            p["ids"] = [int(i) for i in self.ids]
+        if self.queues:
+            p["queues"] = list(self.queues)
+        if self.classes:
+            p["classes"] = list(self.classes)
+        if self.states:
+            p["states"] = list(self.states)
+        if self.tag is not None:
+            p["tag"] = self.tag
+        if self.args is not None:
+            p["args"] = self.args
+        if self.kwargs is not None:
+            p["kwargs"] = self.kwargs
+        return json.dumps(p, ensure_ascii=False)
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The jobs matching *where*, by id, at most *limit* of them."""
+    rows = _connection(conn).execute(
+        q("admin_list_jobs"), ((where or JobFilter()).to_json(), int(limit))
+    )
+    out = []
+    for (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
+         expired_at, args, kwargs, data, stored_class, schema_version) in rows:
+        data_obj = _load(data) or {}
+        out.append({
+            "id": int(job_id),
+            "queue": queue,
+            "job_class": shown,
+            "state": state,
+            "priority": int(priority),
+            "run_at": run_at,
+            "error_count": int(errors),
+            "last_error_message": message,
+            "finished_at": finished_at,
+            "expired_at": expired_at,
+            "args": _load(args),
+            "kwargs": _load(kwargs),
+            "tags": data_obj.get("tags") or [],
+            "data": data_obj,
+            "stored_job_class": stored_class,
+            "job_schema_version": int(schema_version),
+        })
+    return out
+
+
+def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
+    """Every column of job *job_id* and its state, or None when there is no such job."""
+    c = _connection(conn)
+    rows = c.execute(q("admin_get_job"), (int(job_id),))
+    if not rows:
+        return None
+    (jid, queue, job_class, priority, run_at, errors, message, backtrace, finished_at,
+     expired_at, args, kwargs, data, schema_version) = rows[0]
+    listed = list_jobs(c, JobFilter(ids=[int(jid)]), 1)
+    data_obj = _load(data) or {}
+    return {
+        "id": int(jid),
+        "queue": queue,
+        "job_class": job_class,
+        "state": listed[0]["state"] if listed else None,
+        "priority": int(priority),
+        "run_at": run_at,
+        "error_count": int(errors),
+        "last_error_message": message,
+        "last_error_backtrace": backtrace,
+        "finished_at": finished_at,
+        "expired_at": expired_at,
+        "args": _load(args),
+        "kwargs": _load(kwargs),
+        "tags": data_obj.get("tags") or [],
+        "data": data_obj,
+        "job_schema_version": int(schema_version),
+    }
+
+
+def count_jobs(conn: Any, where: JobFilter) -> tuple[int, int]:
+    """How many jobs match *where*, and how many of them are running."""
+    ((matched, running),) = _connection(conn).execute(q("admin_count_jobs"), (where.to_json(),))
+    return int(matched), int(running)
+
+
+@dataclass
+class BulkResult:
+    action: str
+    #: Jobs that matched the filter.
+    matched: int
+    #: Jobs changed (or deleted).
+    changed: int
+    #: Matching jobs left alone because a worker holds them.
+    skipped_running: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _bulk(conn: Any, action: str, query: str, where: JobFilter) -> BulkResult:
+    c = _connection(conn)
+    with c.transaction():
+        # Nothing listens to Que's que_state channel: spare a NOTIFY per row.
+        c.execute(q("set_skip_notify"), ("true",))
+        ((matched, changed, running),) = c.execute(q(query), (where.to_json(),))
+    return BulkResult(action, int(matched), int(changed), int(running))
+
+
+def retry_jobs(conn: Any, where: JobFilter) -> BulkResult:
+    """Make the matching jobs run now (expired ones too; finished ones stay)."""
+    return _bulk(conn, "retry", "admin_retry_jobs", where)
+
+
+def expire_jobs(conn: Any, where: JobFilter) -> BulkResult:
+    """Expire the matching unfinished jobs: they will not run again."""
+    return _bulk(conn, "expire", "admin_expire_jobs", where)
+
+
+def delete_jobs(conn: Any, where: JobFilter) -> BulkResult:
+    """Delete the matching jobs."""
+    return _bulk(conn, "delete", "admin_delete_jobs", where)
+
+
+def clear_queues(conn: Any, queues: Sequence[str]) -> BulkResult:
+    """Delete every job of *queues* (running ones excepted)."""
+    if not queues:
+        raise ValueError("name at least one queue to clear")
+    result = delete_jobs(conn, JobFilter(queues=list(queues)))
+    result.action = "clear"
+    return result
+
+
+def drop_schema(conn: Any) -> int:
+    """Remove the que schema (tables, functions, triggers and every job):
+    migrate down to version 0. Returns the version it was at."""
+    c = _connection(conn)
+    before = current_version(c)
+    if before:
+        _migrate(c, 0)
+    return before

@@ -1,0 +1,1 @@
+"""Optional plugins shipped with que-core (each needs its own extra)."""

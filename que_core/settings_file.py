@@ -1,0 +1,250 @@
+"""The ``que`` command's settings and where each one came from.
+
+Every setting is looked up in this order, the first one found wins:
+
+1. a command-line flag (``--dsn``, ``--workers``, ...);
+2. an environment variable (``QUE_DSN`` or ``DATABASE_URL``, ``QUE_WORKERS``, ...);
+3. the ``[tool.que]`` table of ``pyproject.toml`` (the first one found in the
+   current directory or above it);
+4. the built-in default.
+
+:func:`resolve` returns every setting with its value and its source, which
+``que config`` prints (passwords masked).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from que_core.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, int):
+        return value
+    return int(str(value).strip())
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    return float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+
+
+def _to_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return convert
+
+
+def _positive(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        out = convert(value)
+        if out <= 0:
+            raise ValueError("must be positive")
+        return out
+
+    return check
+
+
+def _non_negative(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        out = convert(value)
+        if out < 0:
+            raise ValueError("must not be negative")
+        return out
+
+    return check
+
+
+def _port(value: Any) -> int:
+    port = _to_int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be a TCP port number (0-65535)")
+    return port
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One setting: its ``[tool.que]`` key, flag, environment variables and type."""
+
+    name: str
+    flag: str
+    env: tuple[str, ...]
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("dsn", "--dsn", ("QUE_DSN", "DATABASE_URL"), _to_str, None,
+         "PostgreSQL connection string", secret=True),
+    Spec("adapter", "--adapter", ("QUE_ADAPTER",), _to_str, None,
+         "adapter name (psycopg, psycopg2, pg8000, ...); default: the installed one"),
+    Spec("embedded", "--embedded", ("QUE_EMBEDDED",), _to_bool, False,
+         "use the embedded PostgreSQL (pgserver) instead of a DSN"),
+    Spec("embedded_dir", "--embedded-dir", ("QUE_EMBEDDED_DIR",), _to_str, None,
+         "data directory of the embedded PostgreSQL"),
+    Spec("connect_timeout", "--connect-timeout", ("QUE_CONNECT_TIMEOUT",),
+         _non_negative(_to_int), 5,
+         "seconds to wait for a connection (added to the DSN unless it sets one; 0: no limit)"),
+    Spec("queues", "--queue", ("QUE_QUEUES",), _to_list, ["default"],
+         "queues to work, in order"),
+    Spec("workers", "--workers", ("QUE_WORKERS",), _positive(_to_int), 6,
+         "worker threads"),
+    Spec("priorities", "--priorities", ("QUE_PRIORITIES",), _to_str, None,
+         "per-thread priority thresholds, e.g. 10,30,50,any,any,any"),
+    Spec("poll_interval", "--poll-interval", ("QUE_POLL_INTERVAL",), _positive(_to_float), 5.0,
+         "seconds between polls"),
+    Spec("buffer_size", "--buffer-size", ("QUE_BUFFER_SIZE",), _positive(_to_int), 8,
+         "locked jobs kept ready for free threads"),
+    Spec("shutdown_timeout", "--shutdown-timeout", ("QUE_SHUTDOWN_TIMEOUT",),
+         _non_negative(_to_float), None,
+         "seconds running jobs get to finish on SIGTERM/SIGINT (default: wait)"),
+    Spec("listen", "--listen/--no-listen", ("QUE_LISTEN",), _to_bool, True,
+         "LISTEN for new jobs (otherwise poll only)"),
+    Spec("modules", "MODULES", ("QUE_MODULES",), _to_list, [],
+         "modules to import before working: the ones defining your Job classes"),
+    Spec("log_level", "--log-level", ("QUE_LOG_LEVEL",), _choice(*LOG_LEVELS), "info",
+         "log level"),
+    Spec("log_format", "--log-format", ("QUE_LOG_FORMAT",), _choice(*LOG_FORMATS), "text",
+         "log format: text, or json (one object per line)"),
+    Spec("metrics_port", "--metrics-port", ("QUE_METRICS_PORT",), _port, None,
+         "serve Prometheus metrics on this port (0: any free port)"),
+    Spec("metrics_host", "--metrics-host", ("QUE_METRICS_HOST",), _to_str, "0.0.0.0",
+         "address the metrics server binds"),
+)
+
+SPECS_BY_NAME = {s.name: s for s in SPECS}
+
+
+@dataclass(frozen=True)
+class Value:
+    """A setting's effective value and where it came from."""
+
+    value: Any
+    #: ``flag --workers``, ``env QUE_WORKERS``, ``pyproject <path>`` or ``default``.
+    source: str
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The first ``pyproject.toml`` in *start* (default: the current
+    directory) or one of its parents."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_pyproject(path: Path) -> dict[str, Any]:
+    """The ``[tool.que]`` table of *path* (empty when it has none)."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    table = data.get("tool", {}).get("que", {})
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"{path}: [tool.que] must be a table")
+    unknown = sorted(set(table) - set(SPECS_BY_NAME))
+    if unknown:
+        raise ConfigurationError(
+            f"{path}: unknown [tool.que] setting(s): {', '.join(unknown)} "
+            f"(known: {', '.join(SPECS_BY_NAME)})"
+        )
+    return table
+
+
+def _convert(spec: Spec, raw: Any, where: str) -> Any:
+    try:
+        return spec.convert(raw)
+    except (ValueError, TypeError) as exc:
+        shown = "****" if spec.secret else repr(raw)
+        raise ConfigurationError(f"bad value {shown} for {spec.name} ({where}): {exc}") from None
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    pyproject: Path | bool | None = True,
+) -> dict[str, Value]:
+    """Every setting's value and source.
+
+    *flags* maps setting names to what the command line gave (None, or an
+    empty tuple, when the flag was not given). *pyproject* is the file to
+    read, True to look for one from the current directory up, or False for
+    none.
+    """
+    env = os.environ if environ is None else environ
+    path = find_pyproject() if pyproject is True else (pyproject or None)
+    table = read_pyproject(path) if path is not None else {}
+    out: dict[str, Value] = {}
+    for spec in SPECS:
+        given = flags.get(spec.name)
+        if given is not None and given != () and given != []:
+            out[spec.name] = Value(
+                _convert(spec, list(given) if isinstance(given, tuple) else given, spec.flag),
+                f"flag {spec.flag}" if spec.flag != "MODULES" else "arguments",
+            )
+            continue
+        for var in spec.env:
+            if env.get(var, "") != "":
+                out[spec.name] = Value(_convert(spec, env[var], f"${var}"), f"env {var}")
+                break
+        else:
+            if spec.name in table:
+                out[spec.name] = Value(
+                    _convert(spec, table[spec.name], f"[tool.que] in {path}"),
+                    f"pyproject {path}",
+                )
+            else:
+                out[spec.name] = Value(spec.default, "default")
+    return out
