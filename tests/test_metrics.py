@@ -1,0 +1,230 @@
+"""The Prometheus plugin: in process through the hooks, and `que work
+--metrics-port` scraped over HTTP during a run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+
+from prometheus_client import CollectorRegistry  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from que_core.connection import Adapter, Connection  # noqa: E402
+from que_core.contrib import prometheus  # noqa: E402
+from tests.helpers import log_tags, wait_for  # noqa: E402
+from tests.jobs import FailingJob, RecordJob, SleepJob  # noqa: E402
+from tests.test_cli_admin import ROOT, clean_env, que  # noqa: E402
+
+
+@pytest.fixture
+def metrics() -> Iterator[prometheus.PrometheusMetrics]:
+    m = prometheus.install(CollectorRegistry(), depth_interval=0)
+    yield m
+    prometheus.uninstall(m)
+
+
+def test_hooks_record_jobs_and_workers(
+    db: Connection, make_worker: Any, metrics: prometheus.PrometheusMetrics
+) -> None:
+    reg = metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return reg.get_sample_value(name, labels)
+
+    RecordJob.enqueue("a", conn=db.raw)
+    RecordJob.enqueue("b", conn=db.raw)
+    FailingJob.enqueue("f", conn=db.raw)  # fails 3 times: errored, errored, expired
+    RecordJob.enqueue("idle-1", conn=db.raw, queue="idle")
+    RecordJob.enqueue("idle-2", conn=db.raw, queue="idle")
+    worker = make_worker(worker_count=2)
+    wait_for(lambda: len(log_tags(db)) == 5, timeout=20)  # 2 records + 3 failing runs
+    wait_for(lambda: value("que_jobs_expired_total", job_class="tests.jobs.FailingJob",
+                           queue="default") == 1)
+    labels = {"job_class": "tests.jobs.RecordJob", "queue": "default"}
+    failing = {"job_class": "tests.jobs.FailingJob", "queue": "default"}
+    assert value("que_jobs_worked_total", **labels) == 2
+    assert value("que_jobs_errored_total", **failing) == 3
+    assert value("que_jobs_worked_total", **failing) is None
+    assert value("que_job_duration_seconds_count", **labels) == 2
+    assert value("que_job_duration_seconds_count", **failing) == 3
+    assert value("que_workers") == 2
+    assert value("que_queue_depth", queue="idle") == 2
+    assert value("que_queue_depth", queue="default") == 0  # worked, nothing waiting
+    latency = value("que_queue_latency_seconds", queue="idle")
+    assert latency is not None and latency > 0
+
+    SleepJob.enqueue("busy", 1.5, conn=db.raw)
+    wait_for(lambda: log_tags(db, "start") == ["busy"])
+    assert value("que_workers_busy") == 1
+    wait_for(lambda: log_tags(db, "done") == ["busy"])
+    wait_for(lambda: value("que_workers_busy") == 0)
+    worker.stop(timeout=10)
+    assert value("que_workers") == 0  # a stopped worker is forgotten
+
+
+def test_queue_depth_is_cached_between_scrapes(
+    db: Connection, dsn: str, adapter: Adapter
+) -> None:
+    m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=lambda: adapter.connect(dsn),
+                                     depth_interval=3600)
+    try:
+        RecordJob.enqueue("x", conn=db.raw)
+        assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
+        RecordJob.enqueue("y", conn=db.raw)
+        assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
+        m.depth_interval = 0
+        assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 2
+    finally:
+        m.close()
+
+
+def test_queue_depth_survives_a_database_that_went_away(adapter: Adapter) -> None:
+    def connect() -> Connection:
+        return adapter.connect("postgresql://postgres:pw@127.0.0.1:1/x?connect_timeout=2")
+
+    m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=connect, depth_interval=0)
+    try:
+        names = {f.name for f in m.registry.collect()}
+        assert "que_queue_depth" not in names
+        assert "que_workers" in names
+    finally:
+        m.close()
+
+
+# -- que work --metrics-port ---------------------------------------------------------
+
+
+class Run:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "que_core.cli", "work", *args],
+            cwd=ROOT, env=env or clean_env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    def port(self) -> int:
+        def found() -> int | None:
+            for line in list(self.lines):
+                m = re.search(r"serving Prometheus metrics on http://[^:]+:(\d+)/metrics", line)
+                if m:
+                    return int(m.group(1))
+            return None
+
+        return int(wait_for(found, timeout=20))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(20)
+        self.reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.status == 200
+        text = resp.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapter) -> None:
+    run = Run("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", "-w", "3",
+              "--metrics-port", "0", "--metrics-host", "127.0.0.1", "tests.jobs")
+    try:
+        port = run.port()
+        for i in range(4):
+            RecordJob.enqueue(i, conn=db.raw)
+        FailingJob.enqueue("f", conn=db.raw)
+        for i in range(3):
+            RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog")
+        SleepJob.enqueue("busy", 3, conn=db.raw)
+        wait_for(lambda: log_tags(db, "start") == ["busy"], timeout=20)
+        rec = (("job_class", "tests.jobs.RecordJob"), ("queue", "default"))
+        fail = (("job_class", "tests.jobs.FailingJob"), ("queue", "default"))
+
+        def settled() -> dict[Any, float] | None:
+            m = scrape(port)
+            ok = (m.get(("que_jobs_worked_total", rec)) == 4
+                  and m.get(("que_jobs_expired_total", fail)) == 1)
+            return m if ok else None
+
+        m = wait_for(settled, timeout=30, interval=0.2)
+        assert m[("que_jobs_errored_total", fail)] == 3
+        assert m[("que_job_duration_seconds_count", rec)] == 4
+        assert m[("que_job_duration_seconds_bucket", tuple(sorted((*rec, ("le", "+Inf")))))] == 4
+        assert m[("que_workers", ())] == 3
+        assert m[("que_workers_busy", ())] == 1  # the sleeping job
+        assert m[("que_queue_depth", (("queue", "backlog"),))] == 3
+        assert m[("que_queue_latency_seconds", (("queue", "backlog"),))] >= 0
+        assert ("process_cpu_seconds_total", ()) in m  # the default registry's collectors
+        wait_for(lambda: log_tags(db, "done") == ["busy"], timeout=20)
+        wait_for(lambda: scrape(port)[("que_workers_busy", ())] == 0, timeout=10)
+    finally:
+        assert run.stop() == 0
+    with pytest.raises(OSError):  # the server went with the worker
+        scrape(port)
+
+
+def test_metrics_port_from_the_environment(db: Connection, dsn: str, adapter: Adapter) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = int(s.getsockname()[1])
+    env = clean_env(DATABASE_URL=dsn, QUE_METRICS_PORT=str(free), QUE_ADAPTER=adapter.name)
+    run = Run("tests.jobs", env=env)
+    try:
+        assert run.port() == free
+        assert ("que_workers", ()) in scrape(free)
+    finally:
+        assert run.stop() == 0
+
+
+def test_metrics_port_in_use_exits_with_a_message(dsn: str, adapter: Adapter) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        out = que("work", "--dsn", dsn, "--adapter", adapter.name, "--metrics-port", str(port),
+                  "--metrics-host", "127.0.0.1", "tests.jobs")
+    assert out.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
+
+
+def test_metrics_without_prometheus_client_says_what_to_install(
+    tmp_path: Path, dsn: str
+) -> None:
+    fake = tmp_path / "prometheus_client"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    out = que("work", "--dsn", dsn, "--metrics-port", "0", "tests.jobs", env=env)
+    assert out.returncode == 2
+    assert "pip install 'que-core[metrics]'" in out.stderr
+    # Without --metrics-port nothing needs it.
+    assert que("config", env=env).returncode == 0
