@@ -8,8 +8,11 @@ as :class:`Connection` objects.
 SQL handed to :meth:`Connection.execute` uses ``%s`` positional placeholders
 (DB-API "format" style) and never contains a literal ``%``. Parameter values
 the core sends: ``None``, ``bool``, ``int`` (64 bit), ``float``, ``str``,
-timezone-aware ``datetime``, and lists of ``int`` or ``str``. JSON travels as
-text and is cast in SQL, so adapters need no JSON handling of their own.
+timezone-aware ``datetime``, and lists of ``int`` or ``str``. Some drivers
+send parameters untyped, so core SQL casts every parameter whose type the
+statement does not fix (``%s::bigint``). JSON travels as text and is cast in
+SQL, so adapters need no JSON handling of their own. Several statements in
+one ``execute`` are allowed only without parameters (migrations use that).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ class Notification:
 
     channel: str
     payload: str
+    #: Backend pid of the notifying session.
     pid: int = 0
 
 
@@ -46,16 +50,22 @@ class Connection(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; return its rows (``[]`` when it returns none).
 
-        Outside a transaction the statement commits on its own (autocommit);
-        inside one (:meth:`transaction`, or one the caller began on the raw
-        connection) it joins that transaction.
+        Sessions the adapter opens are in autocommit mode: outside a
+        transaction each statement commits on its own. A wrapped caller's
+        connection keeps the driver's behaviour: with autocommit off the
+        driver opens a transaction implicitly, the statement joins it, and
+        the caller commits.
         """
         ...
 
     def transaction(self) -> AbstractContextManager[None]:
         """A transaction block: commit on success, roll back on exception.
 
-        Nested blocks are savepoints.
+        Nested blocks, and blocks opened inside a transaction the caller
+        began, are savepoints. A block whose transaction was aborted by an
+        error the body swallowed is rolled back and raises
+        :class:`~que_core.errors.DatabaseError` (SQLSTATE 25P02) rather than
+        pretending to commit.
         """
         ...
 

@@ -135,10 +135,11 @@ def test_job_resolves_itself_in_its_own_transaction(db: Connection, make_worker:
                 if fail:
                     raise RuntimeError("after destroy")
 
-    Transfer.enqueue("ok", False, conn=db.raw)
+    ok = Transfer.enqueue("ok", False, conn=db.raw)
     bad = Transfer.enqueue("bad", True, conn=db.raw)
     make_worker()
     wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (bad.id,)) == 1)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE id = %s", (ok.id,)) == 0)
     # The failing run's effect and its destroy rolled back together.
     assert log_tags(db) == ["ok"]
     assert job_count(db) == 1

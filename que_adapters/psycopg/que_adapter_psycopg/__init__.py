@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import pq
 
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
@@ -40,6 +41,14 @@ class PsycopgConnection:
         try:
             with self.raw.transaction():
                 yield
+                # A body that swallowed a database error leaves the transaction
+                # aborted; COMMIT would quietly roll back. Say so instead.
+                if self.raw.info.transaction_status == pq.TransactionStatus.INERROR:
+                    raise errors.DatabaseError(
+                        "the transaction was aborted by an earlier error and has been "
+                        "rolled back",
+                        "25P02",
+                    )
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
