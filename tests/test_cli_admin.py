@@ -4,6 +4,7 @@ that do not connect, missing or too new schemas)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -143,10 +144,8 @@ def silent_server() -> Iterator[int]:
     def accept() -> None:
         s.settimeout(0.2)
         while not stop.is_set():
-            try:
+            with contextlib.suppress(OSError):  # the timeout, every 0.2 s
                 accepted.append(s.accept()[0])
-            except OSError:
-                pass
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()

@@ -16,17 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-pytest.importorskip("prometheus_client")
-
-from prometheus_client import CollectorRegistry  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from que_core.connection import Adapter, Connection  # noqa: E402
-from que_core.contrib import prometheus  # noqa: E402
-from tests.helpers import log_tags, wait_for  # noqa: E402
-from tests.jobs import FailingJob, RecordJob, SleepJob  # noqa: E402
-from tests.test_cli_admin import ROOT, clean_env, que  # noqa: E402
+from que_core.connection import Adapter, Connection
+from que_core.contrib import prometheus
+from tests.helpers import log_tags, wait_for
+from tests.jobs import FailingJob, RecordJob, SleepJob
+from tests.test_cli_admin import ROOT, clean_env, que
 
 
 @pytest.fixture
