@@ -1,0 +1,57 @@
+"""A que-core Connection over a framework's connection (Django, SQLAlchemy).
+
+Statements go straight to the driver connection under the framework's one,
+through that driver's adapter, so they join the framework's transaction.
+``transaction()`` blocks are the framework's own (a Django ``atomic`` block,
+a SQLAlchemy ``begin_nested``): the framework keeps track of its savepoints,
+and a que-core block opened first thing inside the framework's transaction
+never commits that transaction early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from que_core.connection import Connection, Notification, Row
+
+
+class FrameworkConnection:
+    """A :class:`~que_core.connection.Connection` that delegates statements to
+    *inner* (the adapter's wrapper of the driver connection) and transaction
+    blocks to *transaction*. Closing it closes nothing: the framework owns
+    the session."""
+
+    def __init__(
+        self,
+        inner: Connection,
+        transaction: Callable[[], AbstractContextManager[Any]],
+        owner: Any = None,
+    ) -> None:
+        self._inner = inner
+        self._transaction = transaction
+        #: The driver's connection (psycopg, psycopg2 or pg8000).
+        self.raw = inner.raw
+        #: The framework object it came from (Django wrapper, SQLAlchemy
+        #: Session or Connection).
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {type(self.raw).__module__}.{type(self.raw).__name__}>"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._inner.execute(sql, params)
+
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._transaction()
+
+    def notifications(self, timeout: float) -> list[Notification]:
+        return self._inner.notifications(timeout)
+
+    def close(self) -> None:
+        """Does nothing: the framework owns the session."""
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed

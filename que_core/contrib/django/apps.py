@@ -1,0 +1,58 @@
+"""The Django app: ``INSTALLED_APPS = [..., "que_core.contrib.django"]``."""
+
+from __future__ import annotations
+
+import contextlib
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class QueConfig(AppConfig):
+    name = "que_core.contrib.django"
+    label = "que"
+    verbose_name = "que-core"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from que_core.contrib.django import checks as que_checks
+
+        checks.register(que_checks.check_settings, checks.Tags.database)
+        install()
+        # Register the integration's own job classes for in-process workers.
+        from que_core.contrib.django import mail  # noqa: F401
+
+        with contextlib.suppress(ImportError):  # no Tasks framework installed
+            from que_core.contrib.django import tasks  # noqa: F401
+
+
+def install() -> None:
+    """Make Django's connection the one ``enqueue`` uses by default, apply
+    ``QUE['RUN_MODE']`` and clean up stale connections in worker threads.
+    ``ready()`` calls it; :func:`uninstall` undoes it."""
+    from que_core.config import set_run_mode, settings
+    from que_core.contrib.django import conf
+    from que_core.contrib.django.db import provider
+    from que_core.contrib.django.plugin import CLEANUP
+    from que_core.plugins import plugin_manager
+
+    settings.connection_provider = provider
+    if conf.get("RUN_MODE"):
+        set_run_mode(conf.get("RUN_MODE"))
+    pm = plugin_manager()
+    if not pm.is_registered(CLEANUP):
+        pm.register(CLEANUP, name="que-django-connection-cleanup")
+
+
+def uninstall() -> None:
+    from que_core.config import settings
+    from que_core.contrib.django.db import provider
+    from que_core.contrib.django.plugin import CLEANUP
+    from que_core.plugins import plugin_manager
+
+    if settings.connection_provider is provider:
+        settings.connection_provider = None
+    pm = plugin_manager()
+    if pm.is_registered(CLEANUP):
+        pm.unregister(CLEANUP)
+

@@ -1,0 +1,63 @@
+"""The ``QUE`` setting: one dict in settings.py, every key optional.
+
+::
+
+    QUE = {
+        "DATABASE": "default",        # the alias jobs are enqueued on and read from
+        "DSN": None,                  # the worker's DSN; default: built from that alias
+        "ADAPTER": None,              # the worker's adapter; default: Django's driver's
+        "QUEUES": ["default"],        # queues `manage.py que_work` works
+        "WORKER_COUNT": None,         # worker threads (default 6)
+        "WORKER_PRIORITIES": None,    # e.g. [10, 30, None]
+        "POLL_INTERVAL": 5.0,
+        "BUFFER_SIZE": 8,
+        "LISTEN": True,
+        "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
+        "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
+        "RUN_MODE": None,             # "inline" runs jobs at enqueue (tests)
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_QUEUE": "default",
+        "EMAIL_PRIORITY": 100,
+    }
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": "default",
+    "DSN": None,
+    "ADAPTER": None,
+    "QUEUES": ["default"],
+    "WORKER_COUNT": None,
+    "WORKER_PRIORITIES": None,
+    "POLL_INTERVAL": 5.0,
+    "BUFFER_SIZE": 8,
+    "LISTEN": True,
+    "SHUTDOWN_TIMEOUT": None,
+    "JOB_MODULES": [],
+    "RUN_MODE": None,
+    "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+    "EMAIL_QUEUE": "default",
+    "EMAIL_PRIORITY": 100,
+}
+
+
+def user_settings() -> dict[str, Any]:
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    value = getattr(settings, "QUE", None) or {}
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"settings.QUE must be a dict, not {type(value).__name__}")
+    return value
+
+
+def get(name: str) -> Any:
+    """The value of ``QUE[name]``, or its default."""
+    return user_settings().get(name, DEFAULTS[name])
+
+
+def unknown_keys() -> list[str]:
+    return sorted(set(user_settings()) - set(DEFAULTS))

@@ -1,0 +1,106 @@
+"""``manage.py que_work``: a que-core worker with Django set up.
+
+Job classes are found by importing each installed app's ``jobs`` module (and
+``QUE["JOB_MODULES"]``); Django tasks and queued emails need nothing more.
+The worker's own sessions use ``QUE["DSN"]`` (default: built from
+``DATABASES[QUE["DATABASE"]]``); jobs that use the ORM get Django's
+connections in their thread, closed when stale before and after each job.
+SIGINT or SIGTERM lets running jobs finish, then exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import autodiscover_modules
+
+from que_core.contrib.django import conf, db
+from que_core.dsn import mask_password
+from que_core.errors import QueError
+
+log = logging.getLogger("que_core.contrib.django")
+
+
+def import_job_modules() -> None:
+    """Register every Job class the project defines."""
+    import que_core.contrib.django.mail  # SendEmailJob
+
+    with contextlib.suppress(ImportError):  # no Tasks framework: no task jobs to run
+        import que_core.contrib.django.tasks  # noqa: F401  (TaskJob)
+    autodiscover_modules("jobs")
+    for name in conf.get("JOB_MODULES") or []:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise CommandError(
+                f"cannot import job module {name!r} (QUE['JOB_MODULES']): {exc}"
+            ) from None
+
+
+class Command(BaseCommand):
+    help = "Work que-core jobs until SIGINT/SIGTERM."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-q", "--queue", dest="queues", action="append",
+                            help="queue to work (repeatable; default QUE['QUEUES'])")
+        parser.add_argument("-w", "--workers", type=int, default=None,
+                            help="worker threads (default QUE['WORKER_COUNT'] or 6)")
+        parser.add_argument("-i", "--poll-interval", type=float, default=None,
+                            help="seconds between polls (default QUE['POLL_INTERVAL'])")
+        parser.add_argument("--shutdown-timeout", type=float, default=None,
+                            help="on SIGTERM/SIGINT, seconds to let running jobs finish")
+        parser.add_argument("--no-listen", action="store_true",
+                            help="poll only; do not LISTEN for new jobs")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from que_core.worker import Worker
+
+        import_job_modules()
+        dsn = db.worker_dsn()
+        try:
+            worker = Worker(
+                dsn,
+                adapter=db.worker_adapter(),
+                queues=options["queues"] or list(conf.get("QUEUES")),
+                worker_count=options["workers"] or conf.get("WORKER_COUNT"),
+                worker_priorities=conf.get("WORKER_PRIORITIES"),
+                poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
+                buffer_size=int(conf.get("BUFFER_SIZE")),
+                listen=bool(conf.get("LISTEN")) and not options["no_listen"],
+            )
+            worker.start()
+        except QueError as exc:
+            raise CommandError(mask_password(str(exc))) from None
+        self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
+        self.stdout.flush()
+
+        stop = threading.Event()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stop.is_set():  # a second signal: leave now; the locks go with the sessions
+                os._exit(1)
+            log.info("received %s: finishing running jobs", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not stop.wait(0.5):
+            if not worker.running:
+                raise CommandError("the worker's locker stopped unexpectedly")
+        timeout = options["shutdown_timeout"]
+        if timeout is None:
+            timeout = conf.get("SHUTDOWN_TIMEOUT")
+        clean = worker.stop(timeout=timeout)
+        self.stdout.write("que-core worker stopped")
+        self.stdout.flush()
+        if not clean:
+            log.warning("exiting with jobs unfinished: they will be worked again")
+            os._exit(0)

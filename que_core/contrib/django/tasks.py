@@ -1,0 +1,397 @@
+"""A backend for Django's Tasks framework that enqueues into que-core.
+
+``django.tasks`` on Django 6, the ``django-tasks`` backport on Django 5.2::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "que_core.contrib.django.tasks.QueTaskBackend",
+            "QUEUES": ["default", "emails"],    # optional; [] allows any queue
+            "OPTIONS": {
+                "DATABASE": "default",           # default QUE["DATABASE"]
+                "MAX_RETRIES": 0,                # Django's tasks run once by default
+                "RETRY_INTERVAL": None,          # seconds; default que-core's backoff
+            },
+        }
+    }
+
+``my_task.enqueue(...)`` inserts a job in the current transaction of that
+database (a rolled-back ``atomic`` block leaves no task). ``manage.py
+que_work`` runs it. Priority (-100..100, higher first) becomes que-core's
+``100 - priority`` (0..200, lower first; Django's default 0 is que-core's
+default 100), ``queue_name`` the queue, ``run_after`` the job's ``run_at``.
+Task results stay in ``que_jobs`` (finished or expired rows, with the
+return value or errors in ``data``) for ``get_result`` and ``refresh``;
+delete old ones when you no longer need them.
+
+The task function is found by its module path, which must name a ``Task``
+(a function decorated with ``@task``): nothing else is ever imported or run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import json
+import os
+import socket
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+from que_core.config import RunMode, settings
+from que_core.connection import Connection
+from que_core.contrib.django import db
+from que_core.job import Job
+
+
+def _load_api() -> Any:
+    """The Tasks framework: Django's own (6.0+) or the django-tasks backport."""
+    errors = []
+    candidates = (("django.tasks", "django.utils.json"), ("django_tasks", "django_tasks.utils"))
+    for package, utils in candidates:
+        try:
+            base = importlib.import_module(f"{package}.base")
+            backends = importlib.import_module(f"{package}.backends.base")
+            exceptions = importlib.import_module(f"{package}.exceptions")
+            signals = importlib.import_module(f"{package}.signals")
+            root = importlib.import_module(package)
+            normalize_json = importlib.import_module(utils).normalize_json
+        except ImportError as exc:
+            errors.append(f"{package}: {exc}")
+            continue
+        return SimpleNamespace(
+            package=package,
+            Task=base.Task,
+            TaskResult=base.TaskResult,
+            TaskResultStatus=base.TaskResultStatus,
+            TaskContext=base.TaskContext,
+            TaskError=base.TaskError,
+            BaseTaskBackend=backends.BaseTaskBackend,
+            TaskResultDoesNotExist=exceptions.TaskResultDoesNotExist,
+            task_backends=root.task_backends,
+            signals=signals,
+            normalize_json=normalize_json,
+        )
+    raise ImportError(
+        "que_core.contrib.django.tasks needs Django's Tasks framework: Django 6 "
+        "(django.tasks), or on Django 5.2 the backport: pip install django-tasks "
+        f"({'; '.join(errors)})"
+    )
+
+
+api = _load_api()
+_BaseTaskBackend: Any = api.BaseTaskBackend
+
+#: que-core priority = PRIORITY_OFFSET - Django priority.
+PRIORITY_OFFSET = 100
+
+# Set by QueTaskBackend.enqueue for TaskJob._data: whether the task has a run_after.
+_deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("que_task_deferred", default=False)
+
+_START_SQL = """
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
+  || jsonb_build_object(
+       'started_at', coalesce(data #> '{django_task,started_at}', to_jsonb(%s::text)),
+       'last_attempted_at', %s::text,
+       'worker_ids', coalesce(data #> '{django_task,worker_ids}', '[]'::jsonb)
+                     || to_jsonb(%s::text)))
+WHERE id = %s
+"""
+
+_ERROR_SQL = """
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
+  || jsonb_build_object(
+       'errors', coalesce(data #> '{django_task,errors}', '[]'::jsonb)
+                 || jsonb_build_array(%s::jsonb),
+       'finished_at', %s::text))
+WHERE id = %s
+"""
+
+_SUCCESS_SQL = """
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
+  || jsonb_build_object('return_value', %s::jsonb, 'finished_at', %s::text))
+WHERE id = %s
+"""
+
+_RESULT_SQL = """
+SELECT j.job_class, j.queue, j.priority, j.run_at, j.error_count, j.args::text, j.kwargs::text,
+       j.data::text, j.finished_at IS NOT NULL, j.expired_at IS NOT NULL,
+       EXISTS (
+         SELECT 1 FROM pg_locks AS l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND ((l.classid::bigint << 32) | l.objid::bigint) = j.id
+       )
+FROM que_jobs AS j
+WHERE j.id = %s
+"""
+
+
+def _now() -> datetime:
+    from django.utils import timezone
+
+    now: datetime = timezone.now()
+    return now
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[-64:]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _resolve_task(path: str) -> Any:
+    """The ``Task`` object at *path*; refuses anything else."""
+    from django.utils.module_loading import import_string
+
+    try:
+        obj = import_string(path)
+    except ImportError as exc:
+        raise LookupError(f"cannot import the task {path!r}: {exc}") from None
+    if not isinstance(obj, api.Task):
+        raise LookupError(f"{path!r} is not a Task (a function decorated with @task)")
+    return obj
+
+
+class TaskJob(Job):
+    """The que-core job that runs one Django task.
+
+    Its arguments: the task's module path, the backend alias, the task's
+    args and kwargs. Its row keeps the task's timestamps, workers, errors and
+    return value under ``data["django_task"]``.
+    """
+
+    job_name = "que_core.contrib.django.tasks.TaskJob"
+    maximum_retry_count = 0
+    keep_finished = True
+
+    #: In inline mode (``RUN_MODE = "inline"``), what the run gave.
+    return_value: Any = None
+
+    def _data(self) -> dict[str, Any]:
+        return {
+            **super()._data(),
+            "django_task": {
+                "enqueued_at": _now().isoformat(),
+                "deferred": _deferred.get(),
+                "worker_ids": [],
+                "errors": [],
+            },
+        }
+
+    def run(
+        self, task_path: str, backend_alias: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        backend = api.task_backends[backend_alias]
+        if isinstance(backend, QueTaskBackend):
+            self.maximum_retry_count = backend.max_retries  # type: ignore[misc]
+            self.retry_interval = backend.retry_interval  # type: ignore[misc]
+        task = _resolve_task(task_path)
+        stored = self.id is not None and self.db is not None
+        started = _now()
+        if stored:
+            assert self.db is not None
+            at = started.isoformat()
+            self.db.execute(_START_SQL, (at, at, _worker_id(), self.id))
+            result = _read_result(self.db, str(self.id), backend_alias)
+        else:
+            result = _inline_result(task, backend_alias, args, kwargs, started)
+        api.signals.task_started.send(type(backend), task_result=result)
+        try:
+            if task.takes_context:
+                value = task.call(api.TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)
+            value = api.normalize_json(value)
+            payload = json.dumps(value)
+        except BaseException as exc:
+            if stored:
+                assert self.db is not None
+                error = {
+                    "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    "traceback": _traceback(exc),
+                }
+                self.db.execute(_ERROR_SQL, (json.dumps(error), _now().isoformat(), self.id))
+                if self.error_count + 1 > self.maximum_retry_count:
+                    final = _read_result(self.db, str(self.id), backend_alias)
+                    api.signals.task_finished.send(type(backend), task_result=_failed(final))
+            raise
+        self.return_value = value
+        if stored:
+            assert self.db is not None
+            with self.transaction():
+                self.db.execute(_SUCCESS_SQL, (payload, _now().isoformat(), self.id))
+                self.finish()
+            result = _read_result(self.db, str(self.id), backend_alias)
+        api.signals.task_finished.send(type(backend), task_result=result)
+
+
+def _traceback(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+def _failed(result: Any) -> Any:
+    # Read before que-core records the error: the row does not say expired yet.
+    object.__setattr__(result, "status", api.TaskResultStatus.FAILED)
+    return result
+
+
+def _inline_result(
+    task: Any, alias: str, args: list[Any], kwargs: dict[str, Any], started: datetime
+) -> Any:
+    return api.TaskResult(
+        task=task,
+        id="",
+        status=api.TaskResultStatus.RUNNING,
+        enqueued_at=started,
+        started_at=started,
+        finished_at=None,
+        last_attempted_at=started,
+        args=args,
+        kwargs=kwargs,
+        backend=alias,
+        errors=[],
+        worker_ids=[_worker_id()],
+    )
+
+
+def _read_result(conn: Connection, result_id: str, alias: str) -> Any:
+    missing = api.TaskResultDoesNotExist(f"no task result {result_id!r} in backend {alias!r}")
+    try:
+        job_id = int(result_id)
+    except (TypeError, ValueError):
+        raise missing from None
+    rows = conn.execute(_RESULT_SQL, (job_id,))
+    if not rows:
+        raise missing
+    (job_class, queue, priority, run_at, error_count, args_text, _kwargs_text, data_text, finished,
+     expired, locked) = rows[0]
+    if job_class != TaskJob.job_name:
+        raise missing
+    task_path, backend_alias, args, kwargs = json.loads(args_text)
+    if backend_alias != alias:
+        raise missing
+    data = json.loads(data_text)
+    info = data.get("django_task") or {}
+    status = api.TaskResultStatus
+    worker_ids = list(info.get("worker_ids") or [])
+    if expired:
+        state = status.FAILED
+    elif finished:
+        state = status.SUCCESSFUL
+    elif locked and len(worker_ids) > error_count:
+        state = status.RUNNING
+    else:
+        state = status.READY
+    try:
+        task = _resolve_task(task_path)
+    except LookupError as exc:
+        raise api.TaskResultDoesNotExist(str(exc)) from None
+    task = task.using(
+        priority=PRIORITY_OFFSET - priority,
+        queue_name=queue,
+        backend=alias,
+        run_after=run_at if info.get("deferred") else None,
+    )
+    result = api.TaskResult(
+        task=task,
+        id=str(job_id),
+        status=state,
+        enqueued_at=_parse_time(info.get("enqueued_at")),
+        started_at=_parse_time(info.get("started_at")),
+        finished_at=_parse_time(info.get("finished_at")) if finished or expired else None,
+        last_attempted_at=_parse_time(info.get("last_attempted_at")),
+        args=args,
+        kwargs=kwargs,
+        backend=alias,
+        errors=[
+            api.TaskError(
+                exception_class_path=e.get("exception_class_path", ""),
+                traceback=e.get("traceback", ""),
+            )
+            for e in info.get("errors") or []
+        ],
+        worker_ids=worker_ids,
+    )
+    if finished and "return_value" in info:
+        object.__setattr__(result, "_return_value", info["return_value"])
+    return result
+
+
+class QueTaskBackend(_BaseTaskBackend):
+    """Django Tasks backend storing tasks as que-core jobs."""
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        options = self.options or {}
+        self.database: str | None = options.get("DATABASE")
+        self.max_retries = int(options.get("MAX_RETRIES", 0))
+        interval = options.get("RETRY_INTERVAL")
+        self.retry_interval: float | None = None if interval is None else float(interval)
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        self.validate_task(task)
+        args = api.normalize_json(list(args))
+        kwargs = api.normalize_json(dict(kwargs))
+        run_at = task.run_after
+        if run_at is not None:
+            from django.utils import timezone
+
+            if timezone.is_naive(run_at):
+                run_at = timezone.make_aware(run_at)
+        conn = db.connection(self.database)
+        token = _deferred.set(run_at is not None)
+        try:
+            enqueued = TaskJob.enqueue(
+                task.module_path,
+                self.alias,
+                args,
+                kwargs,
+                conn=conn,
+                priority=PRIORITY_OFFSET - task.priority,
+                queue=task.queue_name,
+                run_at=run_at,
+            )
+        finally:
+            _deferred.reset(token)
+        if settings.run_mode is RunMode.INLINE:
+            result = _inline_result(task, self.alias, args, kwargs, _now())
+            object.__setattr__(result, "status", api.TaskResultStatus.SUCCESSFUL)
+            object.__setattr__(result, "finished_at", _now())
+            object.__setattr__(result, "_return_value", enqueued.return_value)
+        else:
+            result = _read_result(conn, str(enqueued.id), self.alias)
+        api.signals.task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> Any:
+        return _read_result(db.connection(self.database), str(result_id), self.alias)
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        from django.apps import apps
+        from django.core import checks
+
+        found = list(super().check(**kwargs))
+        if not apps.is_installed("que_core.contrib.django"):
+            found.append(
+                checks.Error(
+                    f"the task backend {self.alias!r} is que-core's, but "
+                    f"'que_core.contrib.django' is not in INSTALLED_APPS",
+                    hint="add it, and run `manage.py migrate` to create the que-core schema",
+                    id="que.E010",
+                )
+            )
+        return found
+

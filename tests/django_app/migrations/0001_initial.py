@@ -1,0 +1,18 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    initial = True
+    dependencies: list[tuple[str, str]] = []
+    operations = [
+        migrations.CreateModel(
+            name="Event",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False,
+                                           verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("backend_pid", models.IntegerField(null=True)),
+                ("thread", models.CharField(default="", max_length=200)),
+            ],
+        ),
+    ]

@@ -1,0 +1,73 @@
+"""Django settings of the Django tests (tests/test_django*.py).
+
+The database NAME is switched to a fresh database per test by the
+``django_db`` fixture (tests/django_support.py); a subprocess (``que_work``)
+gets its database as $QUE_DJANGO_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from que_core.dsn import parse_dsn
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_project"
+if str(EXAMPLE) not in sys.path:
+    sys.path.append(str(EXAMPLE))  # the example's "shop" app and "mysite" urls
+
+
+def _database(dsn: str) -> dict[str, object]:
+    params = parse_dsn(dsn)
+    host = params.get("host", "")
+    if "unix_sock" in params:  # the embedded server
+        host = str(params["unix_sock"]).rsplit("/", 1)[0]
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname", "postgres"),
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": host,
+        "PORT": params.get("port", ""),
+    }
+
+
+def _server() -> str:
+    dsn = os.environ.get("QUE_DJANGO_DATABASE_URL")
+    if dsn:
+        return dsn
+    from que_core import testdb
+
+    return testdb.server_dsn()
+
+
+SECRET_KEY = "tests"
+USE_TZ = True
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "mysite.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = ["que_core.contrib.django", "tests.django_app", "shop"]
+DATABASES = {
+    "default": _database(_server()),
+    "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
+}
+EMAIL_BACKEND = "que_core.contrib.django.mail.EmailBackend"
+DEFAULT_FROM_EMAIL = "tests@example.com"
+QUE = {
+    "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+    "POLL_INTERVAL": 0.2,
+}
+TASKS = {
+    "default": {
+        "BACKEND": "que_core.contrib.django.tasks.QueTaskBackend",
+        "QUEUES": ["default", "other"],
+    },
+    "retrying": {
+        "BACKEND": "que_core.contrib.django.tasks.QueTaskBackend",
+        "QUEUES": [],
+        "OPTIONS": {"MAX_RETRIES": 1, "RETRY_INTERVAL": 0},
+    },
+}
+LOGGING_CONFIG = None
