@@ -259,7 +259,8 @@ def main() -> None:
 # -- migrate --------------------------------------------------------------------
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG,
+              short_help="Migrate the schema up or down; --status shows its version.")
 @connection_options
 @click.option("--to", "target", type=click.IntRange(min=0), default=None,
               help="Migrate up or down to this version (default: the latest).")
@@ -323,7 +324,7 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
 # -- work -----------------------------------------------------------------------
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG, short_help="Work jobs until SIGINT/SIGTERM.")
 @connection_options
 @worker_options
 @click.argument("modules", nargs=-1)
@@ -454,7 +455,7 @@ def _render_stats(s: Any) -> str:
     return "\n".join(out)
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG, short_help="Jobs per queue, class and state; worker processes.")
 @connection_options
 @click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
@@ -546,7 +547,8 @@ def _filter(ids: Sequence[int], opts: dict[str, Any]) -> Any:
     )
 
 
-@main.group(context_settings=CONTEXT, epilog=SHORT_EPILOG)
+@main.group(context_settings=CONTEXT, epilog=SHORT_EPILOG,
+            short_help="List, show, retry, expire and delete jobs.")
 def jobs() -> None:
     """List, show, retry, expire and delete jobs.
 
@@ -556,7 +558,7 @@ def jobs() -> None:
     """
 
 
-@jobs.command("list", epilog=SHORT_EPILOG)
+@jobs.command("list", epilog=SHORT_EPILOG, short_help="List jobs, with filters.")
 @connection_options
 @filter_options
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=50, show_default=True,
@@ -599,7 +601,7 @@ def _short(text: str | None, width: int) -> str | None:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-@jobs.command("show", epilog=SHORT_EPILOG)
+@jobs.command("show", epilog=SHORT_EPILOG, short_help="Show one job, its backtrace included.")
 @connection_options
 @click.argument("job_id", type=int)
 @json_option
@@ -705,7 +707,7 @@ def _bulk_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return json_option(f)
 
 
-@jobs.command("retry", epilog=SHORT_EPILOG)
+@jobs.command("retry", epilog=SHORT_EPILOG, short_help="Run jobs now, by id or filter.")
 @_bulk_options
 def jobs_retry(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
                **opts: Any) -> None:
@@ -715,7 +717,7 @@ def jobs_retry(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
     _bulk_command("retry", ids, all_jobs, yes, as_json, opts)
 
 
-@jobs.command("expire", epilog=SHORT_EPILOG)
+@jobs.command("expire", epilog=SHORT_EPILOG, short_help="Expire jobs, by id or filter.")
 @_bulk_options
 def jobs_expire(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
                 **opts: Any) -> None:
@@ -724,7 +726,7 @@ def jobs_expire(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
     _bulk_command("expire", ids, all_jobs, yes, as_json, opts)
 
 
-@jobs.command("delete", epilog=SHORT_EPILOG)
+@jobs.command("delete", epilog=SHORT_EPILOG, short_help="Delete jobs, by id or filter.")
 @_bulk_options
 def jobs_delete(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
                 **opts: Any) -> None:
@@ -736,7 +738,7 @@ def jobs_delete(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
 # -- clear, drop ------------------------------------------------------------------
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG, short_help="Delete every job of the given queues.")
 @connection_options
 @click.argument("queues", nargs=-1, required=True)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -766,7 +768,7 @@ def clear(queues: tuple[str, ...], yes: bool, as_json: bool, **opts: Any) -> Non
     _bulk_report("clear", result, [], as_json)
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG, short_help="Drop the que schema and every job.")
 @connection_options
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
@@ -814,7 +816,7 @@ def drop(yes: bool, as_json: bool, **opts: Any) -> None:
 # -- config ---------------------------------------------------------------------------
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG, short_help="The effective settings and where each came from.")
 @connection_options
 @worker_options
 @click.option("--module", "modules", multiple=True,
@@ -853,7 +855,8 @@ def config(as_json: bool, **opts: Any) -> None:
 # -- demo ---------------------------------------------------------------------------------
 
 
-@main.command(epilog=SHORT_EPILOG)
+@main.command(epilog=SHORT_EPILOG,
+              short_help="Enqueue demo jobs and work them, with live progress.")
 @connection_options
 @click.option("-n", "--jobs", "job_count", type=click.IntRange(min=1), default=3000,
               show_default=True, help="How many jobs to enqueue.")
