@@ -1,0 +1,171 @@
+"""Flask extension: an in-process que-core worker living with the app.
+
+::
+
+    from que_core.contrib.flask import Que
+
+    que = Que()
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["QUE_DSN"] = "postgresql://..."
+        que.init_app(app)
+        return app
+
+Configuration (``app.config``):
+
+``QUE_DSN``
+    the jobs' database (default ``$DATABASE_URL``).
+``QUE_ADAPTER``
+    adapter name (default: the installed one).
+``QUE_QUEUES``, ``QUE_WORKER_COUNT``, ``QUE_POLL_INTERVAL``
+    as for ``que work`` (defaults ``["default"]``, 6, 5.0).
+``QUE_START_WORKER``
+    ``"lazy"`` (default): start on the app's first request, in the process
+    that serves it (after a pre-forking server forked); ``"eager"``: start
+    in ``init_app``; ``False``: never (run ``que work`` / ``flask que work``).
+``QUE_MIGRATE``
+    migrate the schema before starting the worker (default False).
+``QUE_SHUTDOWN_TIMEOUT``
+    seconds to let running jobs finish when stopping (default 30).
+
+The worker stops at interpreter exit, or with ``que.stop(app)``. ``flask que
+migrate`` and ``flask que work`` are added to the app's CLI. Enqueue in a
+view with the connection your app already has (a SQLAlchemy session, a
+driver connection): the job commits with it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+try:
+    import click
+    from flask import Flask, current_app
+except ImportError as exc:  # pragma: no cover - exercised by a test that hides Flask
+    raise ImportError(
+        "que_core.contrib.flask needs Flask: pip install 'que-core[flask]'"
+    ) from exc
+
+from que_core.contrib.lifecycle import ManagedWorker
+from que_core.errors import ConfigurationError
+from que_core.worker import Worker
+
+__all__ = ["Que"]
+
+_DEFAULTS: dict[str, Any] = {
+    "QUE_DSN": None,
+    "QUE_ADAPTER": None,
+    "QUE_QUEUES": ["default"],
+    "QUE_WORKER_COUNT": None,
+    "QUE_POLL_INTERVAL": 5.0,
+    "QUE_START_WORKER": "lazy",
+    "QUE_MIGRATE": False,
+    "QUE_SHUTDOWN_TIMEOUT": 30.0,
+}
+
+
+class Que:
+    """The extension; one instance can serve several apps (app factory)."""
+
+    def __init__(self, app: Flask | None = None, **worker_kwargs: Any) -> None:
+        self.worker_kwargs = worker_kwargs
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        for key, value in _DEFAULTS.items():
+            app.config.setdefault(key, value)
+        start = app.config["QUE_START_WORKER"]
+        if start not in ("lazy", "eager", False, None):
+            raise ConfigurationError(
+                f"QUE_START_WORKER is {start!r}: use 'lazy', 'eager' or False"
+            )
+        managed = ManagedWorker(
+            app.config["QUE_DSN"],
+            adapter=app.config["QUE_ADAPTER"],
+            migrate=bool(app.config["QUE_MIGRATE"]),
+            shutdown_timeout=app.config["QUE_SHUTDOWN_TIMEOUT"],
+            **self._worker_options(app),
+        )
+        app.extensions["que"] = managed
+        if start == "eager":
+            managed.start()
+        elif start == "lazy":
+
+            def start_worker() -> None:  # returns None: Flask goes on to the view
+                if managed.worker is None:
+                    managed.start()
+
+            app.before_request(start_worker)
+        app.cli.add_command(_cli(managed))
+
+    def _worker_options(self, app: Flask) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "queues": list(app.config["QUE_QUEUES"]),
+            "worker_count": app.config["QUE_WORKER_COUNT"],
+            "poll_interval": float(app.config["QUE_POLL_INTERVAL"]),
+        }
+        options.update(self.worker_kwargs)
+        return options
+
+    @staticmethod
+    def _managed(app: Flask | None) -> ManagedWorker:
+        app = app or current_app
+        try:
+            managed: ManagedWorker = app.extensions["que"]
+        except KeyError:
+            raise ConfigurationError("que.init_app(app) was not called for this app") from None
+        return managed
+
+    def start(self, app: Flask | None = None) -> Worker:
+        """Start the app's worker (if it is not running); return it."""
+        return self._managed(app).start()
+
+    def stop(self, app: Flask | None = None) -> bool:
+        """Stop the app's worker; True when every running job finished."""
+        return self._managed(app).stop()
+
+    def worker(self, app: Flask | None = None) -> Worker | None:
+        """The app's running worker, if any."""
+        return self._managed(app).worker
+
+
+def _cli(managed: ManagedWorker) -> click.Group:
+    @click.group("que", help="que-core jobs.")
+    def group() -> None:
+        pass
+
+    @group.command("migrate", help="Bring the database to the latest que-core schema.")
+    def migrate_command() -> None:
+        from que_core.migrations import migrate
+        from que_core.plugins import get_adapter
+
+        if not managed.dsn:
+            import os
+
+            managed.dsn = os.environ.get("DATABASE_URL")
+        if not managed.dsn:
+            raise click.UsageError("set QUE_DSN (or DATABASE_URL)")
+        conn = get_adapter(managed.adapter).connect(managed.dsn)
+        try:
+            version = migrate(conn)
+        finally:
+            conn.close()
+        click.echo(f"que-core schema at version {version}")
+
+    @group.command("work", help="Work jobs in the foreground until Ctrl-C / SIGTERM.")
+    def work_command() -> None:
+        stop = threading.Event()
+        managed.start()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        managed.stop()
+
+    return group
