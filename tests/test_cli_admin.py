@@ -52,10 +52,11 @@ def insert(db: Connection, *, queue: str = "default", job_class: str = "app.A",
     rows = db.execute(
         "INSERT INTO que_jobs (id, queue, job_class, run_at, error_count, finished_at,"
         " expired_at, args, kwargs, data, job_schema_version, last_error_message)"
-        " VALUES (coalesce(%s, nextval('que_jobs_id_seq')), %s, %s,"
-        " now() + (%s - %s) * interval '1 second', %s,"
-        " CASE WHEN %s THEN now() END, CASE WHEN %s THEN now() END,"
-        " %s::jsonb, %s::jsonb, %s::jsonb, 2, CASE WHEN %s > 0 THEN 'boom' END) RETURNING id",
+        " VALUES (coalesce(%s::bigint, nextval('que_jobs_id_seq')), %s, %s,"
+        " now() + (%s::float8 - %s::float8) * interval '1 second', %s::int,"
+        " CASE WHEN %s::boolean THEN now() END, CASE WHEN %s::boolean THEN now() END,"
+        " %s::jsonb, %s::jsonb, %s::jsonb, 2, CASE WHEN %s::int > 0 THEN 'boom' END)"
+        " RETURNING id",
         (job_id, queue, job_class, run_in, age, error_count, finished, expired,
          json.dumps(list(args)), json.dumps(kwargs or {}),
          json.dumps({"tags": tags} if tags else {}), error_count),
