@@ -13,7 +13,7 @@ from typing import Any, ClassVar, TypeVar
 from que_core import validation
 from que_core.config import RunMode, settings
 from que_core.connection import Connection
-from que_core.errors import ConfigurationError
+from que_core.errors import ConfigurationError, QueError
 from que_core.plugins import wrap_connection
 from que_core.sql import q
 
@@ -26,6 +26,11 @@ J = TypeVar("J", bound="Job")
 registry: dict[str, type[Job]] = {}
 
 _bulk: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("que_bulk", default=None)
+
+
+class JobAlreadyResolved(QueError):
+    """``destroy()``, ``finish()``, ``expire()`` or ``retry_in()`` found the
+    job's row no longer waiting: another run got there first."""
 
 
 def _default_retry_delay(error_count: int) -> float:
@@ -169,7 +174,16 @@ class Job:
 
     def _resolve(self, query: str, params: tuple[Any, ...]) -> None:
         if self.db is not None and self.id is not None:
-            self.db.execute(q(query), params)
+            rows = self.db.execute(q(query), params)
+            if not rows and not self._resolved:
+                # Another run resolved the job first: a process killed while
+                # this job's commit was in flight freed the lock before the
+                # commit became visible. Raising rolls back this run's
+                # transaction, so the job's effect commits only once.
+                raise JobAlreadyResolved(
+                    f"job {self.id} was already resolved or deleted by someone else; "
+                    "this run's transaction must not commit"
+                )
         self._resolved = True
         self._resolved_by = query
 

@@ -64,18 +64,28 @@ SELECT pg_advisory_unlock(v) FROM unnest(%s::bigint[]) AS v
 -- name: try_lock_job
 SELECT pg_try_advisory_lock(%s::bigint)
 
+-- The four resolutions return the job's id only when the row was still
+-- waiting: a run that finds nothing to resolve is not the run that counts
+-- (Job._resolve raises, so that its transaction rolls back).
+
 -- name: destroy_job
-DELETE FROM que_jobs WHERE id = %s
+DELETE FROM que_jobs WHERE id = %s RETURNING id
 
 -- name: finish_job
-UPDATE que_jobs SET finished_at = now() WHERE id = %s
+UPDATE que_jobs SET finished_at = now()
+WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
+RETURNING id
 
 -- name: expire_job
-UPDATE que_jobs SET expired_at = now() WHERE id = %s
+UPDATE que_jobs SET expired_at = now()
+WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
+RETURNING id
 
 -- name: retry_job
 -- Reschedule without counting an error (the job asked for it).
-UPDATE que_jobs SET run_at = now() + %s * interval '1 second' WHERE id = %s
+UPDATE que_jobs SET run_at = now() + %s * interval '1 second'
+WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
+RETURNING id
 
 -- name: error_job
 -- Record an error and schedule the retry. Limits are those of the table's
