@@ -201,3 +201,16 @@ def test_the_worker_refuses_a_path_that_is_not_a_task(django_db: DjangoDatabase)
         (job.id,),
     )
     assert row[0][0] is True and "not a Task" in row[0][1]
+
+
+def test_without_a_tasks_framework_the_import_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+    import sys
+
+    for name in ("django.tasks", "django_tasks"):
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "que_core.contrib.django.tasks")
+    with pytest.raises(ImportError, match="pip install django-tasks"):
+        importlib.import_module("que_core.contrib.django.tasks")

@@ -85,3 +85,13 @@ def test_asgi_middleware_starts_and_stops_the_worker(example_dsn: str) -> None: 
     assert events == ["lifespan.startup", "lifespan.shutdown"]
     # running during startup.complete; stopped before shutdown.complete went out
     assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
+
+
+def test_without_fastapi_the_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    monkeypatch.delitem(sys.modules, "que_core.contrib.fastapi", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'que-core\[fastapi\]'"):
+        importlib.import_module("que_core.contrib.fastapi")

@@ -58,3 +58,13 @@ def test_eager_start_cli_and_bad_configuration(example_dsn: str) -> None:  # noq
         Que(bad)
     with pytest.raises(ConfigurationError, match="init_app"):
         Que().worker(Flask("never"))
+
+
+def test_without_flask_the_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "flask", None)
+    monkeypatch.delitem(sys.modules, "que_core.contrib.flask")
+    with pytest.raises(ImportError, match=r"pip install 'que-core\[flask\]'"):
+        importlib.import_module("que_core.contrib.flask")
