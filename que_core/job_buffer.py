@@ -25,6 +25,8 @@ class LockedJob:
     args: list[Any] = field(compare=False)
     kwargs: dict[str, Any] = field(compare=False)
     data: dict[str, Any] = field(compare=False)
+    #: The token of the locker session that locked it (see queries.sql).
+    token: int = field(default=0, compare=False)
 
 
 class JobBuffer:

@@ -57,6 +57,10 @@ class JobRunner(threading.Thread):
         self._stop_event = stop_event
         self.conn: Connection | None = None
         self.current: LockedJob | None = None
+        #: The session holding this thread's shared lock on the current job.
+        self._lock_conn: Connection | None = None
+        #: Backend pid of this thread's session (ended if a job outlives shutdown).
+        self.backend_pid: int | None = None
 
     def run(self) -> None:
         try:
@@ -81,14 +85,73 @@ class JobRunner(threading.Thread):
             if self.conn is not None:
                 self.conn.close()
             self.conn = retry_connect(self._connect, self._stop_event, log, self.name)
+            self.backend_pid = None
+            if self.conn is not None:
+                try:
+                    ((self.backend_pid,),) = self.conn.execute(q("backend_pid"))
+                except DatabaseError:
+                    self.conn.close()
+                    return self._session()
         return self.conn
 
     def work(self, locked: LockedJob) -> None:
         """Run one job and record its outcome. Never raises for the job's
-        sake: a job's failure is the job's, not the worker's."""
+        sake: a job's failure is the job's, not the worker's.
+
+        The job runs under a shared advisory lock of this thread's own
+        session as well as the locker's, so that losing the locker's session
+        mid-job does not let another worker start it."""
+        if locked.token == 0:  # no locker: the caller's session holds the job's lock
+            self._work(locked)
+            return
+        if not self._share_lock(locked):
+            return
+        try:
+            self._work(locked)
+        finally:
+            self._unshare_lock(locked.id)
+
+    def _share_lock(self, locked: LockedJob) -> bool:
+        attempts = 0
+        while True:
+            conn = self._session()
+            if conn is None:
+                return False  # stopping before we could connect: the job stays as it was
+            try:
+                ((ok,),) = conn.execute(q("runner_lock_job"), (locked.id, locked.token))
+                if ok is False:
+                    conn.execute(q("runner_unlock_lost"), (locked.token, locked.id))
+            except DatabaseError as exc:
+                conn.close()  # releases whatever it took
+                attempts += 1
+                if attempts >= 3:
+                    log.warning("job %s: cannot lock it on this thread's session (%s)",
+                                locked.id, exc)
+                    return False
+                continue
+            if not ok:
+                log.warning(
+                    "job %s: this worker's locker lost its session (and the job's lock) "
+                    "before the job started; not running it here",
+                    locked.id,
+                )
+                return False
+            self._lock_conn = conn
+            return True
+
+    def _unshare_lock(self, job_id: int) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is None or conn is not self.conn or conn.closed:
+            return  # that session is gone, and the lock with it
+        try:
+            conn.execute(q("runner_unlock_job"), (job_id,))
+        except DatabaseError:
+            conn.close()  # which releases the lock
+
+    def _work(self, locked: LockedJob) -> None:
         conn = self._session()
         if conn is None:
-            return  # stopping before we could connect: the job stays as it was
+            return
         cls = registry.get(locked.job_class)
         job = (cls or Job)(
             locked.args,

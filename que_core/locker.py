@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import random
 import socket
 import threading
 import time
@@ -22,14 +23,14 @@ from typing import Any
 
 from que_core.backoff import retry_connect
 from que_core.connection import Connection, Row
-from que_core.errors import ConnectionLost
+from que_core.errors import ConnectionLost, DatabaseError
 from que_core.job_buffer import ANY_PRIORITY, JobBuffer, LockedJob
 from que_core.sql import q
 
 log = logging.getLogger("que_core.locker")
 
 
-def parse_row(row: Row) -> LockedJob:
+def parse_row(row: Row, token: int = 0) -> LockedJob:
     job_id, priority, run_at, job_class, queue_name, error_count, args, kwargs, data = row
     return LockedJob(
         priority=priority,
@@ -41,6 +42,7 @@ def parse_row(row: Row) -> LockedJob:
         args=json.loads(args),
         kwargs=json.loads(kwargs),
         data=json.loads(data),
+        token=token,
     )
 
 
@@ -70,12 +72,16 @@ class Locker(threading.Thread):
         self.conn: Connection | None = None
         #: Backend pid of the locker session; names the LISTEN channel.
         self.pid: int | None = None
+        #: The session's token lock (see lock_locker_token in queries.sql).
+        self.token = 0
         #: Every job id this session holds the advisory lock of.
         self.held: set[int] = set()
         self._poll_needed: set[str] = set(queues)
         self._urgent: dict[str, int] = {}
         self._deadline: float | None = None
         self.error: BaseException | None = None
+        #: Backend pids of the sessions running jobs now (set by the Worker).
+        self.running_sessions: Callable[[], list[int]] = list
 
     # -- called from other threads ---------------------------------------
 
@@ -198,7 +204,13 @@ class Locker(threading.Thread):
         if not ids:
             return False
         self.held.update(ids)
-        jobs = [parse_row(r) for r in conn.execute(q("fetch_locked_jobs"), (ids,))]
+        try:
+            conn.execute(q("share_locks"), (ids,))
+            rows = conn.execute(q("fetch_locked_jobs"), (ids,))
+        except ConnectionLost:
+            self.held.difference_update(ids)  # gone with the session; no thread runs them
+            raise
+        jobs = [parse_row(r, self.token) for r in rows]
         fresh = {j.id for j in jobs}
         release = [i for i in ids if i not in fresh]
         release += [j.id for j in self.buffer.push(jobs)]
@@ -210,7 +222,7 @@ class Locker(threading.Thread):
         mine = [i for i in ids if i in self.held]
         if mine:
             self.held.difference_update(mine)
-            self._require_conn().execute(q("unlock_jobs"), (mine,))
+            self._require_conn().execute(q("unlock_shared_jobs"), (mine,))
 
     # -- the session --------------------------------------------------------
 
@@ -222,6 +234,12 @@ class Locker(threading.Thread):
     def _register(self) -> None:
         conn = self._require_conn()
         ((pid,),) = conn.execute(q("backend_pid"))
+        while True:
+            token = random.randrange(1, 2**31)
+            ((ok,),) = conn.execute(q("lock_locker_token"), (token,))
+            if ok:
+                self.token = token
+                break
         conn.execute(q("clean_lockers"), (pid,))
         conn.execute(
             q("register_locker"),
@@ -245,8 +263,9 @@ class Locker(threading.Thread):
 
     def _reconnect(self) -> bool:
         """A new session after the old one died. Its locks died with it: the
-        buffered jobs may now be taken by others, so drop them; try to lock
-        the running ones again."""
+        buffered jobs may now be taken by others, so drop them; lock the
+        running ones again (their worker threads' own shared locks kept them
+        from being taken meanwhile)."""
         if self.conn is not None:
             self.conn.close()
         self.conn = None
@@ -259,7 +278,7 @@ class Locker(threading.Thread):
         try:
             self._register()
             for job_id in sorted(running):
-                ((ok,),) = self.conn.execute(q("try_lock_job"), (job_id,))
+                ((ok,),) = self.conn.execute(q("share_lock_job"), (job_id,))
                 if ok:
                     self.held.add(job_id)
                 else:
@@ -269,6 +288,27 @@ class Locker(threading.Thread):
         self._poll_needed.update(self.queues)
         return True
 
+    def _end_running_sessions(self, conn: Connection) -> None:
+        """The shutdown deadline passed with jobs still running: end their
+        sessions (their threads cannot be stopped), so that nothing a hung
+        job does from now on can commit and its locks go with the locker's."""
+        pids = [p for p in self.running_sessions() if p]
+        if not pids:
+            return
+        log.warning("terminating the sessions of %s job(s) still running", len(pids))
+        try:
+            conn.execute(q("terminate_backends"), (pids,))
+            give_up = time.monotonic() + 5
+            while time.monotonic() < give_up:
+                ((alive,),) = conn.execute(q("backends_alive"), (pids,))
+                if not alive:
+                    break
+                time.sleep(0.02)
+        except DatabaseError as exc:
+            if isinstance(exc, ConnectionLost):
+                raise
+            log.warning("cannot terminate the running jobs' sessions: %s", exc)
+
     def _shutdown(self) -> None:
         self.buffer.stop()  # whatever ended the loop, idle worker threads exit too
         conn, self.conn = self.conn, None
@@ -276,9 +316,11 @@ class Locker(threading.Thread):
             return
         try:
             if not conn.closed and self.pid is not None:
+                if self.held and self._deadline is not None and time.monotonic() >= self._deadline:
+                    self._end_running_sessions(conn)
                 conn.execute(q("unregister_locker"), (self.pid,))
                 if self.held:
-                    conn.execute(q("unlock_jobs"), (sorted(self.held),))
+                    conn.execute(q("unlock_shared_jobs"), (sorted(self.held),))
                     self.held.clear()
         except ConnectionLost:
             pass

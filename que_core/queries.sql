@@ -58,11 +58,55 @@ WHERE id = ANY(%s::bigint[])
   AND finished_at IS NULL
   AND expired_at IS NULL
 
+-- name: share_locks
+-- Trade each exclusive lock that lock_jobs took for a shared one, taken
+-- before the exclusive one is dropped (CASE fixes the order), so the job is
+-- never unlocked in between. Lockers (ours and Que's) take exclusive locks,
+-- which any shared holder blocks. The worker thread that runs the job takes
+-- a shared lock of its own on its session (runner_lock_job), so a running
+-- job stays locked while EITHER session lives: losing the locker's session
+-- mid-job no longer lets another worker start the job.
+SELECT CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_unlock(v) END
+FROM unnest(%s::bigint[]) AS v
+
 -- name: unlock_jobs
 SELECT pg_advisory_unlock(v) FROM unnest(%s::bigint[]) AS v
 
+-- name: unlock_shared_jobs
+-- The locker's locks are shared ones once share_locks ran.
+SELECT pg_advisory_unlock_shared(v) FROM unnest(%s::bigint[]) AS v
+
 -- name: try_lock_job
 SELECT pg_try_advisory_lock(%s::bigint)
+
+-- name: share_lock_job
+-- The locker locks the running jobs again after it reconnected: false when
+-- another session holds an exclusive lock.
+SELECT pg_try_advisory_lock_shared(%s::bigint)
+
+-- name: lock_locker_token
+-- Each locker session holds an exclusive two-key lock (0x71756501 = "que"
+-- 0x01, a random token) for as long as it lives; the jobs it locks carry
+-- the token. Two-key locks never collide with job locks.
+SELECT pg_try_advisory_lock(1903518977, %s::integer)
+
+-- name: runner_lock_job
+-- A worker thread's shared lock on the job it is about to run, then the
+-- proof that the locker session that locked the job is still alive (its
+-- token cannot be locked): that session has held the job ever since, so no
+-- other worker can hold it too. NULL: another session holds the job
+-- exclusively (nothing taken). false: the locker's session is gone, and
+-- another locker may already share the job: both locks just taken must be
+-- released (runner_unlock_lost) and the job left alone. true: ours.
+SELECT CASE WHEN pg_try_advisory_lock_shared(%s::bigint)
+            THEN NOT pg_try_advisory_lock_shared(1903518977, %s::integer) END
+
+-- name: runner_unlock_lost
+SELECT pg_advisory_unlock_shared(1903518977, %s::integer),
+       pg_advisory_unlock_shared(%s::bigint)
+
+-- name: runner_unlock_job
+SELECT pg_advisory_unlock_shared(%s::bigint)
 
 -- The four resolutions return the job's id only when the row was still
 -- waiting: a run that finds nothing to resolve is not the run that counts
@@ -132,6 +176,14 @@ VALUES (%s, %s,
         %s, %s,
         ARRAY(SELECT jsonb_array_elements_text(%s::jsonb)),
         %s, 2)
+
+-- name: terminate_backends
+-- The sessions of jobs still running when a worker's shutdown deadline
+-- passed: ended before the locker lets their jobs go.
+SELECT count(pg_terminate_backend(p)) FROM unnest(%s::integer[]) AS p
+
+-- name: backends_alive
+SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s::integer[])
 
 -- name: unregister_locker
 DELETE FROM que_lockers WHERE pid = %s

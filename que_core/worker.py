@@ -171,6 +171,9 @@ class Worker:
             JobRunner(i, p, self._connect, self.buffer, locker, self._stop_event)
             for i, p in enumerate(self.worker_priorities)
         ]
+        locker.running_sessions = lambda: [
+            r.backend_pid for r in self.runners if r.current is not None and r.backend_pid
+        ]
         locker.start()
         if self.listener is not None:
             self.listener.start()
@@ -192,8 +195,9 @@ class Worker:
         """Stop taking jobs, let running ones finish, release the rest.
 
         With *timeout*, wait at most that many seconds for running jobs;
-        then the locker session closes anyway, which frees their locks (a
-        hung job's thread is left behind, and its job may run again
+        then their sessions are terminated (nothing a hung job does later
+        can commit) and the locker session closes, which frees their locks
+        (a hung job's thread is left behind, and its job may run again
         elsewhere). Returns True when every running job finished in time.
         """
         if self.locker is None:
@@ -207,7 +211,8 @@ class Worker:
                 clean = False
         if not clean:
             log.warning(
-                "shutdown deadline passed with %s job(s) still running: releasing their locks",
+                "shutdown deadline passed with %s job(s) still running: ending their "
+                "sessions and releasing their locks",
                 sum(1 for r in self.runners if r.is_alive()),
             )
         self._stop_event.set()  # from here on, no more reconnect attempts
