@@ -12,8 +12,8 @@ import getpass
 import re
 import ssl
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from functools import partial
 from itertools import count
 from typing import Any
@@ -25,10 +25,15 @@ import pg8000.native
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password, parse_dsn
+from que_core.transactions import Transactions, TransactionStatus
 
 _ERRORS = (pg8000.exceptions.Error, OSError)
 _PLACEHOLDER = re.compile(r"%[s%]")
 _IN_TRANSACTION, _FAILED = b"T", b"E"  # ReadyForQuery transaction status
+_STATUS: dict[bytes | None, TransactionStatus] = {
+    _IN_TRANSACTION: TransactionStatus.IN_TRANSACTION,
+    _FAILED: TransactionStatus.FAILED,
+}
 
 
 def _message(exc: BaseException) -> str:
@@ -77,8 +82,7 @@ class Pg8000Connection:
         self.raw = raw
         self._owned = owned
         self._lost = False
-        self._depth = 0  # transaction() blocks open on this wrapper
-        self._savepoints = 0
+        self._transactions = Transactions(self._run, self._transaction_status)
         if owned:  # our session: keep every notification, decode them right
             raw.notifications = deque()
             raw.message_types[pg8000.core.NOTIFICATION_RESPONSE] = partial(_on_notification, raw)
@@ -86,6 +90,9 @@ class Pg8000Connection:
     def _status(self) -> bytes | None:
         status: bytes | None = getattr(self.raw, "_transaction_status", None)
         return status
+
+    def _transaction_status(self) -> TransactionStatus:
+        return _STATUS.get(self._status(), TransactionStatus.IDLE)
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.closed:
@@ -113,39 +120,8 @@ class Pg8000Connection:
         context = self._run(sql, params)
         return [tuple(row) for row in context.rows] if context.rows is not None else []
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if self._depth or self._status() in (_IN_TRANSACTION, _FAILED):
-            self._savepoints += 1
-            savepoint = f"que_savepoint_{self._savepoints}"  # nested: a savepoint
-            begin, commit = f"SAVEPOINT {savepoint}", f"RELEASE SAVEPOINT {savepoint}"
-            rollback = f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}"
-        else:
-            begin, commit, rollback = "BEGIN", "COMMIT", "ROLLBACK"
-        self._run(begin)
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            with suppress(errors.ConnectionLost):  # gone, and its transaction with it
-                self._run(rollback)
-            raise
-        self._depth -= 1
-        if begin == "BEGIN" and self._status() == _FAILED:
-            self._run(rollback)  # COMMIT would roll back: say so
-            raise errors.DatabaseError(
-                "the transaction was aborted by an earlier error and has been rolled back",
-                "25P02",
-            )
-        try:
-            self._run(commit)
-        except errors.ConnectionLost:
-            raise
-        except errors.DatabaseError:
-            with suppress(errors.DatabaseError):
-                self._run(rollback)
-            raise
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._transactions.transaction()
 
     def notifications(self, timeout: float) -> list[Notification]:
         # A round trip that runs nothing: the driver reads what has arrived.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import select
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg2
@@ -14,9 +14,12 @@ import psycopg2.extensions as ext
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password
+from que_core.transactions import Transactions, TransactionStatus
 
-_FAILED = ext.TRANSACTION_STATUS_INERROR
-_IN_TRANSACTION = (ext.TRANSACTION_STATUS_INTRANS, _FAILED)
+_STATUS = {
+    ext.TRANSACTION_STATUS_INTRANS: TransactionStatus.IN_TRANSACTION,
+    ext.TRANSACTION_STATUS_INERROR: TransactionStatus.FAILED,
+}
 
 
 def _translate(exc: Exception, raw: Any) -> errors.DatabaseError:
@@ -44,8 +47,16 @@ class Psycopg2Connection:
     def __init__(self, raw: Any, owned: bool) -> None:
         self.raw = raw
         self._owned = owned
-        self._depth = 0  # transaction() blocks open on this wrapper
-        self._savepoints = 0
+        # On a connection with autocommit off psycopg2 begins by itself: a
+        # top-level block ends with its commit()/rollback().
+        self._transactions = Transactions(
+            self.execute,
+            self._status,
+            closed=lambda: bool(raw.closed),
+            implicit=lambda: not raw.autocommit,
+            commit=self._commit,
+            rollback=self._rollback,
+        )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -56,59 +67,23 @@ class Psycopg2Connection:
         except psycopg2.Error as exc:
             raise _translate(exc, self.raw) from exc
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        raw = self.raw
-        if raw.closed:
-            raise errors.ConnectionLost("the connection is closed")
-        if self._depth or raw.info.transaction_status in _IN_TRANSACTION:
-            self._savepoints += 1
-            how = f"que_savepoint_{self._savepoints}"  # nested: a savepoint
-            self.execute(f"SAVEPOINT {how}")
-        elif raw.autocommit:
-            how = "sql"
-            self.execute("BEGIN")
-        else:
-            how = "dbapi"  # psycopg2 begins by itself; end with commit()/rollback()
-        self._depth += 1
-        try:
-            yield
-        except BaseException:
-            self._depth -= 1
-            with suppress(errors.ConnectionLost):  # gone, and its transaction with it
-                self._end(how, commit=False)
-            raise
-        self._depth -= 1
-        if how in ("sql", "dbapi") and raw.info.transaction_status == _FAILED:
-            self._end(how, commit=False)  # COMMIT would roll back silently: say so
-            raise errors.DatabaseError(
-                "the transaction was aborted by an earlier error and has been rolled back",
-                "25P02",
-            )
-        try:
-            self._end(how, commit=True)
-        except errors.ConnectionLost:
-            raise
-        except errors.DatabaseError:
-            with suppress(errors.DatabaseError):
-                self._end(how, commit=False)
-            raise
+    def transaction(self) -> AbstractContextManager[None]:
+        return self._transactions.transaction()
 
-    def _end(self, how: str, commit: bool) -> None:
-        if how == "dbapi":
-            try:
-                if commit:
-                    self.raw.commit()
-                else:
-                    self.raw.rollback()
-            except psycopg2.Error as exc:
-                raise _translate(exc, self.raw) from exc
-        elif how == "sql":
-            self.execute("COMMIT" if commit else "ROLLBACK")
-        elif commit:
-            self.execute(f"RELEASE SAVEPOINT {how}")
-        else:
-            self.execute(f"ROLLBACK TO SAVEPOINT {how}; RELEASE SAVEPOINT {how}")
+    def _status(self) -> TransactionStatus:
+        return _STATUS.get(self.raw.info.transaction_status, TransactionStatus.IDLE)
+
+    def _commit(self) -> None:
+        try:
+            self.raw.commit()
+        except psycopg2.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def _rollback(self) -> None:
+        try:
+            self.raw.rollback()
+        except psycopg2.Error as exc:
+            raise _translate(exc, self.raw) from exc
 
     def notifications(self, timeout: float) -> list[Notification]:
         raw = self.raw
