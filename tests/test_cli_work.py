@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 
 from que_core.connection import Adapter, Connection
 from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
-from tests.jobs import HangFirstJob, SleepJob
+from tests.jobs import HangFirstJob
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,41 +40,6 @@ def spawn(adapter: Adapter, dsn: str) -> Iterator[Any]:
 
 def _lockers(db: Connection) -> int:
     return int(scalar(db, "SELECT count(*) FROM que_lockers"))
-
-
-def test_sigterm_finishes_the_running_job_and_exits(db: Connection, spawn: Any) -> None:
-    proc = spawn()
-    wait_for(lambda: _lockers(db) == 1, timeout=20)
-    SleepJob.enqueue("term", 1.0, conn=db.raw)
-    wait_for(lambda: log_tags(db, "start") == ["term"])
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
-    assert log_tags(db, "done") == ["term"]
-    assert job_count(db) == 0
-    assert _lockers(db) == 0
-    assert advisory_locks(db) == 0
-
-
-def test_kill_9_mid_job_and_the_next_worker_runs_it_at_once(db: Connection, spawn: Any) -> None:
-    first = spawn()
-    wait_for(lambda: _lockers(db) == 1, timeout=20)
-    job = HangFirstJob.enqueue("crash", conn=db.raw)
-    wait_for(lambda: log_tags(db, "start") == ["crash"])
-    os.kill(first.pid, signal.SIGKILL)
-    first.wait(10)
-    # The row is exactly as it was: no error recorded, nothing marked.
-    row = db.execute(
-        "SELECT error_count, finished_at, expired_at FROM que_jobs WHERE id = %s", (job.id,)
-    )
-    assert row == [(0, None, None)]
-    wait_for(lambda: advisory_locks(db) == 0)  # the session died with its locks
-    began = time.monotonic()
-    spawn()
-    wait_for(lambda: log_tags(db, "done") == ["crash"], timeout=20)
-    assert time.monotonic() - began < 20
-    assert job_count(db) == 0
-    # The dead process's que_lockers row was cleaned by the new worker.
-    wait_for(lambda: _lockers(db) == 1)
 
 
 def test_shutdown_timeout_exits_with_a_hung_job(db: Connection, spawn: Any) -> None:

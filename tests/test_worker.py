@@ -15,22 +15,6 @@ from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
 from tests.jobs import FailingJob, PlainJob, RecordJob, SleepJob
 
 
-def test_jobs_run_and_are_destroyed(db: Connection, make_worker: Any) -> None:
-    for i in range(20):
-        PlainJob.enqueue(i, conn=db.raw)
-    make_worker()
-    wait_for(lambda: job_count(db) == 0)
-    assert sorted(log_tags(db), key=int) == [str(i) for i in range(20)]
-
-
-def test_priority_order(db: Connection, make_worker: Any) -> None:
-    for p in (50, 5, 30, 1, 20):
-        PlainJob.enqueue(f"p{p}", conn=db.raw, priority=p)
-    make_worker(worker_priorities=[None])
-    wait_for(lambda: job_count(db) == 0)
-    assert log_tags(db) == ["p1", "p5", "p20", "p30", "p50"]
-
-
 def test_worker_priority_thresholds(db: Connection, make_worker: Any) -> None:
     # A single thread limited to priority <= 10 never takes a priority-50 job.
     PlainJob.enqueue("low", conn=db.raw, priority=50)
@@ -60,22 +44,6 @@ def test_queues_are_separate(db: Connection, make_worker: Any) -> None:
     wait_for(lambda: log_tags(db) == ["b"])
     time.sleep(0.3)
     assert log_tags(db) == ["b"]
-
-
-def test_error_is_recorded_then_retried_then_expired(db: Connection, make_worker: Any) -> None:
-    job = FailingJob.enqueue("f", conn=db.raw)
-    make_worker()
-    # maximum_retry_count = 2: runs 3 times, then expires.
-    wait_for(lambda: scalar(db, "SELECT expired_at IS NOT NULL FROM que_jobs WHERE id = %s",
-                            (job.id,)))
-    count, message, backtrace = db.execute(
-        "SELECT error_count, last_error_message, last_error_backtrace FROM que_jobs WHERE id = %s",
-        (job.id,),
-    )[0]
-    assert count == 3
-    assert message == "ValueError: boom f"
-    assert "raise ValueError" in backtrace
-    assert log_tags(db) == ["f", "f", "f"]
 
 
 def test_default_retry_interval_is_error_count_to_the_fourth_plus_three(
@@ -121,28 +89,6 @@ def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: A
     )
     assert rows[a.id][0] is True
     assert rows[b.id][0] is False and float(rows[b.id][1]) > 500
-
-
-def test_job_resolves_itself_in_its_own_transaction(db: Connection, make_worker: Any) -> None:
-    class Transfer(Job):
-        def run(self, tag: str, fail: bool) -> None:
-            with self.transaction():
-                self.db.execute(  # type: ignore[union-attr]
-                    "INSERT INTO test_log (job_id, tag, event) VALUES (%s, %s, 'ran')",
-                    (self.id, tag),
-                )
-                self.destroy()
-                if fail:
-                    raise RuntimeError("after destroy")
-
-    ok = Transfer.enqueue("ok", False, conn=db.raw)
-    bad = Transfer.enqueue("bad", True, conn=db.raw)
-    make_worker()
-    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (bad.id,)) == 1)
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE id = %s", (ok.id,)) == 0)
-    # The failing run's effect and its destroy rolled back together.
-    assert log_tags(db) == ["ok"]
-    assert job_count(db) == 1
 
 
 @pytest.mark.parametrize("how", ["finish", "expire", "retry_in"])
@@ -193,16 +139,6 @@ def test_no_advisory_lock_left_after_a_run(db: Connection, make_worker: Any) -> 
     w.stop()
     assert advisory_locks(db) == 0
     assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
-
-
-def test_notify_wakes_an_idle_worker_quickly(db: Connection, make_worker: Any) -> None:
-    w = make_worker(poll_interval=60)  # only NOTIFY can bring the job this fast
-    wait_for(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
-    started = time.monotonic()
-    PlainJob.enqueue("fast", conn=db.raw)
-    wait_for(lambda: log_tags(db) == ["fast"], timeout=3)
-    assert time.monotonic() - started < 3
-    assert w.running
 
 
 def test_foreign_notification_payloads_are_ignored(db: Connection, make_worker: Any) -> None:
