@@ -4,6 +4,7 @@ its own session, then tells the locker to unlock them."""
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -27,9 +28,31 @@ class UnknownJobClass(QueError):
     """A job row names a class this worker has not registered."""
 
 
+#: The longest retry delay written (a century). Longer ones, NaN, infinities
+#: and negative ones make the UPDATE fail, and the job would run again at once.
+MAX_RETRY_DELAY = 100 * 365.25 * 86400
+
+
 def _text(value: str, limit: int) -> str:
-    # PostgreSQL text cannot hold NUL; the SQL trims to the column limit.
-    return value.replace("\x00", "\\0")[: limit * 2]
+    # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate (from a
+    # surrogateescape'd file name, say); the SQL trims to the column limit.
+    value = value.replace("\x00", "\\0")[: limit * 2]
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<str() of the exception raised>"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _backtrace(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return _describe(exc) + "\n<the traceback could not be formatted>"
 
 
 def _call_hook(name: str, **kwargs: Any) -> None:
@@ -232,16 +255,21 @@ class JobRunner(threading.Thread):
 
     def _record_error(self, job: Job, exc: BaseException, duration: float) -> None:
         error_count = job.error_count + 1
-        message = _text(f"{type(exc).__name__}: {exc}", 500)
-        backtrace = _text("".join(traceback.format_exception(exc)), 10000)
+        message = _text(_describe(exc), 500)
+        backtrace = _text(_backtrace(exc), 10000)
         expire = error_count > job.maximum_retry_count
         delay = 0.0
         if not expire:
+            default = float(error_count**4 + 3)
             try:
                 delay = float(job.retry_delay(error_count))
             except Exception:
                 log.exception("job %s: retry_delay raised; using the default", job.id)
-                delay = float(error_count**4 + 3)
+                delay = default
+            if not 0 <= delay <= MAX_RETRY_DELAY:
+                log.warning("job %s: retry_delay returned %r; using %s", job.id, delay,
+                            "the default" if math.isnan(delay) else "the nearest sane one")
+                delay = default if math.isnan(delay) else min(max(delay, 0.0), MAX_RETRY_DELAY)
         if expire:
             self._write(job, "error_expire_job", (message, backtrace, job.id))
         else:
