@@ -32,12 +32,9 @@ POLL_INTERVAL = 0.01
 
 @pytest.fixture
 def db_dsn(adapter: Adapter, server_dsn: str) -> Iterator[str]:
-    """The DSN of a new, empty database for this test; dropped after it."""
-    dsn = testdb.create_database(adapter, server_dsn, prefix="que_conformance")
-    try:
+    """The DSN of an empty database of this test's own (emptied after it)."""
+    with testdb.temporary_database(adapter, server_dsn) as dsn:
         yield dsn
-    finally:
-        testdb.drop_database(adapter, server_dsn, dsn)
 
 
 @pytest.fixture

@@ -6,13 +6,16 @@ embedded PostgreSQL. Each database gets a unique name and is dropped after.
 
 from __future__ import annotations
 
+import atexit
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 from que_core.connection import Adapter
+from que_core.errors import QueError
 
 
 def server_dsn() -> str:
@@ -54,12 +57,85 @@ def drop_database(adapter: Adapter, dsn: str, db_dsn: str) -> None:
         admin.close()
 
 
+#: Databases this process made and emptied again, by server: reusing one is
+#: ten times cheaper than CREATE and DROP DATABASE. Dropped at exit.
+_idle: dict[str, list[str]] = {}
+_made: dict[str, tuple[Adapter, list[str]]] = {}
+
+_ALL_SESSIONS_GONE = """
+SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+"""
+_TERMINATE = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = %s AND pid <> pg_backend_pid()
+"""
+_USER_SCHEMAS = """
+SELECT nspname FROM pg_namespace
+WHERE nspname <> 'information_schema' AND left(nspname, 3) <> 'pg_'
+"""
+
+
+def _empty(adapter: Adapter, server: str, db: str) -> bool:
+    """End every session on *db* and drop everything in it; False if that failed."""
+    name = urlsplit(db).path.lstrip("/") if "://" in db else db.rsplit("=", 1)[1]
+    try:
+        admin = adapter.connect(server)
+        try:
+            deadline = time.monotonic() + 5
+            while admin.execute(_TERMINATE, (name,))[0][0]:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.01)
+            if admin.execute(_ALL_SESSIONS_GONE, (name,))[0][0]:
+                return False
+        finally:
+            admin.close()
+        conn = adapter.connect(db)
+        try:
+            schemas = [r[0] for r in conn.execute(_USER_SCHEMAS)]
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.execute("CREATE SCHEMA public")
+            conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+        finally:
+            conn.close()
+        return True
+    except QueError:
+        return False
+
+
+def _drop_idle() -> None:
+    for server, (adapter, names) in list(_made.items()):
+        for db in names:
+            try:
+                drop_database(adapter, server, db)
+            except QueError:
+                pass
+    _made.clear()
+    _idle.clear()
+
+
 @contextmanager
 def temporary_database(adapter: Adapter, dsn: str | None = None) -> Iterator[str]:
-    """A fresh database for the duration of the block."""
+    """An empty database of its own for the duration of the block.
+
+    It has a unique name; when the block ends its sessions are ended and its
+    contents dropped, and the next block in this process may reuse it. All
+    are dropped when the process exits.
+    """
     server = dsn or server_dsn()
-    db = create_database(adapter, server)
+    idle = _idle.setdefault(server, [])
+    db = idle.pop() if idle else None
+    if db is None:
+        db = create_database(adapter, server)
+        if not _made:
+            atexit.register(_drop_idle)
+        _made.setdefault(server, (adapter, []))[1].append(db)
     try:
         yield db
     finally:
-        drop_database(adapter, server, db)
+        if _empty(adapter, server, db):
+            idle.append(db)
+        else:
+            _made[server][1].remove(db)
+            drop_database(adapter, server, db)
