@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 from que_core.connection import Adapter
@@ -107,10 +107,8 @@ def _empty(adapter: Adapter, server: str, db: str) -> bool:
 def _drop_idle() -> None:
     for server, (adapter, names) in list(_made.items()):
         for db in names:
-            try:
+            with suppress(QueError):
                 drop_database(adapter, server, db)
-            except QueError:
-                pass
     _made.clear()
     _idle.clear()
 
