@@ -28,6 +28,11 @@ class UnknownJobClass(QueError):
     """A job row names a class this worker has not registered."""
 
 
+class SessionLeftInTransaction(QueError):
+    """The job returned with its session inside a transaction block (or with
+    autocommit turned off): what it left uncommitted was rolled back."""
+
+
 #: The longest retry delay written (a century). Longer ones, NaN, infinities
 #: and negative ones make the UPDATE fail, and the job would run again at once.
 MAX_RETRY_DELAY = 100 * 365.25 * 86400
@@ -129,10 +134,18 @@ class JobRunner(threading.Thread):
             return
         if not self._share_lock(locked):
             return
+        job = None
         try:
-            self._work(locked)
+            job = self._work(locked)
         finally:
-            self._unshare_lock(locked.id)
+            clean = self._unshare_lock(locked.id)
+        if not clean and job is not None:
+            # The outcome written in that transaction is gone with it: the
+            # run counts as an error (retried, in time expired), never as a
+            # silent success that leaves the job to run again at once.
+            self._record_error(job, SessionLeftInTransaction(
+                "the job left its session inside a transaction block (or with autocommit "
+                "off): its uncommitted work was rolled back and the session replaced"), 0.0)
 
     def _share_lock(self, locked: LockedJob) -> bool:
         attempts = 0
@@ -162,19 +175,26 @@ class JobRunner(threading.Thread):
             self._lock_conn = conn
             return True
 
-    def _unshare_lock(self, job_id: int) -> None:
+    def _unshare_lock(self, job_id: int) -> bool:
+        """Release this thread's lock; False when the session turned out to
+        be inside a transaction block (it is then closed: rolled back)."""
         conn, self._lock_conn = self._lock_conn, None
         if conn is None or conn is not self.conn or conn.closed:
-            return  # that session is gone, and the lock with it
+            return True  # that session is gone, and the lock with it
         try:
-            conn.execute(q("runner_unlock_job"), (job_id,))
-        except DatabaseError:
+            ((_, clean),) = conn.execute(q("runner_unlock_job"), (job_id,))
+        except DatabaseError as exc:
             conn.close()  # which releases the lock
+            return exc.sqlstate != "25P02"  # in a failed transaction block
+        if not clean:
+            log.warning("job %s left its session inside a transaction block: closing it", job_id)
+            conn.close()
+        return bool(clean)
 
-    def _work(self, locked: LockedJob) -> None:
+    def _work(self, locked: LockedJob) -> Job | None:
         conn = self._session()
         if conn is None:
-            return
+            return None
         cls = registry.get(locked.job_class)
         job = (cls or Job)(
             locked.args,
@@ -202,7 +222,7 @@ class JobRunner(threading.Thread):
             self._record_error(job, exc, duration)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
                 log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
-            return
+            return job
         duration = time.monotonic() - start
         if not job.resolved:
             keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
@@ -230,6 +250,7 @@ class JobRunner(threading.Thread):
             },
         )
         _call_hook("que_job_succeeded", job=job, duration=duration)
+        return job
 
     def _write(self, job: Job, query: str, params: tuple[Any, ...]) -> bool:
         """Write a job's outcome on this thread's session. A lost session is

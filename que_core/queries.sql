@@ -106,7 +106,10 @@ SELECT pg_advisory_unlock_shared(1903518977, %s::integer),
        pg_advisory_unlock_shared(%s::bigint)
 
 -- name: runner_unlock_job
-SELECT pg_advisory_unlock_shared(%s::bigint)
+-- Also tells whether the job left its session inside a transaction block
+-- that wrote something (the outcome the thread wrote, if no other): false
+-- means nothing of it is committed and the session must be replaced.
+SELECT pg_advisory_unlock_shared(%s::bigint), txid_current_if_assigned() IS NULL
 
 -- The four resolutions return the job's id only when the row was still
 -- waiting: a run that finds nothing to resolve is not the run that counts
