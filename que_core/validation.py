@@ -16,6 +16,18 @@ MAX_TAG = 100
 MAX_JOB_CLASS = 200
 
 
+def _lone_surrogate(text: str) -> bool:
+    """Whether *text* holds a lone surrogate (from ``surrogateescape``, say),
+    which UTF-8, and so PostgreSQL, cannot encode."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _walk(value: Any, where: str) -> Any:
     """Return *value* as plain JSON data, or raise naming what is wrong."""
     if value is None or isinstance(value, (bool, int)):
@@ -27,6 +39,8 @@ def _walk(value: Any, where: str) -> Any:
     if isinstance(value, str):
         if "\x00" in value:
             raise InvalidJob(f"{where} contains a NUL character, which PostgreSQL jsonb refuses")
+        if _lone_surrogate(value):
+            raise InvalidJob(f"{where} contains a lone surrogate, which UTF-8 cannot encode")
         return value
     if isinstance(value, (list, tuple)):
         return [_walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -37,6 +51,8 @@ def _walk(value: Any, where: str) -> Any:
                 raise InvalidJob(f"{where} has key {k!r}: JSON object keys must be strings")
             if "\x00" in k:
                 raise InvalidJob(f"{where} has a key containing a NUL character")
+            if _lone_surrogate(k):
+                raise InvalidJob(f"{where} has a key containing a lone surrogate")
             out[k] = _walk(v, f"{where}[{k!r}]")
         return out
     raise InvalidJob(
@@ -66,6 +82,8 @@ def check_text(value: Any, what: str, limit: int) -> str:
         )
     if "\x00" in value:
         raise InvalidJob(f"{what} {value!r} contains a NUL character")
+    if _lone_surrogate(value):
+        raise InvalidJob(f"{what} {value!r} contains a lone surrogate, which UTF-8 cannot encode")
     return value
 
 
