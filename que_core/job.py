@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -320,7 +319,7 @@ def insert_many(jobs: Sequence[Job], conn: Any) -> None:
     with c.transaction():
         ((before,),) = c.execute(q("get_skip_notify"))
         c.execute(q("set_skip_notify"), ("true",))
-        inserted = c.execute(q("insert_jobs"), (json.dumps(rows, ensure_ascii=False),))
+        inserted = c.execute(q("insert_jobs"), (validation.dumps(rows),))
         c.execute(q("set_skip_notify"), (before,))
     for job, (job_id, run_at) in zip(jobs, sorted(inserted), strict=True):
         job.id, job.run_at = job_id, run_at

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from que_core.errors import InvalidJob
@@ -70,7 +72,41 @@ def check_args(
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """*value* as JSON text that jsonb gives back exactly.
+
+    jsonb keeps a number's digits, not the way it was written: the float
+    1e16, which Python writes ``1e+16``, would come back as the integer
+    10000000000000000 (and 1.7976931348623157e308 as an integer of another
+    value). Such floats are written out in full with ``.0``, which jsonb
+    keeps. Only text that has an ``e+`` somewhere takes the slow path.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if "e+" in text:
+        text = "".join(_encode(value))
+    return text
+
+
+def _encode(value: Any) -> Iterator[str]:
+    if isinstance(value, float):
+        text = repr(value)
+        if "e+" in text:  # |value| >= 1e16: an integer, written out
+            text = format(Decimal(text), "f") + ".0"
+        yield text
+    elif isinstance(value, (list, tuple)):
+        yield "["
+        for i, v in enumerate(value):
+            if i:
+                yield ","
+            yield from _encode(v)
+        yield "]"
+    elif isinstance(value, dict):
+        yield "{"
+        for i, (k, v) in enumerate(value.items()):
+            yield ("," if i else "") + json.dumps(k, ensure_ascii=False) + ":"
+            yield from _encode(v)
+        yield "}"
+    else:
+        yield json.dumps(value, ensure_ascii=False)
 
 
 def check_text(value: Any, what: str, limit: int) -> str:
