@@ -27,6 +27,8 @@ class LockedJob:
     data: dict[str, Any] = field(compare=False)
     #: The token of the locker session that locked it (see queries.sql).
     token: int = field(default=0, compare=False)
+    #: Why the row cannot be run as it is (undecodable arguments, ...).
+    problem: str | None = field(default=None, compare=False)
 
 
 class JobBuffer:

@@ -28,6 +28,11 @@ class UnknownJobClass(QueError):
     """A job row names a class this worker has not registered."""
 
 
+class BadJobRow(QueError):
+    """A job row that cannot be made into a job (undecodable arguments,
+    kwargs that are not an object, values its class refuses)."""
+
+
 class SessionLeftInTransaction(QueError):
     """The job returned with its session inside a transaction block (or with
     autocommit turned off): what it left uncommitted was rolled back."""
@@ -196,21 +201,29 @@ class JobRunner(threading.Thread):
         if conn is None:
             return None
         cls = registry.get(locked.job_class)
-        job = (cls or Job)(
-            locked.args,
-            locked.kwargs,
-            id=locked.id,
-            queue=locked.queue,
-            priority=locked.priority,
-            run_at=locked.run_at,
-            error_count=locked.error_count,
-            tags=locked.data.get("tags") or (),
-            conn=conn,
-        )
+        problem = locked.problem
+        try:
+            job = (cls or Job)(
+                locked.args,
+                locked.kwargs,
+                id=locked.id,
+                queue=locked.queue,
+                priority=locked.priority,
+                run_at=locked.run_at,
+                error_count=locked.error_count,
+                tags=locked.data.get("tags") or (),
+                conn=conn,
+            )
+        except Exception as exc:  # a row its class refuses: the job's error, as any other
+            job = Job(id=locked.id, queue=locked.queue, priority=locked.priority,
+                      run_at=locked.run_at, error_count=locked.error_count, conn=conn)
+            problem = problem or f"it cannot be built from its row ({_describe(exc)})"
         job.job_class = locked.job_class
         _call_hook("que_job_started", job=job)
         start = time.monotonic()
         try:
+            if problem is not None:
+                raise BadJobRow(f"job {locked.id} cannot run: {problem}")
             if cls is None:
                 raise UnknownJobClass(
                     f"unknown job class {locked.job_class!r}: no such Job subclass is "

@@ -32,6 +32,18 @@ log = logging.getLogger("que_core.locker")
 
 def parse_row(row: Row, token: int = 0) -> LockedJob:
     job_id, priority, run_at, job_class, queue_name, error_count, args, kwargs, data = row
+    problem = None
+    try:
+        decoded = (json.loads(args), json.loads(kwargs), json.loads(data))
+    except (ValueError, RecursionError) as exc:
+        # Nesting deeper than Python's json takes, an integer of more digits
+        # than int() converts: the row is the job's problem, not the locker's.
+        decoded = ([], {}, {})
+        problem = f"its arguments cannot be decoded ({type(exc).__name__}: {exc})"
+    if not (isinstance(decoded[0], list) and isinstance(decoded[1], dict)
+            and isinstance(decoded[2], dict)):
+        decoded = ([], {}, {})
+        problem = "its args are not a JSON array, or its kwargs or data not a JSON object"
     return LockedJob(
         priority=priority,
         run_at=run_at,
@@ -39,10 +51,11 @@ def parse_row(row: Row, token: int = 0) -> LockedJob:
         job_class=job_class,
         queue=queue_name,
         error_count=error_count,
-        args=json.loads(args),
-        kwargs=json.loads(kwargs),
-        data=json.loads(data),
+        args=decoded[0],
+        kwargs=decoded[1],
+        data=decoded[2],
         token=token,
+        problem=problem,
     )
 
 
