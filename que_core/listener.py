@@ -40,7 +40,7 @@ def parse(note: Notification) -> tuple[str, int] | None:
             and not isinstance(msg.get("priority"), bool)
         ):
             return msg["queue"], msg["priority"]
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json decodes
         pass
     log.warning("ignoring unexpected notification on %s: %.200r", note.channel, note.payload)
     return None
