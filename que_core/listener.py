@@ -76,6 +76,8 @@ class Listener(threading.Thread):
                     self._close()
         except Exception:
             log.exception("listener failed; workers fall back to polling")
+            if self._listening_to is not None:  # so that NOTIFYs stop coming our way
+                self.locker.listening(self._listening_to, False)
         finally:
             self._close()
 
