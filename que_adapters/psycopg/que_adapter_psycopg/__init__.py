@@ -32,7 +32,12 @@ class PsycopgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             cur = self.raw.execute(sql, params or None)
-            return cur.fetchall() if cur.description is not None else []
+            # The result status, not cur.description: that builds column
+            # objects, a measurable cost on the per-job path.
+            result = cur.pgresult
+            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
+                return []
+            return cur.fetchall()
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
