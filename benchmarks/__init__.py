@@ -1,0 +1,1 @@
+"""Benchmarks of que-core (not part of the installed package)."""

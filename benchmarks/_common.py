@@ -1,0 +1,173 @@
+"""Shared plumbing of the benchmarks: a throwaway database, a worker
+subprocess (``que work``), adapter selection."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from que_core import migrate, plugins, testdb
+from que_core.connection import Adapter, Connection
+
+REPO = Path(__file__).resolve().parent.parent
+PREFERRED = ("psycopg", "psycopg2", "pg8000")
+
+
+def server_dsn(arg: str | None) -> str:
+    """--dsn, else $QUE_TEST_DSN / $DATABASE_URL, else the embedded server."""
+    return arg or testdb.server_dsn()
+
+
+def adapter_names(arg: str) -> list[str]:
+    """``all``: every installed adapter (psycopg, psycopg2, pg8000 first)."""
+    if arg != "all":
+        plugins.get_adapter(arg)  # fails with the list of installed adapters
+        return [arg]
+    installed = sorted(plugins.adapters())
+    return [n for n in PREFERRED if n in installed] + [n for n in installed if n not in PREFERRED]
+
+
+@contextlib.contextmanager
+def bench_database(adapter: Adapter, server: str) -> Iterator[str]:
+    """A new migrated database on *server*, dropped afterwards."""
+    db = testdb.create_database(adapter, server, prefix="que_bench")
+    try:
+        conn = adapter.connect(db)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
+        yield db
+    finally:
+        testdb.drop_database(adapter, server, db)
+
+
+def checkpoint(conn: Connection) -> None:
+    """Start each run from a fresh checkpoint, so that every run pays the same
+    full-page writes (needs superuser or pg_checkpoint; skipped otherwise)."""
+    with contextlib.suppress(Exception):
+        conn.execute("CHECKPOINT")
+
+
+class WorkerProcess:
+    """One ``python -m que_core.cli work`` process with its default settings
+    (plus *extra* flags), logging to a temporary file."""
+
+    def __init__(
+        self, dsn: str, adapter: str, extra: Sequence[str] = (), modules: Sequence[str] = ()
+    ) -> None:
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
+            prefix="que_bench_worker_", suffix=".log", delete=False
+        )
+        env = dict(os.environ)
+        env["DATABASE_URL"] = dsn  # not on the command line, where ps would show it
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        cmd = [
+            sys.executable, "-m", "que_core.cli", "work", "--adapter", adapter,
+            *extra, *(modules or ["benchmarks.noop_jobs"]),
+        ]
+        self.cmd = cmd
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"the worker exited with status {self.proc.returncode}:\n{self.tail()}"
+            )
+
+    def tail(self, lines: int = 30) -> str:
+        text = Path(self.log.name).read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def wait_registered(self, conn: Connection, listening: bool, timeout: float = 60.0) -> float:
+        """Wait for the locker's row in que_lockers (and, with *listening*, for
+        its listener); return time.monotonic() when it was seen."""
+        sql = "SELECT count(*) FROM que_lockers" + (" WHERE listening" if listening else "")
+        deadline = time.monotonic() + timeout
+        while True:
+            ((n,),) = conn.execute(sql)
+            if n:
+                return time.monotonic()
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not register in {timeout:g} s:\n{self.tail()}")
+            time.sleep(0.005)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            self.log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.log.name)
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU seconds of process *pid* (all its threads), from
+    /proc; None when it cannot be read (not Linux, another host)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def describe() -> str:
+    """One line about what is measured where: que_core's commit, the machine."""
+    import platform
+
+    import que_core
+
+    where = Path(que_core.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "que_core", "que_adapters"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        commit += "+uncommitted changes" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "not a git checkout"
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
+    return (
+        f"que_core from {where} ({commit}); Python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs, load average {load}"
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table."""
+    cells = [list(map(str, headers))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+             for r in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|")
+    return "\n".join(lines)
