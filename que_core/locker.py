@@ -199,6 +199,10 @@ class Locker(threading.Thread):
         conn = self._require_conn()
         urgent = self._urgent.pop(queue_name, None)
         space = self.buffer.space()
+        if space > 0 and space < self.buffer.capacity // 2 and urgent is None and len(self.buffer):
+            # Wait until half the buffer is free: fewer, larger polls; the
+            # jobs still buffered keep the worker threads busy meanwhile.
+            return True
         if space > 0:
             limit, max_priority = space, self.max_priority
         else:
@@ -218,8 +222,7 @@ class Locker(threading.Thread):
             return False
         self.held.update(ids)
         try:
-            conn.execute(q("share_locks"), (ids,))
-            rows = conn.execute(q("fetch_locked_jobs"), (ids,))
+            rows = conn.execute(q("share_and_fetch_locked_jobs"), (ids, ids))
         except ConnectionLost:
             self.held.difference_update(ids)  # gone with the session; no thread runs them
             raise

@@ -47,27 +47,26 @@ FROM (
 WHERE pg_try_advisory_lock(c.id)
 LIMIT %s
 
--- name: fetch_locked_jobs
+-- name: share_and_fetch_locked_jobs
 -- Advisory locks ignore MVCC: the poll's snapshot may show a job that
 -- another worker resolved and unlocked just before we locked it. This fresh
 -- statement sees only jobs that are really still waiting.
+-- It also trades each exclusive lock that lock_jobs took for a shared one,
+-- taken before the exclusive one is dropped (CASE fixes the order), so the
+-- job is never unlocked in between. Lockers (ours and Que's) take exclusive
+-- locks, which any shared holder blocks. The worker thread that runs the job
+-- takes a shared lock of its own on its session (runner_lock_job), so a
+-- running job stays locked while EITHER session lives: losing the locker's
+-- session mid-job no longer lets another worker start it. The count()
+-- sub-select runs once, before the scan, over every id.
 SELECT id, priority, run_at, job_class, queue, error_count,
        args::text, kwargs::text, data::text
 FROM que_jobs
-WHERE id = ANY(%s::bigint[])
+WHERE (SELECT count(CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_unlock(v) END)
+       FROM unnest(%s::bigint[]) AS v) >= 0
+  AND id = ANY(%s::bigint[])
   AND finished_at IS NULL
   AND expired_at IS NULL
-
--- name: share_locks
--- Trade each exclusive lock that lock_jobs took for a shared one, taken
--- before the exclusive one is dropped (CASE fixes the order), so the job is
--- never unlocked in between. Lockers (ours and Que's) take exclusive locks,
--- which any shared holder blocks. The worker thread that runs the job takes
--- a shared lock of its own on its session (runner_lock_job), so a running
--- job stays locked while EITHER session lives: losing the locker's session
--- mid-job no longer lets another worker start the job.
-SELECT CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_unlock(v) END
-FROM unnest(%s::bigint[]) AS v
 
 -- name: unlock_jobs
 SELECT pg_advisory_unlock(v) FROM unnest(%s::bigint[]) AS v

@@ -168,7 +168,11 @@ def test_text_lines_and_log_level(
 def test_worker_start_line_masks_the_password(
     conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
 ) -> None:
-    user_dsn = dsn.replace("postgres@", "postgres:trustme@", 1)  # trust auth ignores it
+    # Trust auth ignores the password. The embedded server's URL already has
+    # an empty one ("postgres:@"); the shared server's has none ("postgres@").
+    user_dsn = dsn.replace("postgres:@", "postgres@", 1).replace(
+        "postgres@", "postgres:trustme@", 1
+    )
     assert "trustme" in user_dsn
     worker = Worker(user_dsn, adapter, module_dir)
     try:
