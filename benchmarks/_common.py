@@ -21,6 +21,12 @@ REPO = Path(__file__).resolve().parent.parent
 PREFERRED = ("psycopg", "psycopg2", "pg8000")
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (e.g. from `timeout`) raises SystemExit, so that the finally
+    blocks stop the worker and drop the benchmark database."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def server_dsn(arg: str | None) -> str:
     """--dsn, else $QUE_TEST_DSN / $DATABASE_URL, else the embedded server."""
     return arg or testdb.server_dsn()

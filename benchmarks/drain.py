@@ -35,6 +35,7 @@ from benchmarks._common import (
     checkpoint,
     cpu_seconds,
     describe,
+    exit_cleanly_on_sigterm,
     median,
     server_dsn,
     table,
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra module for the worker to import (e.g. one that patches que_core\n"
                    "for an experiment; found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
+    exit_cleanly_on_sigterm()
 
     server = server_dsn(args.dsn)
     print(describe(), flush=True)

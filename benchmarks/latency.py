@@ -42,6 +42,7 @@ from benchmarks._common import (
     adapter_names,
     bench_database,
     describe,
+    exit_cleanly_on_sigterm,
     median,
     server_dsn,
     table,
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `que work`, repeatable")
     args = p.parse_args(argv)
+    exit_cleanly_on_sigterm()
 
     server = server_dsn(args.dsn)
     print(describe(), flush=True)

@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import bench_database, server_dsn
+from benchmarks._common import bench_database, exit_cleanly_on_sigterm, server_dsn
 from benchmarks.drain import fill
 from que_core import Worker, plugins
 from que_core.sql import queries
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                    "patches que_core; $DATABASE_URL is set to the bench database)")
     p.add_argument("--yappi", action="store_true", help="print a yappi CPU profile too")
     args = p.parse_args(argv)
+    exit_cleanly_on_sigterm()
 
     log = tempfile.NamedTemporaryFile(prefix="que_profile_", suffix=".log")  # noqa: SIM115
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), filename=log.name,
