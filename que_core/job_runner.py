@@ -239,7 +239,7 @@ class JobRunner(threading.Thread):
         duration = time.monotonic() - start
         if not job.resolved:
             keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
-            self._write(job, "finish_job" if keep else "destroy_job", (job.id,))
+            self._write(job, "runner_finish_job" if keep else "runner_destroy_job", (job.id,))
         # A job that asked to run again later, or expired itself, says so.
         event = {"retry_job": "retried", "expire_job": "expired"}.get(
             job._resolved_by or "", "worked"

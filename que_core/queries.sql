@@ -133,23 +133,40 @@ UPDATE que_jobs SET run_at = now() + %s * interval '1 second'
 WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
 RETURNING id
 
+-- name: runner_destroy_job
+-- The worker thread's own writes (a job that returned without resolving
+-- itself, an error) run in a transaction of their own, so they can skip
+-- Que's deprecated que_state_notify trigger: nothing listens to it, and a
+-- NOTIFY per job serialises the commits of all workers (it measured 2x).
+-- The setting is local to this statement's transaction.
+WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
+DELETE FROM que_jobs WHERE id = %s AND EXISTS (SELECT FROM quiet) RETURNING id
+
+-- name: runner_finish_job
+WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
+UPDATE que_jobs SET finished_at = now()
+WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL AND EXISTS (SELECT FROM quiet)
+RETURNING id
+
 -- name: error_job
 -- Record an error and schedule the retry. Limits are those of the table's
 -- check constraints (characters, not bytes).
+WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 UPDATE que_jobs
 SET error_count = error_count + 1,
     run_at = now() + %s * interval '1 second',
     last_error_message = left(%s, 500),
     last_error_backtrace = left(%s, 10000)
-WHERE id = %s
+WHERE id = %s AND EXISTS (SELECT FROM quiet)
 
 -- name: error_expire_job
+WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 UPDATE que_jobs
 SET error_count = error_count + 1,
     expired_at = now(),
     last_error_message = left(%s, 500),
     last_error_backtrace = left(%s, 10000)
-WHERE id = %s
+WHERE id = %s AND EXISTS (SELECT FROM quiet)
 
 -- name: job_state
 SELECT error_count, finished_at IS NOT NULL OR expired_at IS NOT NULL

@@ -1,0 +1,47 @@
+"""The worker's own writes skip Que's deprecated que_state NOTIFY; the
+job-available NOTIFY of new jobs is untouched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from que_core.connection import Adapter, Connection
+from que_core.sql import q
+from tests.helpers import job_count, scalar, wait_for
+from tests.jobs import PlainJob
+
+
+def test_runner_writes_send_no_state_notification(
+    adapter: Adapter, dsn: str, conn: Connection
+) -> None:
+    listener = adapter.connect(dsn)
+    try:
+        listener.execute("LISTEN que_state")
+        a = PlainJob.enqueue(1, conn=conn.raw)
+        b = PlainJob.enqueue(2, conn=conn.raw)
+        assert wait_for(lambda: listener.notifications(0.2), timeout=5)  # inserts notify
+        conn.execute(q("runner_destroy_job"), (a.id,))
+        conn.execute(q("error_job"), (0.0, "m", "b", b.id))
+        conn.execute(q("runner_finish_job"), (b.id,))
+        assert listener.notifications(0.3) == []
+        assert job_count(conn) == 1
+        # The setting was local to those statements: a plain delete notifies.
+        conn.execute(q("destroy_job"), (b.id,))
+        assert wait_for(lambda: listener.notifications(0.2), timeout=5)
+        assert scalar(conn, "SELECT coalesce(current_setting('que.skip_notify', true), '')") == ""
+    finally:
+        listener.close()
+
+
+def test_jobs_enqueued_by_a_job_still_notify(db: Connection, make_worker: Any) -> None:
+    from que_core import Job
+
+    class Parent(Job):
+        def run(self) -> None:
+            PlainJob.enqueue("child", conn=self.conn)
+
+    make_worker(poll_interval=60)
+    wait_for(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
+    Parent.enqueue(conn=db.raw)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'child'") == 1,
+             timeout=5)
