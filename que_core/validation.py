@@ -67,7 +67,15 @@ def check_args(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Job arguments as plain JSON data, checked to round-trip exactly."""
     a = [_walk(v, f"argument {i}") for i, v in enumerate(args)]
-    k = {name: _walk(v, f"keyword argument {name!r}") for name, v in kwargs.items()}
+    k = {}
+    for name, v in kwargs.items():
+        if not isinstance(name, str):
+            raise InvalidJob(f"keyword argument name {name!r} is not a string")
+        if "\x00" in name:
+            raise InvalidJob(f"keyword argument name {name!r} contains a NUL character")
+        if _lone_surrogate(name):
+            raise InvalidJob(f"keyword argument name {name!r} contains a lone surrogate")
+        k[name] = _walk(v, f"keyword argument {name!r}")
     return a, k
 
 
