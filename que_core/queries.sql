@@ -47,6 +47,16 @@ FROM (
 WHERE pg_try_advisory_lock(c.id)
 LIMIT %s
 
+-- name: fetch_locked_jobs
+-- The re-check alone (que_core.testing.drain locks jobs in the caller's
+-- session, with no locker and no trade for shared locks).
+SELECT id, priority, run_at, job_class, queue, error_count,
+       args::text, kwargs::text, data::text
+FROM que_jobs
+WHERE id = ANY(%s::bigint[])
+  AND finished_at IS NULL
+  AND expired_at IS NULL
+
 -- name: share_and_fetch_locked_jobs
 -- Advisory locks ignore MVCC: the poll's snapshot may show a job that
 -- another worker resolved and unlocked just before we locked it. This fresh
@@ -72,7 +82,7 @@ WHERE (SELECT count(CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_un
 SELECT pg_advisory_unlock(v) FROM unnest(%s::bigint[]) AS v
 
 -- name: unlock_shared_jobs
--- The locker's locks are shared ones once share_locks ran.
+-- The locker's locks are shared ones once share_and_fetch_locked_jobs ran.
 SELECT pg_advisory_unlock_shared(v) FROM unnest(%s::bigint[]) AS v
 
 -- name: try_lock_job
