@@ -1,0 +1,50 @@
+"""Fixtures of the reliability suite (docs/reliability.md).
+``QUE_RELIABILITY=full`` runs the heavy version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from que_core.connection import Adapter, Connection
+from tests.reliability import harness
+
+
+@pytest.fixture
+def rel(adapter: Adapter, dsn: str) -> Iterator[Connection]:
+    """The checker's session on the case's database, bookkeeping tables created."""
+    conn = adapter.connect(dsn)
+    harness.setup_tables(conn)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def procs(adapter: Adapter, dsn: str, rel: Connection) -> Iterator[harness.WorkerProcs]:
+    wp = harness.WorkerProcs(dsn, adapter, rel)
+    yield wp
+    wp.close()
+
+
+@pytest.fixture
+def workers(adapter: Adapter, dsn: str) -> Iterator[Any]:
+    """In-process workers; all stopped at teardown."""
+    from que_core import Worker
+    from tests.reliability import rjobs
+
+    rjobs.SIDECAR.update(dsn=dsn, adapter=adapter.name)
+    rjobs.ECHOED.clear()  # job ids start again at 1 in each test's database
+    started: list[Worker] = []
+
+    def make(**kwargs: Any) -> Worker:
+        kwargs.setdefault("poll_interval", 0.2)
+        w = Worker(kwargs.pop("dsn", dsn), adapter=adapter, **kwargs)
+        w.start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in started:
+        w.stop(timeout=5)

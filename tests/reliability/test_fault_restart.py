@@ -1,0 +1,100 @@
+"""A PostgreSQL restart (clean and crash) while worker processes run, on a
+throwaway server this module starts itself."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from que_core import migrate, testdb
+from que_core.connection import Adapter
+from tests.reliability import harness
+from tests.reliability.harness import scaled
+from tests.reliability.rjobs import Effect
+from tests.reliability.test_fault_kill9 import enqueue_mix
+from tests.reliability.throwaway import ThrowawayServer, find_bindir
+
+JOBS = scaled(300, 3000)
+RESTARTS = scaled(2, 8)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThrowawayServer]:
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL binaries to start a throwaway server with")
+    s = ThrowawayServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(scaled(240, 1800))
+def test_postgresql_restart_while_workers_run(adapter: Adapter, server: ThrowawayServer) -> None:
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    started = time.monotonic()
+    dsn = testdb.create_database(adapter, server.dsn, prefix="que_rel")
+    conn = adapter.connect(dsn)
+    migrate(conn)
+    harness.setup_tables(conn)
+    ids = enqueue_mix(conn, JOBS, rng)
+    harness.expect(conn, ids)
+    procs = harness.WorkerProcs(dsn, adapter, conn)
+    try:
+        for _ in range(3):
+            procs.spawn()
+        harness.wait_for(lambda: harness.scalar(conn, "SELECT count(*) FROM que_lockers") == 3,
+                         timeout=60, what="three workers registered")
+        modes = []
+        stale = 0
+        for i in range(RESTARTS):
+            harness.random_pause(rng, 0.5, 2.0)
+            mode = "immediate" if i % 2 else "fast"
+            modes.append(mode)
+            conn.close()
+            server.restart(mode)
+            conn = server.wait_ready(lambda: adapter.connect(dsn))
+            procs.checker = conn
+            # Once the workers are back, no row of a session of before the restart is left.
+            harness.wait_for(lambda conn=conn: harness.scalar(
+                conn, "SELECT count(*) FROM que_lockers WHERE pid IN "
+                "(SELECT pid FROM pg_stat_activity)") == 3, timeout=60,
+                what="the three workers registered again")
+            stale += harness.dead_lockers(conn)
+            # Every session of before the restart ended before the server started again.
+            conn.execute("INSERT INTO rel_faults (kind, at) VALUES ('server', "
+                         "pg_postmaster_start_time())")
+            # new jobs after the restart, through NOTIFY once the listeners are back
+            more = [j.id for j in Effect.enqueue_many([[] for _ in range(20)], conn=conn.raw)]
+            harness.expect(conn, [i for i in more if i is not None])
+        harness.wait_for(
+            lambda: harness.scalar(
+                conn, "SELECT count(*) FROM que_jobs j JOIN rel_expected e ON e.job_id = j.id"
+            ) == 0,
+            timeout=scaled(120, 900), interval=0.3, what="all jobs worked",
+        )
+        alive = len(procs.alive())
+        codes = procs.terminate_all()
+        figures = harness.invariants(conn)
+        figures["leaked_locks"] = harness.leaked_locks(conn)
+        figures["stale_lockers"] = stale + int(harness.scalar(
+            conn, "SELECT count(*) FROM que_lockers"))
+        rec = harness.record(
+            "PostgreSQL restart", adapter.name, figures, injected=len(modes),
+            restarts=len(modes), modes=modes, workers_survived=alive, seed=seed,
+            seconds=round(time.monotonic() - started, 1),
+        )
+        harness.assert_clean(rec, conn)
+        assert alive == 3, procs.log_tail()
+        assert all(c == 0 for c in codes), (codes, procs.log_tail())
+        assert figures["worked"] == figures["jobs"]
+    finally:
+        procs.close()
+        conn.close()
+        testdb.drop_database(adapter, server.dsn, dsn)

@@ -1,0 +1,152 @@
+"""pg_terminate_backend of the sessions of running workers: the locker's
+while its jobs run, the job sessions mid-job, the listener's."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pytest
+
+from que_core.connection import Adapter, Connection
+from que_core.errors import ConnectionLost
+from tests.reliability import harness
+from tests.reliability.harness import scaled
+from tests.reliability.rjobs import Effect
+
+JOBS = scaled(200, 3000)
+ROUNDS = scaled(10, 80)
+
+
+def _terminate(conn: Connection, pid: int) -> bool:
+    return bool(harness.scalar(conn, "SELECT pg_terminate_backend(%s)", (pid,)))
+
+
+def _running_backends(conn: Connection) -> list[int]:
+    """Backends of runs in progress (started, not ended)."""
+    rows = conn.execute(
+        "SELECT r.backend_pid FROM rel_runs r WHERE NOT EXISTS "
+        "(SELECT 1 FROM rel_ends e WHERE e.run = r.run) "
+        "AND r.backend_pid IN (SELECT pid FROM pg_stat_activity)"
+    )
+    return [r[0] for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(scaled(180, 1800))
+def test_terminate_locker_and_job_sessions_mid_job(
+    adapter: Adapter, rel: Connection, workers: Any
+) -> None:
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
+    started = time.monotonic()
+    args = [[round(rng.uniform(0.05, 0.6), 2)] if rng.random() < 0.5 else [] for _ in range(JOBS)]
+    ids = [j.id for j in Effect.enqueue_many(args, conn=rel.raw)]
+    harness.expect(rel, [i for i in ids if i is not None])
+    ws = [workers(worker_count=4) for _ in range(3)]
+    done = {"locker": 0, "job": 0, "any": 0}
+    for _ in range(ROUNDS):
+        harness.random_pause(rng, 0.1, 0.4)
+        what = rng.choice(["locker", "locker", "job", "job", "any"])
+        if what == "locker":
+            busy = [w for w in ws if w.busy_count() and w.locker and w.locker.pid]
+            if not busy:
+                continue
+            pid = rng.choice(busy).locker.pid
+            harness.fault(rel, "locker", backend_pid=pid)
+            done["locker"] += _terminate(rel, pid)
+        elif what == "job":
+            pids = _running_backends(rel)
+            if not pids:
+                continue
+            pid = rng.choice(pids)
+            harness.fault(rel, "backend", backend_pid=pid)
+            done["job"] += _terminate(rel, pid)
+        else:  # any session of the workers: listener, idle job sessions, ...
+            pids = [r[0] for r in rel.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")]
+            if not pids:
+                continue
+            pid = rng.choice(pids)
+            harness.fault(rel, "backend", backend_pid=pid)
+            done["any"] += _terminate(rel, pid)
+    harness.wait_for(
+        lambda: harness.scalar(rel, "SELECT count(*) FROM que_jobs") == 0,
+        timeout=scaled(90, 600), interval=0.3, what="all jobs worked",
+    )
+    assert all(w.running for w in ws)
+    for w in ws:
+        assert w.stop(timeout=30) is True
+    figures = harness.invariants(rel)
+    figures["leaked_locks"] = harness.leaked_locks(rel)
+    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    rec = harness.record(
+        "pg_terminate_backend of locker and job sessions", adapter.name, figures,
+        injected=sum(done.values()),
+        terminated=done, seed=seed, seconds=round(time.monotonic() - started, 1),
+    )
+    harness.assert_clean(rec, rel)
+    assert figures["worked"] == figures["jobs"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["terminated", "crashed"])
+def test_listener_lost_polling_still_finds_jobs(
+    adapter: Adapter, rel: Connection, workers: Any, how: str
+) -> None:
+    """The LISTEN session is terminated and cannot come back, or the
+    listener thread dies: the locker stops advertising itself as listening
+    and its polls find every job."""
+    started = time.monotonic()
+    poll = 0.3
+    w = workers(poll_interval=poll, worker_count=2)
+    harness.wait_for(lambda: harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
+                     timeout=20, what="listening")
+    assert w.listener is not None
+    if how == "terminated":
+        def refuse() -> Any:
+            raise ConnectionLost("refused by the test")
+
+        w.listener._connect = refuse  # every reconnect attempt fails from now on
+        assert w.listener.conn is not None
+        pid = harness.backend_pid(w.listener.conn)
+        harness.fault(rel, "listener", backend_pid=pid)
+        assert _terminate(rel, pid)
+    else:
+        def crash() -> None:
+            raise RuntimeError("the listener thread dies")
+
+        w.listener._step = crash
+        harness.wait_for(lambda: not w.listener.is_alive(), timeout=10, what="listener dead")
+    harness.wait_for(lambda: harness.scalar(rel, "SELECT NOT bool_or(listening) FROM que_lockers"),
+                     timeout=10, what="the locker marked not listening")
+    latencies = []
+    n = scaled(6, 100)
+    for i in range(n):
+        t0 = time.monotonic()
+        job = Effect.enqueue(conn=rel.raw)
+        assert job.id is not None
+        harness.expect(rel, [job.id])
+        harness.wait_for(lambda job=job: harness.scalar(
+            rel, "SELECT count(*) FROM que_jobs WHERE id = %s", (job.id,)) == 0,
+            timeout=poll * 10 + 5, interval=0.02, what=f"job {i} worked by polling")
+        latencies.append(time.monotonic() - t0)
+    assert w.running
+    assert w.stop(timeout=10) is True
+    figures = harness.invariants(rel)
+    figures["leaked_locks"] = harness.leaked_locks(rel)
+    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    latencies.sort()
+    rec = harness.record(
+        f"LISTEN connection lost ({how})", adapter.name, figures, injected=1,
+        poll_interval=poll, max_latency=round(latencies[-1], 3),
+        median_latency=round(latencies[len(latencies) // 2], 3),
+        seconds=round(time.monotonic() - started, 1),
+    )
+    harness.assert_clean(rec, rel)
+    assert figures["worked"] == n
+    assert latencies[-1] < poll * 2 + 1.5
