@@ -338,6 +338,9 @@ class Locker(threading.Thread):
                 if self.held:
                     conn.execute(q("unlock_shared_jobs"), (sorted(self.held),))
                     self.held.clear()
+                # Released here rather than by the close, which the server
+                # finishes a moment after stop() has returned.
+                conn.execute(q("unlock_locker_token"), (self.token,))
         except ConnectionLost:
             pass
         finally:

@@ -99,6 +99,9 @@ SELECT pg_try_advisory_lock_shared(%s::bigint)
 -- the token. Two-key locks never collide with job locks.
 SELECT pg_try_advisory_lock(1903518977, %s::integer)
 
+-- name: unlock_locker_token
+SELECT pg_advisory_unlock(1903518977, %s::integer)
+
 -- name: runner_lock_job
 -- A worker thread's shared lock on the job it is about to run, then the
 -- proof that the locker session that locked the job is still alive (its
