@@ -243,53 +243,9 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 -- A class filter matches the stored job_class and, for Ruby ActiveJob
 -- wrappers, the wrapped class, which is also what is shown.
 
--- name: admin_stats
-WITH locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
-),
-j AS (
-  SELECT q.queue, q.run_at,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS job_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
-  FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
-)
-SELECT queue, job_class,
-       count(*) FILTER (WHERE state = 'ready'),
-       count(*) FILTER (WHERE state = 'scheduled'),
-       count(*) FILTER (WHERE state = 'running'),
-       count(*) FILTER (WHERE state = 'errored'),
-       count(*) FILTER (WHERE state = 'expired'),
-       count(*) FILTER (WHERE state = 'finished'),
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
-FROM j
-GROUP BY queue, job_class
-ORDER BY queue, job_class
-
--- name: admin_lockers
--- The worker processes registered now (rows of dead sessions left out).
-SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
-       array_to_json(queues)::text, array_to_json(worker_priorities)::text
-FROM que_lockers
-WHERE pid IN (SELECT pid FROM pg_stat_activity)
-ORDER BY ruby_hostname, ruby_pid
-
--- name: admin_list_jobs
--- Params: filter JSON, row limit.
-WITH params AS (SELECT %s::jsonb AS p),
+-- fragment: admin_jobs
+-- Two CTEs: locked (job ids some other session holds) and j (every job with
+-- its shown_class and state). Used as `{{admin_jobs}}` after WITH.
 locked AS (
   SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
   FROM pg_locks AS l
@@ -313,13 +269,9 @@ j AS (
   CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
   LEFT JOIN locked AS k ON k.id = q.id
 )
-SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
-       to_char(j.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       j.error_count, j.last_error_message,
-       to_char(j.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       to_char(j.expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
-FROM j, params
+
+-- fragment: admin_match
+-- The filter conditions over j and params (p, the filter JSON).
 WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
   AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
   AND (p -> 'classes' IS NULL
@@ -329,6 +281,40 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
   AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
   AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+
+-- name: admin_stats
+WITH {{admin_jobs}}
+SELECT queue, shown_class,
+       count(*) FILTER (WHERE state = 'ready'),
+       count(*) FILTER (WHERE state = 'scheduled'),
+       count(*) FILTER (WHERE state = 'running'),
+       count(*) FILTER (WHERE state = 'errored'),
+       count(*) FILTER (WHERE state = 'expired'),
+       count(*) FILTER (WHERE state = 'finished'),
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
+FROM j
+GROUP BY queue, shown_class
+ORDER BY queue, shown_class
+
+-- name: admin_lockers
+-- The worker processes registered now (rows of dead sessions left out).
+SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
+       array_to_json(queues)::text, array_to_json(worker_priorities)::text
+FROM que_lockers
+WHERE pid IN (SELECT pid FROM pg_stat_activity)
+ORDER BY ruby_hostname, ruby_pid
+
+-- name: admin_list_jobs
+-- Params: filter JSON, row limit.
+WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
+SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
+       to_char(j.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       j.error_count, j.last_error_message,
+       to_char(j.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       to_char(j.expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+FROM j, params
+{{admin_match}}
 ORDER BY j.id
 LIMIT %s
 
@@ -343,190 +329,57 @@ FROM que_jobs WHERE id = %s
 
 -- name: admin_count_jobs
 -- Params: filter JSON. Returns how many jobs match and how many of those run now.
-WITH params AS (SELECT %s::jsonb AS p),
-locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
-),
-j AS (
-  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
-  FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
-)
+WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
 SELECT count(*), count(*) FILTER (WHERE j.state = 'running')
 FROM j, params
-WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
-  AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
-  AND (p -> 'classes' IS NULL
-       OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
-       OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
-  AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
-  AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
-  AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
-  AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+{{admin_match}}
 
--- name: admin_retry_jobs
--- Run the matching jobs now: run_at = now(), and an expired job is no longer
--- expired (its error_count stays). Finished jobs are left alone. Each job is
--- first locked for this transaction (pg_try_advisory_xact_lock): a job a
--- worker holds is running and is skipped, and no worker can take a job
--- while it changes. Returns matched, changed, skipped-because-running.
-WITH params AS (SELECT %s::jsonb AS p),
-locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
-),
-j AS (
-  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
-  FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
-),
+-- fragment: admin_claim
+-- The matching jobs (CTE c), each first locked for this transaction
+-- (pg_try_advisory_xact_lock): a job a worker holds is running and is
+-- skipped (free = false), and no worker can take a job while it changes.
+WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}},
 c AS MATERIALIZED (
   SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
   FROM j, params
-  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
-    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
-    AND (p -> 'classes' IS NULL
-         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
-         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
-    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
-    AND (p ->> 'tag' IS NULL
-         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
-    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
-    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+  {{admin_match}}
 ),
+
+-- fragment: admin_claim_result
+-- Returns matched, changed, skipped-because-running.
+SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
+       (SELECT count(*) FROM c WHERE NOT free)
+
+-- name: admin_retry_jobs
+-- Run the matching jobs now: run_at = now(), and an expired job is no longer
+-- expired (its error_count stays). Finished jobs are left alone.
+{{admin_claim}}
 changed AS (
   UPDATE que_jobs SET run_at = now(), expired_at = NULL
   WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL
   RETURNING id
 )
-SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
-       (SELECT count(*) FROM c WHERE NOT free)
+{{admin_claim_result}}
 
 -- name: admin_expire_jobs
 -- Expire the matching jobs that are neither finished nor expired: they will
--- not run again. Locking and result as admin_retry_jobs.
-WITH params AS (SELECT %s::jsonb AS p),
-locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
-),
-j AS (
-  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
-  FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
-),
-c AS MATERIALIZED (
-  SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
-  FROM j, params
-  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
-    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
-    AND (p -> 'classes' IS NULL
-         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
-         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
-    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
-    AND (p ->> 'tag' IS NULL
-         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
-    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
-    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
-),
+-- not run again.
+{{admin_claim}}
 changed AS (
   UPDATE que_jobs SET expired_at = now()
   WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL AND expired_at IS NULL
   RETURNING id
 )
-SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
-       (SELECT count(*) FROM c WHERE NOT free)
+{{admin_claim_result}}
 
 -- name: admin_delete_jobs
 -- Delete the matching jobs, whatever their state, except running ones.
--- Locking and result as admin_retry_jobs.
-WITH params AS (SELECT %s::jsonb AS p),
-locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
-),
-j AS (
-  SELECT q.id, q.queue, q.job_class, q.args, q.kwargs, q.data,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
-  FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
-),
-c AS MATERIALIZED (
-  SELECT j.id, pg_try_advisory_xact_lock(j.id) AS free
-  FROM j, params
-  WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids')::bigint))
-    AND (p -> 'queues' IS NULL OR j.queue IN (SELECT jsonb_array_elements_text(p -> 'queues')))
-    AND (p -> 'classes' IS NULL
-         OR j.job_class IN (SELECT jsonb_array_elements_text(p -> 'classes'))
-         OR j.shown_class IN (SELECT jsonb_array_elements_text(p -> 'classes')))
-    AND (p -> 'states' IS NULL OR j.state IN (SELECT jsonb_array_elements_text(p -> 'states')))
-    AND (p ->> 'tag' IS NULL
-         OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
-    AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
-    AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
-),
+{{admin_claim}}
 changed AS (
   DELETE FROM que_jobs WHERE id IN (SELECT id FROM c WHERE free)
   RETURNING id
 )
-SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
-       (SELECT count(*) FROM c WHERE NOT free)
+{{admin_claim_result}}
 
 -- name: metrics_queue_depth
 -- Per queue: jobs that could run now (run_at passed, neither finished nor
