@@ -54,6 +54,16 @@ def scaled(default: Any, full: Any) -> Any:
     return full if FULL else default
 
 
+def seeded_rng() -> tuple[random.Random, int]:
+    """A random source for a case's fault schedule, and its seed:
+    ``QUE_RELIABILITY_SEED`` replays a failed run's schedule. The seed is
+    printed, so pytest shows it beside a failure."""
+    given = os.environ.get("QUE_RELIABILITY_SEED", "").strip()
+    seed = int(given) if given else random.SystemRandom().randrange(2**32)
+    print(f"QUE_RELIABILITY_SEED={seed}")
+    return random.Random(seed), seed
+
+
 TABLES = """
 CREATE TABLE IF NOT EXISTS rel_expected (
   job_id bigint PRIMARY KEY,

@@ -41,9 +41,7 @@ def enqueue_mix(conn: Connection, n: int, rng: random.Random) -> list[int]:
 def test_kill_9_at_random_moments(
     adapter: Adapter, rel: Connection, procs: harness.WorkerProcs
 ) -> None:
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
+    rng, seed = harness.seeded_rng()
     started = time.monotonic()
     ids = enqueue_mix(rel, JOBS, rng)
     harness.expect(rel, ids, "bulk")

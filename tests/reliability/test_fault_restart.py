@@ -3,7 +3,6 @@ throwaway server this module starts itself."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 
@@ -35,9 +34,7 @@ def server() -> Iterator[ThrowawayServer]:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 1800))
 def test_postgresql_restart_while_workers_run(adapter: Adapter, server: ThrowawayServer) -> None:
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
+    rng, seed = harness.seeded_rng()
     started = time.monotonic()
     dsn = testdb.create_database(adapter, server.dsn, prefix="que_rel")
     conn = adapter.connect(dsn)

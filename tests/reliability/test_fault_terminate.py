@@ -3,7 +3,6 @@ while its jobs run, the job sessions mid-job, the listener's."""
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
@@ -38,9 +37,7 @@ def _running_backends(conn: Connection) -> list[int]:
 def test_terminate_locker_and_job_sessions_mid_job(
     adapter: Adapter, rel: Connection, workers: Any
 ) -> None:
-    rng = random.Random()
-    seed = rng.randrange(2**32)
-    rng.seed(seed)
+    rng, seed = harness.seeded_rng()
     started = time.monotonic()
     args = [[round(rng.uniform(0.05, 0.6), 2)] if rng.random() < 0.5 else [] for _ in range(JOBS)]
     ids = [j.id for j in Effect.enqueue_many(args, conn=rel.raw)]
