@@ -100,6 +100,27 @@ CASES: list[tuple[str, str, str]] = [
 ZERO_KEYS = ["lost", "double_run", "double_effect", "leaked_locks", "stale_lockers"]
 
 
+def environment() -> dict[str, Any]:
+    """What the run ran on, kept beside its results (environment.json)."""
+    env: dict[str, Any] = {
+        "system": platform.system(), "machine": platform.machine(),
+        "cores": os.cpu_count(), "python": platform.python_version(),
+        "postgresql": "unknown",
+    }
+    try:
+        from que_core import plugins, testdb
+
+        adapter = plugins.get_adapter(sorted(plugins.adapters())[0])
+        conn = adapter.connect(testdb.server_dsn())
+        try:
+            env["postgresql"] = conn.execute("SHOW server_version")[0][0]
+        finally:
+            conn.close()
+    except Exception as exc:  # the figures still stand without it
+        print(f"server version not read: {exc}", file=sys.stderr)
+    return env
+
+
 def run_suite(full: bool, results: Path, junit: Path, extra: list[str]) -> float:
     env = dict(os.environ)
     env["QUE_RELIABILITY_RESULTS"] = str(results)
@@ -113,14 +134,19 @@ def run_suite(full: bool, results: Path, junit: Path, extra: list[str]) -> float
     return time.monotonic() - started
 
 
-def load(results: Path, junit: Path) -> tuple[list[dict[str, Any]], dict[str, str], float]:
+def load(results: Path, junit: Path
+         ) -> tuple[list[dict[str, Any]], dict[str, str], float, datetime]:
+    """The case records, each test's outcome, pytest's time and when it started."""
     records = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     outcomes: dict[str, str] = {}
     total = 0.0
+    started = datetime.now(timezone.utc)
     if junit.exists():
         tree = ET.parse(junit)
         for suite in tree.iter("testsuite"):
             total += float(suite.get("time", 0))
+            if suite.get("timestamp"):
+                started = datetime.fromisoformat(suite.get("timestamp", ""))
         for case in tree.iter("testcase"):
             module = case.get("classname", "").replace(".", "/") + ".py"
             node = f"{module}::{case.get('name')}"
@@ -131,7 +157,7 @@ def load(results: Path, junit: Path) -> tuple[list[dict[str, Any]], dict[str, st
                 elif child.tag == "skipped":
                     state = "skipped"
             outcomes[node] = state
-    return records, outcomes, total
+    return records, outcomes, total, started
 
 
 def _case_of(name: str) -> str:
@@ -147,7 +173,7 @@ def _sum(recs: list[dict[str, Any]], key: str) -> str:
 
 
 def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: float,
-           command: str) -> str:
+           command: str, started: datetime, env: dict[str, Any] | None) -> str:
     scale = records[0]["scale"] if records else "?"
     by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -183,9 +209,10 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
         f"## Results ({scale} run)",
         "",
         f"Command: `{command}`  ",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.system()} "
-        f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; pytest time {seconds / 60:.1f} min.  ",
+        f"Run started {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
+        + (f" on {env['system']} {env['machine']}, {env['cores']} cores, Python "
+           f"{env['python']}, PostgreSQL {env['postgresql']}" if env else "")
+        + f"; pytest time {seconds / 60:.1f} min.  ",
         f"Tests: {sum(1 for s in outcomes.values() if s == 'passed')} passed, "
         f"{len(failed_tests)} failed, {sum(1 for s in outcomes.values() if s == 'skipped')} "
         "skipped.",
@@ -210,8 +237,9 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
             + " | ".join(_sum(recs, k) for k in ZERO_KEYS)
             + f" | {verdict} |"
         )
-    lines += ["", "— : not measured by that case (no jobs of its kind, or no workers left "
-              "to check).", ""]
+    lines += ["", "Counts are sums over the adapters named in the row (one run of the case "
+              "per adapter). — : not measured by that case (no jobs of its kind, or no "
+              "workers left to check).", ""]
     if failed_tests:
         lines += ["Failed tests:", ""] + [f"- `{t}`" for t in failed_tests] + [""]
     # Scale figures
@@ -277,7 +305,14 @@ FOOTER = """\
 python3 dev.py test tests/reliability                     # the default run (a few minutes)
 QUE_RELIABILITY=full python3 dev.py test tests/reliability  # the full run
 python -m tests.reliability.report --full                 # full run, and rewrite this page
+python -m tests.reliability.report --results docs/reliability-run/results.jsonl \\
+    --junit docs/reliability-run/junit.xml                # re-render from the run above
 ```
+
+`docs/reliability-run/` keeps that run's raw output: one JSON object per case
+and adapter (every figure, the seed of the random fault schedule) and
+pytest's JUnit XML. A case's schedule can be replayed with
+`QUE_RELIABILITY_SEED=<seed>`.
 
 `QUE_TEST_DSN` points the suite at a server of your own (otherwise the embedded
 one); the restart case needs PostgreSQL's `initdb` and `pg_ctl` (a system
@@ -367,10 +402,14 @@ def main(argv: list[str]) -> int:
         results.touch()
         seconds = run_suite(args.full, results, junit, args.pytest_args)
         print(f"results: {results}\njunit: {junit}", file=sys.stderr)
-    records, outcomes, total = load(results, junit)
+    records, outcomes, total, started = load(results, junit)
+    env_file = results.parent / "environment.json"
+    if not args.results:
+        env_file.write_text(json.dumps(environment()) + "\n", encoding="utf-8")
+    env = json.loads(env_file.read_text()) if env_file.exists() else None
     scale = records[0]["scale"] if records else "default"
     command = "python -m tests.reliability.report" + (" --full" if scale == "full" else "")
-    text = render(records, outcomes, total or seconds, command)
+    text = render(records, outcomes, total or seconds, command, started, env)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
