@@ -105,8 +105,12 @@ def environment() -> dict[str, Any]:
     env: dict[str, Any] = {
         "system": platform.system(), "machine": platform.machine(),
         "cores": os.cpu_count(), "python": platform.python_version(),
-        "postgresql": "unknown",
+        "postgresql": "unknown", "commit": "unknown",
     }
+    git = subprocess.run(["git", "describe", "--always", "--dirty=+changes", "--abbrev=7"],
+                         cwd=ROOT, capture_output=True, text=True, check=False)
+    if git.returncode == 0:
+        env["commit"] = git.stdout.strip()
     try:
         from que_core import plugins, testdb
 
@@ -211,7 +215,8 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
         f"Command: `{command}`  ",
         f"Run started {started.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC"
         + (f" on {env['system']} {env['machine']}, {env['cores']} cores, Python "
-           f"{env['python']}, PostgreSQL {env['postgresql']}" if env else "")
+           f"{env['python']}, PostgreSQL {env['postgresql']}, que-core {env['commit']}"
+           if env else "")
         + f"; pytest time {seconds / 60:.1f} min.  ",
         f"Tests: {sum(1 for s in outcomes.values() if s == 'passed')} passed, "
         f"{len(failed_tests)} failed, {sum(1 for s in outcomes.values() if s == 'skipped')} "
