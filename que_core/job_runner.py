@@ -1,5 +1,7 @@
 """Worker threads: each takes locked jobs from the buffer and runs them on
-its own session, then tells the locker to unlock them."""
+its own session, then tells the locker to unlock them (and to delete the
+ones that returned without resolving themselves: the locker deletes them in
+batches, one commit for many jobs, before it unlocks them)."""
 
 from __future__ import annotations
 
@@ -94,6 +96,8 @@ class JobRunner(threading.Thread):
         self._lock_conn: Connection | None = None
         #: Backend pid of this thread's session (ended if a job outlives shutdown).
         self.backend_pid: int | None = None
+        #: The current job returned unresolved: the locker deletes it.
+        self._deferred = False
 
     def run(self) -> None:
         try:
@@ -102,13 +106,14 @@ class JobRunner(threading.Thread):
                 if locked is None:
                     return
                 self.current = locked
+                destroy = False
                 try:
-                    self.work(locked)
+                    destroy = self.work(locked)
                 except Exception:
                     log.exception("job %s: unexpected error in the worker", locked.id)
                 finally:
                     self.current = None
-                    self.locker.job_done(locked.id)
+                    self.locker.job_done(locked.id, destroy=destroy)
         finally:
             if self.conn is not None:
                 self.conn.close()
@@ -127,30 +132,36 @@ class JobRunner(threading.Thread):
                     return self._session()
         return self.conn
 
-    def work(self, locked: LockedJob) -> None:
+    def work(self, locked: LockedJob) -> bool:
         """Run one job and record its outcome. Never raises for the job's
-        sake: a job's failure is the job's, not the worker's.
+        sake: a job's failure is the job's, not the worker's. True: the job
+        returned without resolving itself, and the locker is to delete it
+        (with others, in one commit) before it unlocks it.
 
         The job runs under a shared advisory lock of this thread's own
         session as well as the locker's, so that losing the locker's session
         mid-job does not let another worker start it."""
         if locked.token == 0:  # no locker: the caller's session holds the job's lock
-            self._work(locked)
-            return
+            self._work(locked, defer_destroy=False)
+            return False
         if not self._share_lock(locked):
-            return
+            return False
         job = None
+        self._deferred = False
         try:
-            job = self._work(locked)
+            job = self._work(locked, defer_destroy=True)
         finally:
             clean = self._unshare_lock(locked.id)
-        if not clean and job is not None:
+        if clean:
+            return self._deferred
+        if job is not None:
             # The outcome written in that transaction is gone with it: the
             # run counts as an error (retried, in time expired), never as a
             # silent success that leaves the job to run again at once.
             self._record_error(job, SessionLeftInTransaction(
                 "the job left its session inside a transaction block (or with autocommit "
                 "off): its uncommitted work was rolled back and the session replaced"), 0.0)
+        return False
 
     def _share_lock(self, locked: LockedJob) -> bool:
         attempts = 0
@@ -196,7 +207,7 @@ class JobRunner(threading.Thread):
             conn.close()
         return bool(clean)
 
-    def _work(self, locked: LockedJob) -> Job | None:
+    def _work(self, locked: LockedJob, defer_destroy: bool) -> Job | None:
         conn = self._session()
         if conn is None:
             return None
@@ -239,7 +250,12 @@ class JobRunner(threading.Thread):
         duration = time.monotonic() - start
         if not job.resolved:
             keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
-            self._write(job, "runner_finish_job" if keep else "runner_destroy_job", (job.id,))
+            if keep:
+                self._write(job, "runner_finish_job", (job.id,))
+            elif defer_destroy:
+                self._deferred = True
+            else:
+                self._write(job, "runner_destroy_job", (job.id,))
         # A job that asked to run again later, or expired itself, says so.
         event = {"retry_job": "retried", "expire_job": "expired"}.get(
             job._resolved_by or "", "worked"

@@ -98,8 +98,10 @@ class Locker(threading.Thread):
 
     # -- called from other threads ---------------------------------------
 
-    def job_done(self, job_id: int) -> None:
-        self._inbox.put(("done", job_id))
+    def job_done(self, job_id: int, destroy: bool = False) -> None:
+        """A worker thread is done with *job_id*; *destroy*: it returned
+        without resolving itself, so delete it before unlocking it."""
+        self._inbox.put(("done", (job_id, destroy)))
 
     def notified(self, queue_name: str, priority: int) -> None:
         self._inbox.put(("notify", (queue_name, priority)))
@@ -143,7 +145,7 @@ class Locker(threading.Thread):
             stopping = self._deadline is not None
             try:
                 if done["done"]:
-                    self._unlock(done["done"])
+                    self._finish(done["done"])
                 if stopping:
                     leftover = self.buffer.stop()
                     if leftover:
@@ -233,6 +235,21 @@ class Locker(threading.Thread):
         if release:
             self._unlock(release)
         return len(ids) >= limit
+
+    def _finish(self, done: list[tuple[int, bool]]) -> None:
+        """Delete the finished jobs that returned unresolved, in one
+        statement (one commit), then unlock all: a job is unlocked only once
+        its DELETE is committed, so no other locker can take it while its row
+        is still visible. If the session is lost in between, the jobs not yet
+        deleted are simply still waiting and run again (as after a crash)."""
+        doomed = [i for i, destroy in done if destroy and i in self.held]
+        if doomed:
+            try:
+                self._require_conn().execute(q("locker_destroy_jobs"), (doomed,))
+            except ConnectionLost:
+                self.held.difference_update(i for i, _ in done)  # their locks are gone
+                raise
+        self._unlock([i for i, _ in done])
 
     def _unlock(self, ids: list[int]) -> None:
         mine = [i for i in ids if i in self.held]

@@ -155,6 +155,12 @@ RETURNING id
 WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 DELETE FROM que_jobs WHERE id = %s AND EXISTS (SELECT FROM quiet) RETURNING id
 
+-- name: locker_destroy_jobs
+-- The locker deletes the jobs its threads ran that returned without
+-- resolving themselves: one commit for a batch, quiet as runner_destroy_job.
+WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
+DELETE FROM que_jobs WHERE id = ANY(%s::bigint[]) AND EXISTS (SELECT FROM quiet)
+
 -- name: runner_finish_job
 WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 UPDATE que_jobs SET finished_at = now()
