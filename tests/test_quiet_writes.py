@@ -19,9 +19,12 @@ def test_runner_writes_send_no_state_notification(
         listener.execute("LISTEN que_state")
         a = PlainJob.enqueue(1, conn=conn.raw)
         b = PlainJob.enqueue(2, conn=conn.raw)
-        seen: list[object] = []  # both inserts notify; they may arrive apart
-        wait_for(lambda: seen.extend(listener.notifications(0.2)) or len(seen) >= 2, timeout=5)
+        c = PlainJob.enqueue(3, conn=conn.raw)
+        d = PlainJob.enqueue(4, conn=conn.raw)
+        seen: list[object] = []  # the inserts notify; they may arrive apart
+        wait_for(lambda: seen.extend(listener.notifications(0.2)) or len(seen) >= 4, timeout=5)
         conn.execute(q("runner_destroy_job"), (a.id,))
+        conn.execute(q("locker_destroy_jobs"), ([c.id, d.id],))
         conn.execute(q("error_job"), (0.0, "m", "b", b.id))
         conn.execute(q("runner_finish_job"), (b.id,))
         assert listener.notifications(0.3) == []

@@ -227,3 +227,69 @@ def test_jobs_of_another_row_format_are_reported(
     with caplog.at_level("WARNING", logger="que_core.locker"):
         make_worker()
     assert "job_schema_version 1" in caplog.text
+
+
+class _Counting:
+    """An adapter whose sessions note each named statement they run."""
+
+    def __init__(self, adapter: Any) -> None:
+        from que_core.sql import queries
+
+        self._adapter = adapter
+        self.name = adapter.name
+        self.blocking_notifications = adapter.blocking_notifications
+        self._names = {sql: name for name, sql in queries().items()}
+        self.ran: list[tuple[str, Any]] = []
+
+    def connect(self, dsn: str) -> Any:
+        conn = self._adapter.connect(dsn)
+        execute = conn.execute
+
+        def counted(sql: str, params: Any = ()) -> Any:
+            self.ran.append((self._names.get(sql, "?"), params))
+            return execute(sql, params)
+
+        conn.execute = counted
+        return conn
+
+    def wrap(self, raw: Any) -> Any:
+        return self._adapter.wrap(raw)
+
+
+def test_unresolved_jobs_are_deleted_by_the_locker_in_batches(
+    db: Connection, adapter: Any, dsn: str
+) -> None:
+    from que_core import Worker
+
+    for i in range(60):
+        PlainJob.enqueue(i, conn=db.raw)
+    counting = _Counting(adapter)
+    w = Worker(dsn, adapter=counting, poll_interval=0.2)  # type: ignore[arg-type]
+    w.start()
+    try:
+        wait_for(lambda: job_count(db) == 0 and len(log_tags(db)) == 60)
+    finally:
+        w.stop(timeout=10)
+    batches = [p[0] for name, p in counting.ran if name == "locker_destroy_jobs"]
+    deleted = [i for batch in batches for i in batch]
+    assert sorted(deleted) == sorted(set(deleted)) and len(deleted) == 60
+    assert len(batches) < 60  # several jobs per commit
+    assert not [n for n, _ in counting.ran if n == "runner_destroy_job"]
+    assert advisory_locks(db) == 0
+
+
+def test_a_job_whose_locker_session_dies_before_its_delete_runs_again(
+    db: Connection, make_worker: Any
+) -> None:
+    """The batch delete's window: a job that returned, whose locker session
+    is lost before the locker deleted it, is still waiting, and is run
+    again (at least once, as after a crash); it is never lost."""
+    w = make_worker(poll_interval=0.2)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
+    PlainJob.enqueue_many([[f"s{i}"] for i in range(300)], conn=db.raw)
+    wait_for(lambda: len(log_tags(db)) >= 20)
+    db.execute("SELECT pg_terminate_backend(pid) FROM que_lockers")
+    wait_for(lambda: job_count(db) == 0, timeout=30)
+    assert set(log_tags(db)) == {f"s{i}" for i in range(300)}  # every job ran, none lost
+    w.stop(timeout=10)
+    assert advisory_locks(db) == 0

@@ -367,6 +367,12 @@ instead of 1,000,000, and measures that case with one adapter only.
 
 ## Known limits
 
+- A job that returns without resolving itself is deleted by its locker in
+  the locker's next cycle (with the others finished since, in one commit).
+  If the locker's session or process is lost before that, the job runs
+  again: at least once, by design. The exactly-once invariant above is about
+  jobs that write their effect in the transaction of their own `destroy()`.
+
 - Keeping a running job locked through the loss of either session costs two
   statements per job on the worker thread's session (a shared lock before
   the job, its release after, which also checks the session for an open
@@ -405,12 +411,13 @@ def main(argv: list[str]) -> int:
         tmp = Path(tempfile.mkdtemp(prefix="que_reliability_"))
         results, junit = tmp / "results.jsonl", tmp / "junit.xml"
         results.touch()
+        # Before the run: the commit tested is the one checked out when it started.
+        (tmp / "environment.json").write_text(json.dumps(environment()) + "\n",
+                                              encoding="utf-8")
         seconds = run_suite(args.full, results, junit, args.pytest_args)
         print(f"results: {results}\njunit: {junit}", file=sys.stderr)
     records, outcomes, total, started = load(results, junit)
     env_file = results.parent / "environment.json"
-    if not args.results:
-        env_file.write_text(json.dumps(environment()) + "\n", encoding="utf-8")
     env = json.loads(env_file.read_text()) if env_file.exists() else None
     scale = records[0]["scale"] if records else "default"
     command = "python -m tests.reliability.report" + (" --full" if scale == "full" else "")
