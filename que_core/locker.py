@@ -245,11 +245,33 @@ class Locker(threading.Thread):
         doomed = [i for i, destroy in done if destroy and i in self.held]
         if doomed:
             try:
-                self._require_conn().execute(q("locker_destroy_jobs"), (doomed,))
+                self._destroy(doomed)
             except ConnectionLost:
                 self.held.difference_update(i for i, _ in done)  # their locks are gone
                 raise
         self._unlock([i for i, _ in done])
+
+    def _destroy(self, ids: list[int]) -> None:
+        """Delete *ids*; if the batch fails (a deadlock, a user's trigger),
+        one by one, so that one row that cannot be deleted does not hold
+        back the others (it runs again, as a failed write always did)."""
+        conn = self._require_conn()
+        try:
+            conn.execute(q("locker_destroy_jobs"), (ids,))
+            return
+        except ConnectionLost:
+            raise
+        except DatabaseError as exc:
+            log.warning("deleting %s finished job(s) failed (%s); trying one by one",
+                        len(ids), exc)
+        for job_id in ids:
+            try:
+                conn.execute(q("locker_destroy_jobs"), ([job_id],))
+            except ConnectionLost:
+                raise
+            except DatabaseError as exc:
+                log.error("job %s: cannot delete it after it ran (%s); it will run again",
+                          job_id, exc)
 
     def _unlock(self, ids: list[int]) -> None:
         mine = [i for i in ids if i in self.held]

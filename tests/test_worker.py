@@ -293,3 +293,28 @@ def test_a_job_whose_locker_session_dies_before_its_delete_runs_again(
     assert set(log_tags(db)) == {f"s{i}" for i in range(300)}  # every job ran, none lost
     w.stop(timeout=10)
     assert advisory_locks(db) == 0
+
+
+def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
+    db: Connection, make_worker: Any
+) -> None:
+    """A batch delete that fails (here a user's trigger refuses one row)
+    falls back to one row at a time: the others are deleted, the refused
+    one is left waiting, and the locker keeps working."""
+    db.execute("""
+        CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF OLD.args ->> 0 = 'undeletable' THEN RAISE EXCEPTION 'refused'; END IF;
+          RETURN OLD;
+        END $$""")
+    db.execute("CREATE TRIGGER refuse_delete BEFORE DELETE ON que_jobs "
+               "FOR EACH ROW EXECUTE FUNCTION refuse_delete()")
+    PlainJob.enqueue_many([["undeletable"]] + [[f"p{i}"] for i in range(40)], conn=db.raw)
+    w = make_worker(poll_interval=0.2)
+    wait_for(lambda: job_count(db) == 1 and {f"p{i}" for i in range(40)} <= set(log_tags(db)))
+    assert scalar(db, "SELECT args ->> 0 FROM que_jobs") == "undeletable"
+    assert w.locker is not None and w.locker.is_alive()
+    PlainJob.enqueue("after", conn=db.raw)  # still working
+    wait_for(lambda: "after" in log_tags(db))
+    w.stop(timeout=10)
+    assert advisory_locks(db) == 0
