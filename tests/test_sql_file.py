@@ -18,7 +18,16 @@ def test_fragments_are_included_in_place_and_not_statements() -> None:
     assert parse(text) == {"one": "SELECT a, b FROM t WHERE a = %s"}
 
 
+def test_fragments_with_parameters_take_the_sql_given() -> None:
+    text = (
+        "-- fragment: twice(x, y)\nx + x AS y\n"
+        "-- name: one\nSELECT {{twice(t.a, a2)}}, {{twice(1, xy)}} FROM t\n"
+    )
+    assert parse(text) == {"one": "SELECT t.a + t.a AS a2, 1 + 1 AS xy FROM t"}
+
+
 @pytest.mark.parametrize("text, message", [
+    ("-- fragment: f(a)\na\n-- name: one\n{{f}}\n", "'f' takes 1 argument(s), 'one' gives 0"),
     ("-- name: one\nSELECT {{nope}}\n", "unknown fragment 'nope' in 'one'"),
     ("-- fragment: f\n{{f}}\n-- name: one\n{{f}}\n", "fragment 'f' includes itself"),
     ("-- name: one\nSELECT 1\n-- fragment: one\n2\n", "'one' is defined twice"),
