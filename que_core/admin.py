@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from que_core.connection import Connection
-from que_core.errors import SchemaError
-from que_core.migrations import LATEST_VERSION, current_version
+from que_core.migrations import LATEST_VERSION, current_version, require_latest
 from que_core.migrations import migrate as _migrate
 from que_core.sql import q
 
@@ -43,20 +42,9 @@ def check_schema(conn: Any) -> int:
 
     Raises :class:`~que_core.errors.SchemaError` saying what to do otherwise.
     """
-    version = current_version(_connection(conn))
-    if version == 0:
-        raise SchemaError("the database has no que schema: run `que migrate` first")
-    if version > LATEST_VERSION:
-        raise SchemaError(
-            f"the que schema is at version {version}, newer than this que-core knows "
-            f"({LATEST_VERSION}): upgrade que-core"
-        )
-    if version < LATEST_VERSION:
-        raise SchemaError(
-            f"the que schema is at version {version}; this que-core works with version "
-            f"{LATEST_VERSION}: run `que migrate`"
-        )
-    return version
+    c = _connection(conn)
+    require_latest(c)
+    return LATEST_VERSION
 
 
 # -- stats ------------------------------------------------------------------

@@ -271,7 +271,12 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
     """Bring the database to the latest que schema, or up or down --to a
     version; --status prints the version. Migrating down removes tables and
     columns (down to 0: everything), so it asks first."""
-    from que_core.migrations import LATEST_VERSION, current_version
+    from que_core.migrations import (
+        LATEST_REVISION,
+        LATEST_VERSION,
+        current_revision,
+        current_version,
+    )
     from que_core.migrations import migrate as do_migrate
 
     cfg = Settings(opts)
@@ -280,13 +285,18 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
     try:
         with _errors():
             before = current_version(conn)
+            rev_before = current_revision(conn)
             if status:
                 state = (
-                    "missing" if before == 0 else "current" if before == LATEST_VERSION
-                    else "older" if before < LATEST_VERSION else "newer"
+                    "missing" if before == 0
+                    else "newer" if (before, rev_before) > (LATEST_VERSION, LATEST_REVISION)
+                    else "current" if (before, rev_before) == (LATEST_VERSION, LATEST_REVISION)
+                    else "older"
                 )
                 if as_json:
-                    _echo_json({"version": before, "latest": LATEST_VERSION, "state": state})
+                    _echo_json({"version": before, "latest": LATEST_VERSION,
+                                "revision": rev_before, "latest_revision": LATEST_REVISION,
+                                "state": state})
                 else:
                     notes = {
                         "missing": "no que schema: run `que migrate`",
@@ -295,7 +305,9 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
                         "newer": "newer than this que-core knows: upgrade que-core",
                     }
                     click.echo(
-                        f"schema version {before} (latest {LATEST_VERSION}): {notes[state]}"
+                        f"schema version {before}{_revision(before, rev_before)} (latest: "
+                        f"{LATEST_VERSION}{_revision(LATEST_VERSION, LATEST_REVISION)}): "
+                        f"{notes[state]}"
                     )
                 return
             goal = LATEST_VERSION if target is None else target
@@ -311,14 +323,26 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
                     abort=True, err=True,
                 )
             after = do_migrate(conn, goal)
+            rev_after = current_revision(conn)
     finally:
         conn.close()
     if as_json:
-        _echo_json({"from": before, "to": after, "latest": LATEST_VERSION})
+        _echo_json({"from": before, "to": after, "latest": LATEST_VERSION,
+                    "revision_from": rev_before, "revision_to": rev_after})
+    elif (before, rev_before) == (after, rev_after):
+        click.echo(f"schema already at version {after}{_revision(after, rev_after)}")
     elif before == after:
-        click.echo(f"schema already at version {after}")
+        click.echo(f"migrated que-core's revision of schema version {after} from "
+                   f"{rev_before} to {rev_after}")
     else:
-        click.echo(f"migrated schema from version {before} to {after}")
+        click.echo(f"migrated schema from version {before} to {after}"
+                   f"{_revision(after, rev_after)}")
+
+
+def _revision(version: int, revision: int) -> str:
+    from que_core.migrations import LATEST_VERSION
+
+    return f", que-core revision {revision}" if version == LATEST_VERSION else ""
 
 
 # -- work -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import enum
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,18 @@ from datetime import datetime
 from typing import Any
 
 ANY_PRIORITY = 32767
+
+
+class Done(enum.Enum):
+    """What the locker does with a job a worker thread is done with."""
+
+    #: Its outcome is written (or it must run again): unlock it.
+    UNLOCK = "unlock"
+    #: It returned without resolving itself: delete it (in a batch), then unlock it.
+    DELETE = "delete"
+    #: Its outcome cannot be written: unlock it, and do not lock it again for a while
+    #: (it would fail the same way at every poll).
+    SET_ASIDE = "set_aside"
 
 
 @dataclass(order=True)

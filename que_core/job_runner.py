@@ -18,7 +18,7 @@ from que_core.config import settings
 from que_core.connection import Connection
 from que_core.errors import ConnectionLost, DatabaseError, QueError
 from que_core.job import Job, registry
-from que_core.job_buffer import JobBuffer, LockedJob
+from que_core.job_buffer import Done, JobBuffer, LockedJob
 from que_core.locker import Locker
 from que_core.plugins import hooks
 from que_core.sql import q
@@ -96,8 +96,6 @@ class JobRunner(threading.Thread):
         self._lock_conn: Connection | None = None
         #: Backend pid of this thread's session (ended if a job outlives shutdown).
         self.backend_pid: int | None = None
-        #: The current job returned unresolved: the locker deletes it.
-        self._deferred = False
 
     def run(self) -> None:
         try:
@@ -106,14 +104,14 @@ class JobRunner(threading.Thread):
                 if locked is None:
                     return
                 self.current = locked
-                destroy = False
+                done = Done.UNLOCK
                 try:
-                    destroy = self.work(locked)
+                    done = self.work(locked)
                 except Exception:
                     log.exception("job %s: unexpected error in the worker", locked.id)
                 finally:
                     self.current = None
-                    self.locker.job_done(locked.id, destroy=destroy)
+                    self.locker.job_done(locked.id, done)
         finally:
             if self.conn is not None:
                 self.conn.close()
@@ -132,36 +130,35 @@ class JobRunner(threading.Thread):
                     return self._session()
         return self.conn
 
-    def work(self, locked: LockedJob) -> bool:
+    def work(self, locked: LockedJob) -> Done:
         """Run one job and record its outcome. Never raises for the job's
-        sake: a job's failure is the job's, not the worker's. True: the job
-        returned without resolving itself, and the locker is to delete it
-        (with others, in one commit) before it unlocks it.
+        sake: a job's failure is the job's, not the worker's. Returns what
+        the locker is to do with it: DELETE when the job returned without
+        resolving itself (the locker deletes it, with others, in one commit,
+        before it unlocks it).
 
         The job runs under a shared advisory lock of this thread's own
         session as well as the locker's, so that losing the locker's session
         mid-job does not let another worker start it."""
         if locked.token == 0:  # no locker: the caller's session holds the job's lock
-            self._work(locked, defer_destroy=False)
-            return False
+            return self._work(locked, defer_destroy=False)[1]
         if not self._share_lock(locked):
-            return False
-        job = None
-        self._deferred = False
+            return Done.UNLOCK
+        job, done = None, Done.UNLOCK
         try:
-            job = self._work(locked, defer_destroy=True)
+            job, done = self._work(locked, defer_destroy=True)
         finally:
             clean = self._unshare_lock(locked.id)
         if clean:
-            return self._deferred
+            return done
         if job is not None:
             # The outcome written in that transaction is gone with it: the
             # run counts as an error (retried, in time expired), never as a
             # silent success that leaves the job to run again at once.
-            self._record_error(job, SessionLeftInTransaction(
+            return self._record_error(job, SessionLeftInTransaction(
                 "the job left its session inside a transaction block (or with autocommit "
                 "off): its uncommitted work was rolled back and the session replaced"), 0.0)
-        return False
+        return Done.UNLOCK
 
     def _share_lock(self, locked: LockedJob) -> bool:
         attempts = 0
@@ -207,10 +204,10 @@ class JobRunner(threading.Thread):
             conn.close()
         return bool(clean)
 
-    def _work(self, locked: LockedJob, defer_destroy: bool) -> Job | None:
+    def _work(self, locked: LockedJob, defer_destroy: bool) -> tuple[Job | None, Done]:
         conn = self._session()
         if conn is None:
-            return None
+            return None, Done.UNLOCK
         cls = registry.get(locked.job_class)
         problem = locked.problem
         try:
@@ -243,19 +240,20 @@ class JobRunner(threading.Thread):
             job.run(*job.args, **job.kwargs)
         except BaseException as exc:
             duration = time.monotonic() - start
-            self._record_error(job, exc, duration)
+            done = self._record_error(job, exc, duration)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
                 log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
-            return job
+            return job, done
         duration = time.monotonic() - start
+        done = Done.UNLOCK
         if not job.resolved:
             keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
             if keep:
-                self._write(job, "runner_finish_job", (job.id,))
+                done = self._write(job, "runner_finish_job", (job.id,))
             elif defer_destroy:
-                self._deferred = True
+                done = Done.DELETE
             else:
-                self._write(job, "runner_destroy_job", (job.id,))
+                done = self._write(job, "runner_destroy_job", (job.id,))
         # A job that asked to run again later, or expired itself, says so.
         event = {"retry_job": "retried", "expire_job": "expired"}.get(
             job._resolved_by or "", "worked"
@@ -279,31 +277,35 @@ class JobRunner(threading.Thread):
             },
         )
         _call_hook("que_job_succeeded", job=job, duration=duration)
-        return job
+        return job, done
 
-    def _write(self, job: Job, query: str, params: tuple[Any, ...]) -> bool:
+    def _write(self, job: Job, query: str, params: tuple[Any, ...]) -> Done:
         """Write a job's outcome on this thread's session. A lost session is
         replaced and the write retried; any other error gets one retry on a
-        fresh session (the job may have left its own in a bad state)."""
+        fresh session (the job may have left its own in a bad state). An
+        outcome that still cannot be written (a row another program made
+        unsaveable, a trigger that refuses) sets the job aside: it would run
+        and fail the same way at every poll."""
         retried = False
         while True:
             conn = self._session()
             if conn is None:
-                return False
+                return Done.UNLOCK  # stopping: it runs again, as after a crash
             try:
                 conn.execute(q(query), params)
-                return True
+                return Done.UNLOCK
             except ConnectionLost as exc:
                 log.warning("job %s: connection lost while saving its outcome (%s)", job.id, exc)
                 conn.close()
-            except DatabaseError:
+            except DatabaseError as exc:
                 conn.close()
                 if retried:
-                    log.exception("job %s: cannot save its outcome; it will run again", job.id)
-                    return False
+                    log.warning("job %s: cannot save its outcome (%s); it is set aside",
+                                job.id, _describe(exc))
+                    return Done.SET_ASIDE
                 retried = True
 
-    def _record_error(self, job: Job, exc: BaseException, duration: float) -> None:
+    def _record_error(self, job: Job, exc: BaseException, duration: float) -> Done:
         error_count = job.error_count + 1
         message = _text(_describe(exc), 500)
         backtrace = _text(_backtrace(exc), 10000)
@@ -321,9 +323,13 @@ class JobRunner(threading.Thread):
                             "the default" if math.isnan(delay) else "the nearest sane one")
                 delay = default if math.isnan(delay) else min(max(delay, 0.0), MAX_RETRY_DELAY)
         if expire:
-            self._write(job, "error_expire_job", (message, backtrace, job.id))
+            done = self._write(job, "error_expire_job", (message, backtrace, job.id))
         else:
-            self._write(job, "error_job", (delay, message, backtrace, job.id))
+            done = self._write(job, "error_job", (delay, message, backtrace, job.id))
+        if done is Done.SET_ASIDE:
+            log.warning("job %s: %s failed (%s) and its error could not be saved",
+                        job.id, job.job_class, message)
+            return done
         outcome = "expired" if expire else "errored"
         log.warning(
             "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s error=%s%s",
@@ -350,3 +356,4 @@ class JobRunner(threading.Thread):
             _call_hook("que_job_expired", job=job, error=exc, duration=duration)
         else:
             _call_hook("que_job_errored", job=job, error=exc, duration=duration, retry_in=delay)
+        return done

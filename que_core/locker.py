@@ -24,10 +24,16 @@ from typing import Any
 from que_core.backoff import retry_connect
 from que_core.connection import Connection, Row
 from que_core.errors import ConnectionLost, DatabaseError
-from que_core.job_buffer import ANY_PRIORITY, JobBuffer, LockedJob
+from que_core.job_buffer import ANY_PRIORITY, Done, JobBuffer, LockedJob
 from que_core.sql import q
 
 log = logging.getLogger("que_core.locker")
+
+#: How long a job whose outcome could not be written is left alone, at first
+#: and at most (it doubles each time); at most SET_ASIDE_MAX jobs are kept.
+SET_ASIDE_FIRST = 60.0
+SET_ASIDE_LONGEST = 3600.0
+SET_ASIDE_MAX = 1000
 
 
 def parse_row(row: Row, token: int = 0) -> LockedJob:
@@ -89,6 +95,8 @@ class Locker(threading.Thread):
         self.token = 0
         #: Every job id this session holds the advisory lock of.
         self.held: set[int] = set()
+        #: Jobs set aside: id -> (monotonic time until which they are left alone, period).
+        self.set_aside: dict[int, tuple[float, float]] = {}
         self._poll_needed: set[str] = set(queues)
         self._urgent: dict[str, int] = {}
         self._deadline: float | None = None
@@ -98,10 +106,9 @@ class Locker(threading.Thread):
 
     # -- called from other threads ---------------------------------------
 
-    def job_done(self, job_id: int, destroy: bool = False) -> None:
-        """A worker thread is done with *job_id*; *destroy*: it returned
-        without resolving itself, so delete it before unlocking it."""
-        self._inbox.put(("done", (job_id, destroy)))
+    def job_done(self, job_id: int, done: Done = Done.UNLOCK) -> None:
+        """A worker thread is done with *job_id*; *done* says what to do with it."""
+        self._inbox.put(("done", (job_id, done)))
 
     def notified(self, queue_name: str, priority: int) -> None:
         self._inbox.put(("notify", (queue_name, priority)))
@@ -217,7 +224,7 @@ class Locker(threading.Thread):
         ids = [
             r[0]
             for r in conn.execute(
-                q("lock_jobs"), (queue_name, max_priority, sorted(self.held), limit)
+                q("lock_jobs"), (queue_name, max_priority, self._excluded(), limit)
             )
         ]
         if not ids:
@@ -236,25 +243,27 @@ class Locker(threading.Thread):
             self._unlock(release)
         return len(ids) >= limit
 
-    def _finish(self, done: list[tuple[int, bool]]) -> None:
+    def _finish(self, done: list[tuple[int, Done]]) -> None:
         """Delete the finished jobs that returned unresolved, in one
         statement (one commit), then unlock all: a job is unlocked only once
         its DELETE is committed, so no other locker can take it while its row
         is still visible. If the session is lost in between, the jobs not yet
         deleted are simply still waiting and run again (as after a crash)."""
-        doomed = [i for i, destroy in done if destroy and i in self.held]
+        doomed = [i for i, d in done if d is Done.DELETE and i in self.held]
         if doomed:
             try:
                 self._destroy(doomed)
             except ConnectionLost:
                 self.held.difference_update(i for i, _ in done)  # their locks are gone
                 raise
+        self._set_aside([i for i, d in done if d is Done.SET_ASIDE])
         self._unlock([i for i, _ in done])
 
     def _destroy(self, ids: list[int]) -> None:
         """Delete *ids*; if the batch fails (a deadlock, a user's trigger),
         one by one, so that one row that cannot be deleted does not hold
-        back the others (it runs again, as a failed write always did)."""
+        back the others (it is set aside: it would run and fail to be
+        deleted at every poll)."""
         conn = self._require_conn()
         try:
             conn.execute(q("locker_destroy_jobs"), (ids,))
@@ -270,8 +279,36 @@ class Locker(threading.Thread):
             except ConnectionLost:
                 raise
             except DatabaseError as exc:
-                log.error("job %s: cannot delete it after it ran (%s); it will run again",
+                log.error("job %s: cannot delete it after it ran (%s); it is set aside",
                           job_id, exc)
+                self._set_aside([job_id])
+
+    def _set_aside(self, ids: list[int]) -> None:
+        """Leave *ids* alone for a while: their outcome could not be written,
+        and they would fail the same way at every poll. The period doubles
+        each time, up to SET_ASIDE_LONGEST. In this process only: another
+        worker tries such a job at most once per period too."""
+        now = time.monotonic()
+        for job_id in ids:
+            _, period = self.set_aside.get(job_id, (0.0, SET_ASIDE_FIRST / 2))
+            period = min(period * 2, SET_ASIDE_LONGEST)
+            self.set_aside[job_id] = (now + period, period)
+            log.warning("job %s is set aside for %.0f s", job_id, period)
+        if len(self.set_aside) > SET_ASIDE_MAX:  # forget the ones due soonest
+            for job_id, _ in sorted(self.set_aside.items(), key=lambda kv: kv[1][0])[
+                : len(self.set_aside) - SET_ASIDE_MAX
+            ]:
+                del self.set_aside[job_id]
+
+    def _excluded(self) -> list[int]:
+        """Job ids a poll must skip: those held, and those set aside."""
+        if self.set_aside:
+            now = time.monotonic()
+            # A period that ended leaves the entry (and its period) for the next
+            # failure; the job is simply no longer skipped.
+            return sorted(self.held | {i for i, (until, _) in self.set_aside.items()
+                                       if until > now})
+        return sorted(self.held)
 
     def _unlock(self, ids: list[int]) -> None:
         mine = [i for i in ids if i in self.held]

@@ -47,11 +47,18 @@ FROM (
 WHERE pg_try_advisory_lock(c.id)
 LIMIT %s
 
+-- fragment: job_columns
+-- A job row as the worker loads it. run_at is clamped into the years 1 to
+-- 9999: no driver loads -infinity or a BC date into a datetime, and a row
+-- that fails to load must not stop the locker (any other program may have
+-- written it). Such a row is due, and runs.
+id, priority, least(greatest(run_at, '0001-01-02 00:00:00+00'), '9999-12-30 00:00:00+00'),
+job_class, queue, error_count, args::text, kwargs::text, data::text
+
 -- name: fetch_locked_jobs
 -- The re-check alone (que_core.testing.drain locks jobs in the caller's
 -- session, with no locker and no trade for shared locks).
-SELECT id, priority, run_at, job_class, queue, error_count,
-       args::text, kwargs::text, data::text
+SELECT {{job_columns}}
 FROM que_jobs
 WHERE id = ANY(%s::bigint[])
   AND finished_at IS NULL
@@ -69,8 +76,7 @@ WHERE id = ANY(%s::bigint[])
 -- running job stays locked while EITHER session lives: losing the locker's
 -- session mid-job no longer lets another worker start it. The count()
 -- sub-select runs once, before the scan, over every id.
-SELECT id, priority, run_at, job_class, queue, error_count,
-       args::text, kwargs::text, data::text
+SELECT {{job_columns}}
 FROM que_jobs
 WHERE (SELECT count(CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_unlock(v) END)
        FROM unnest(%s::bigint[]) AS v) >= 0
@@ -169,10 +175,11 @@ RETURNING id
 
 -- name: error_job
 -- Record an error and schedule the retry. Limits are those of the table's
--- check constraints (characters, not bytes).
+-- check constraints (characters, not bytes). error_count stops at the
+-- integer's limit: a row written with 2147483647 must still take its error.
 WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 UPDATE que_jobs
-SET error_count = error_count + 1,
+SET error_count = least(error_count, 2147483646) + 1,
     run_at = now() + %s * interval '1 second',
     last_error_message = left(%s, 500),
     last_error_backtrace = left(%s, 10000)
@@ -181,7 +188,7 @@ WHERE id = %s AND EXISTS (SELECT FROM quiet)
 -- name: error_expire_job
 WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
 UPDATE que_jobs
-SET error_count = error_count + 1,
+SET error_count = least(error_count, 2147483646) + 1,
     expired_at = now(),
     last_error_message = left(%s, 500),
     last_error_backtrace = left(%s, 10000)
@@ -201,10 +208,19 @@ GROUP BY job_schema_version
 -- name: backend_pid
 SELECT pg_backend_pid()
 
+-- fragment: live_sessions
+-- Backend pids of the client sessions on this database. A que_lockers row
+-- naming any other pid is dead (a killed process leaves its row) or fake
+-- (another program wrote it); revision 7.1's que_job_notify ignores it too.
+-- backend_type is NULL for other roles' sessions without pg_read_all_stats.
+SELECT a.pid FROM pg_stat_activity AS a
+WHERE a.datname = current_database()
+  AND coalesce(a.backend_type, 'client backend') = 'client backend'
+
 -- name: clean_lockers
--- Rows of lockers whose sessions are gone (a killed process leaves its row).
+-- Rows of lockers whose sessions are gone, or never were lockers of ours.
 DELETE FROM que_lockers
-WHERE pid = %s OR pid NOT IN (SELECT pid FROM pg_stat_activity)
+WHERE pid = %s OR pid NOT IN ({{live_sessions}})
 
 -- name: register_locker
 INSERT INTO que_lockers (pid, worker_count, worker_priorities, ruby_pid, ruby_hostname,
@@ -288,6 +304,14 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
   AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
 
+-- fragment: iso_utc(ts)
+-- A timestamp as ISO 8601 text in UTC (...Z), whatever the session's
+-- settings; 'infinity', '-infinity' and BC dates (another program may have
+-- written them) as themselves.
+CASE WHEN NOT isfinite(ts) THEN ts::text
+     WHEN ts < '0001-01-01 00:00:00+00' THEN to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z" BC')
+     ELSE to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END
+
 -- name: admin_stats
 WITH {{admin_jobs}}
 SELECT queue, shown_class,
@@ -297,27 +321,30 @@ SELECT queue, shown_class,
        count(*) FILTER (WHERE state = 'errored'),
        count(*) FILTER (WHERE state = 'expired'),
        count(*) FILTER (WHERE state = 'finished'),
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'ready'))::float8
+       -- greatest(): another program may have written -infinity, which
+       -- now() cannot be subtracted from.
+       extract(epoch FROM now() - min(greatest(run_at, '0001-01-02 00:00:00+00'))
+                                  FILTER (WHERE state = 'ready'))::float8
 FROM j
 GROUP BY queue, shown_class
 ORDER BY queue, shown_class
 
 -- name: admin_lockers
--- The worker processes registered now (rows of dead sessions left out).
+-- The worker processes registered now (rows of dead or fake sessions left out).
 SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
        array_to_json(queues)::text, array_to_json(worker_priorities)::text
 FROM que_lockers
-WHERE pid IN (SELECT pid FROM pg_stat_activity)
+WHERE pid IN ({{live_sessions}})
 ORDER BY ruby_hostname, ruby_pid
 
 -- name: admin_list_jobs
 -- Params: filter JSON, row limit.
 WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
 SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
-       to_char(j.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       {{iso_utc(j.run_at)}},
        j.error_count, j.last_error_message,
-       to_char(j.finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       to_char(j.expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       {{iso_utc(j.finished_at)}},
+       {{iso_utc(j.expired_at)}},
        j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
 FROM j, params
 {{admin_match}}
@@ -326,10 +353,10 @@ LIMIT %s
 
 -- name: admin_get_job
 SELECT id, queue, job_class, priority,
-       to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       {{iso_utc(run_at)}},
        error_count, last_error_message, last_error_backtrace,
-       to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-       to_char(expired_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+       {{iso_utc(finished_at)}},
+       {{iso_utc(expired_at)}},
        args::text, kwargs::text, data::text, job_schema_version
 FROM que_jobs WHERE id = %s
 
@@ -388,13 +415,16 @@ changed AS (
 {{admin_claim_result}}
 
 -- name: metrics_queue_depth
+-- Params: the queues this process works (the only ones labelled).
 -- Per queue: jobs that could run now (run_at passed, neither finished nor
 -- expired, errored retries included) that no session holds, and the age in
--- seconds of the oldest of them. Reads only que_poll_idx's rows.
+-- seconds of the oldest of them (floored at year 1, as in admin_stats).
+-- Reads only que_poll_idx's rows.
 SELECT q.queue, count(*),
-       extract(epoch FROM now() - min(q.run_at))::float8
+       extract(epoch FROM now() - min(greatest(q.run_at, '0001-01-02 00:00:00+00')))::float8
 FROM que_jobs AS q
 WHERE q.finished_at IS NULL AND q.expired_at IS NULL AND q.run_at <= now()
+  AND q.queue = ANY(%s::text[])
   AND NOT EXISTS (
     SELECT 1 FROM pg_locks AS l
     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted

@@ -19,7 +19,7 @@ from typing import Any
 
 from que_core.connection import Adapter, Connection
 from que_core.dsn import mask_password
-from que_core.errors import ConfigurationError, QueError, SchemaError
+from que_core.errors import ConfigurationError, QueError
 from que_core.job_buffer import ANY_PRIORITY, JobBuffer
 from que_core.job_runner import JobRunner, _call_hook
 from que_core.listener import Listener
@@ -131,7 +131,7 @@ class Worker:
         database cannot be reached or has no que-core schema."""
         if self._started:
             raise QueError("this worker was already started")
-        from que_core.migrations import LATEST_VERSION, current_version
+        from que_core.migrations import require_latest
 
         self._started = True
         locker = Locker(
@@ -144,19 +144,9 @@ class Worker:
         )
         conn = self._connect()
         try:
-            version = current_version(conn)
+            require_latest(conn)
         finally:
             conn.close()
-        if version == 0:
-            raise SchemaError("the database has no que schema: run `que migrate` first")
-        if version != LATEST_VERSION:
-            raise SchemaError(
-                f"the que schema is at version {version}; this que-core works with "
-                f"version {LATEST_VERSION}: run `que migrate`"
-                if version < LATEST_VERSION
-                else f"the que schema is at version {version}, newer than this "
-                f"que-core knows ({LATEST_VERSION}): upgrade que-core"
-            )
         locker.open()
         self.locker = locker
         if self.listen:

@@ -731,25 +731,28 @@ def test_job_notify_ignores_lockers_that_do_not_listen(
     conn: Connection, other_conn: Connection
 ) -> None:
     pid = conn.execute("SELECT pg_backend_pid()")[0][0]
+    other = other_conn.execute("SELECT pg_backend_pid()")[0][0]
     add_locker(conn, pid, listening=False)
-    add_locker(conn, pid + 100000, listening=True, queues="{other}")
+    add_locker(conn, other, listening=True, queues="{other}")
     conn.execute(f"LISTEN que_listener_{pid}")
-    conn.execute(f"LISTEN que_listener_{pid + 100000}")
+    conn.execute(f"LISTEN que_listener_{other}")
     insert_job(other_conn)
     expected = insert_job(other_conn, queue="other")
     got = collect(conn, 1)
     time.sleep(0.2)
     got += conn.notifications(0.2)
     assert [(n.channel, json.loads(n.payload)["id"]) for n in got] == [
-        (f"que_listener_{pid + 100000}", expected)
+        (f"que_listener_{other}", expected)
     ]
 
 
 def test_job_notify_weights_lockers_by_worker_count(
     conn: Connection, other_conn: Connection
 ) -> None:
-    # Fake lockers: any session may LISTEN on their channels.
-    big, small = 2_000_001, 2_000_002
+    # Two live sessions registered as lockers; any session may LISTEN on
+    # their channels (revision 7.1 tells only lockers that are live sessions).
+    big = conn.execute("SELECT pg_backend_pid()")[0][0]
+    small = other_conn.execute("SELECT pg_backend_pid()")[0][0]
     add_locker(conn, big, worker_count=3)
     add_locker(conn, small, worker_count=1)
     conn.execute(f"LISTEN que_listener_{big}")
@@ -907,6 +910,28 @@ def test_locker_and_values_constraints(conn: Connection) -> None:
     assert conn.execute("SELECT job_schema_version FROM que_lockers WHERE pid = 5") == [(1,)]
 
     conn.execute("INSERT INTO que_values (key) VALUES ('k')")
-    assert conn.execute("SELECT value FROM que_values") == [({},)]
+    assert conn.execute("SELECT value FROM que_values WHERE key = 'k'") == [({},)]
     with pytest.raises(errors.CheckViolation, match="valid_value"):
         conn.execute("INSERT INTO que_values (key, value) VALUES ('l', '[]')")
+
+
+def test_revision_7_1_comes_with_version_7_and_goes_before_6(empty_conn: Connection) -> None:
+    from que_core.migrations import LATEST_REVISION, current_revision, require_latest
+
+    assert migrate(empty_conn) == 7
+    assert current_revision(empty_conn) == LATEST_REVISION
+    require_latest(empty_conn)
+    assert migrate(empty_conn, 6) == 6
+    assert current_revision(empty_conn) == 0
+    source = empty_conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'que_job_notify'")
+    assert "pg_stat_activity" not in source[0][0]
+    # Version 7 as Ruby Que's migrations leave it: no que-core revision.
+    empty_conn.execute(resources.files("que_core.migrations").joinpath("7/up.sql").read_text())
+    empty_conn.execute("COMMENT ON TABLE que_jobs IS '7'")
+    assert (current_version(empty_conn), current_revision(empty_conn)) == (7, 0)
+    with pytest.raises(errors.SchemaError, match="without que-core's revision 1 .*que migrate"):
+        require_latest(empty_conn)
+    assert migrate(empty_conn) == 7
+    assert current_revision(empty_conn) == LATEST_REVISION
+    source = empty_conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'que_job_notify'")
+    assert "pg_stat_activity" in source[0][0]

@@ -10,6 +10,13 @@ Each version ``N`` has ``N/up.sql`` (from ``N - 1`` to ``N``) and
 in its own transaction, under a transaction-level advisory lock, and sets the
 version comment in that same transaction, so a failed step changes nothing
 and concurrent migrators take turns.
+
+On top of Que's version 7, que-core adds revisions of its own, ``7.1/``,
+``7.2/``, ...: things Que 2.4 ignores or never notices (a hardened notify
+trigger, tables of its own), so that the version comment stays ``7`` and a
+Ruby Que app keeps sharing the database. The revision is kept in
+``que_values`` (key ``que_core``, which Que never uses). Migrating to 7
+applies every revision; migrating below 7 removes them first.
 """
 
 from __future__ import annotations
@@ -21,10 +28,13 @@ from typing import Any
 from que_core.connection import Connection
 from que_core.errors import SchemaError
 
-__all__ = ["LATEST_VERSION", "current_version", "migrate"]
+__all__ = ["LATEST_REVISION", "LATEST_VERSION", "current_revision", "current_version",
+           "migrate", "require_latest"]
 
 #: The schema version this que-core writes and expects (Que 2.x's).
 LATEST_VERSION = 7
+#: que-core's own revision of version 7 (directories 7.1, 7.2, ...).
+LATEST_REVISION = 1
 
 # The advisory lock that serialises migrators, as two int4 keys: PostgreSQL
 # keeps two-key advisory locks apart from one-bigint ones, so this can never
@@ -46,6 +56,14 @@ WHERE t.oid IS NOT NULL
 """
 
 _VERSION_RE = re.compile(r"[0-9]+")
+
+_REVISION_SQL = """
+SELECT coalesce((SELECT (value ->> 'revision')::integer FROM que_values WHERE key = 'que_core'), 0)
+"""
+_SET_REVISION_SQL = (
+    "INSERT INTO que_values (key, value) VALUES ('que_core', jsonb_build_object('revision', %s::integer)) "
+    "ON CONFLICT (key) DO UPDATE SET value = que_values.value || excluded.value"
+)
 
 
 def _connection(conn: Any) -> Connection:
@@ -83,6 +101,42 @@ def current_version(conn: Any) -> int:
     return int(text)
 
 
+def current_revision(conn: Any) -> int:
+    """que-core's revision of schema version 7 in *conn*'s database (0: none,
+    as Ruby Que leaves it, or not at version 7)."""
+    c = _connection(conn)
+    if current_version(c) != LATEST_VERSION:
+        return 0
+    return int(c.execute(_REVISION_SQL)[0][0])
+
+
+def require_latest(conn: Any) -> None:
+    """Raise :class:`~que_core.errors.SchemaError`, saying what to do, unless
+    the database has the schema this que-core works with."""
+    c = _connection(conn)
+    version = current_version(c)
+    if version == 0:
+        raise SchemaError("the database has no que schema: run `que migrate` first")
+    _check_supported(version)
+    if version < LATEST_VERSION:
+        raise SchemaError(
+            f"the que schema is at version {version}; this que-core works with version "
+            f"{LATEST_VERSION}: run `que migrate`"
+        )
+    revision = current_revision(c)
+    if revision < LATEST_REVISION:
+        raise SchemaError(
+            f"the que schema is at version {version} without que-core's revision "
+            f"{LATEST_REVISION} of it (it has {revision}; Ruby Que's migrations do not add "
+            "it): run `que migrate`"
+        )
+    if revision > LATEST_REVISION:
+        raise SchemaError(
+            f"the que schema has que-core's revision {revision} of version {version}, newer "
+            f"than this que-core knows ({LATEST_REVISION}): upgrade que-core"
+        )
+
+
 def _check_supported(version: int) -> None:
     if version > LATEST_VERSION:
         raise SchemaError(
@@ -92,16 +146,36 @@ def _check_supported(version: int) -> None:
         )
 
 
-def _sql(version: int, direction: str) -> str:
+def _sql(version: int | str, direction: str) -> str:
     path = resources.files(__name__).joinpath(str(version)).joinpath(f"{direction}.sql")
     return path.read_text(encoding="utf-8")
+
+
+def _revise(c: Connection, target: int) -> None:
+    """Step que-core's revision of version 7 to *target*, one transaction a step."""
+    while True:
+        with c.transaction():
+            c.execute(_LOCK_SQL)
+            if current_version(c) != LATEST_VERSION:
+                return  # another migrator moved the version meanwhile
+            revision = int(c.execute(_REVISION_SQL)[0][0])
+            if revision == target or revision > LATEST_REVISION:
+                return
+            if revision < target:
+                step = revision + 1
+                c.execute(_sql(f"{LATEST_VERSION}.{step}", "up"))
+            else:
+                step = revision - 1
+                c.execute(_sql(f"{LATEST_VERSION}.{revision}", "down"))
+            c.execute(_SET_REVISION_SQL, (step,))
 
 
 def migrate(conn: Any, version: int | None = None) -> int:
     """Migrate *conn*'s database up or down to *version* (default: latest).
 
     Steps one version at a time, each in its own transaction. Migrating to
-    the version the database is at does nothing. Returns the new version.
+    the version the database is at does nothing, except that migrating to 7
+    also brings que-core's revision of it up to date. Returns the new version.
 
     *conn* is a que-core :class:`~que_core.connection.Connection` or a raw
     driver connection (psycopg, psycopg2, pg8000, ...). Give it a connection
@@ -127,6 +201,8 @@ def migrate(conn: Any, version: int | None = None) -> int:
     c = _connection(conn)
     current = current_version(c)
     _check_supported(current)
+    if current == LATEST_VERSION and target < LATEST_VERSION:
+        _revise(c, 0)
     while current != target:
         with c.transaction():
             c.execute(_LOCK_SQL)
@@ -144,4 +220,6 @@ def migrate(conn: Any, version: int | None = None) -> int:
             if step > 0:
                 c.execute(f"COMMENT ON TABLE que_jobs IS '{step}'")
             current = step
+    if current == LATEST_VERSION:
+        _revise(c, LATEST_REVISION)
     return current

@@ -260,16 +260,16 @@ def drain(
     A job's error is recorded as a worker records it (retry or expiry); with
     *raise_errors* (the default) draining stops and the error is raised.
     """
-    from que_core.job_buffer import LockedJob
+    from que_core.job_buffer import Done, LockedJob
     from que_core.job_runner import JobRunner
 
     c: Connection = _Unowned(_connection(conn))
     errors: list[BaseException] = []
 
     class Runner(JobRunner):
-        def _record_error(self, job: Job, exc: BaseException, duration: float) -> None:
-            super()._record_error(job, exc, duration)
+        def _record_error(self, job: Job, exc: BaseException, duration: float) -> Done:
             errors.append(exc)
+            return super()._record_error(job, exc, duration)
 
     never_reconnect = threading.Event()
     never_reconnect.set()  # a lost session is the test's failure, not ours to replace
