@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from que_core.backoff import retry_connect
@@ -23,6 +24,34 @@ log = logging.getLogger("que_core.listener")
 #: How long one blocking wait lasts before the stop flag is checked again: at
 #: most this long is added to Worker.stop() (a wait costs no round trip).
 WAIT = 0.1
+#: At most one warning about unexpected notifications per this many seconds:
+#: any role may NOTIFY our channel, and a flood must not flood the log.
+WARN_EVERY = 10.0
+
+
+class _Throttled:
+    """Counts unexpected notifications; warns about the first, then at most
+    once per WARN_EVERY seconds with how many came meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._suppressed = 0
+
+    def warn(self, note: Notification) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+            self._next = now + WARN_EVERY
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        log.warning("ignoring unexpected notification on %s: %.200r%s",
+                    note.channel, note.payload, more)
+
+
+_unexpected = _Throttled()
 
 
 def channel(pid: int) -> str:
@@ -43,7 +72,7 @@ def parse(note: Notification) -> tuple[str, int] | None:
             return msg["queue"], msg["priority"]
     except (ValueError, RecursionError):  # not JSON, or nested deeper than json decodes
         pass
-    log.warning("ignoring unexpected notification on %s: %.200r", note.channel, note.payload)
+    _unexpected.warn(note)
     return None
 
 

@@ -157,8 +157,8 @@ SPECS: tuple[Spec, ...] = (
          "log format: text, or json (one object per line)"),
     Spec("metrics_port", "--metrics-port", ("QUE_METRICS_PORT",), _port, None,
          "serve Prometheus metrics on this port (0: any free port)"),
-    Spec("metrics_host", "--metrics-host", ("QUE_METRICS_HOST",), _to_str, "0.0.0.0",
-         "address the metrics server binds"),
+    Spec("metrics_host", "--metrics-host", ("QUE_METRICS_HOST",), _to_str, "127.0.0.1",
+         "address the metrics server binds (0.0.0.0: every interface)"),
 )
 
 SPECS_BY_NAME = {s.name: s for s in SPECS}

@@ -58,10 +58,9 @@ def test_hooks_record_jobs_and_workers(
     assert value("que_job_duration_seconds_count", **labels) == 2
     assert value("que_job_duration_seconds_count", **failing) == 3
     assert value("que_workers") == 2
-    assert value("que_queue_depth", queue="idle") == 2
     assert value("que_queue_depth", queue="default") == 0  # worked, nothing waiting
-    latency = value("que_queue_latency_seconds", queue="idle")
-    assert latency is not None and latency > 0
+    assert value("que_queue_depth", queue="idle") is None  # not worked here: not labelled
+    assert value("que_queue_latency_seconds", queue="default") == 0
 
     SleepJob.enqueue("busy", 1.5, conn=db.raw)
     wait_for(lambda: log_tags(db, "start") == ["busy"])
@@ -76,7 +75,7 @@ def test_queue_depth_is_cached_between_scrapes(
     db: Connection, dsn: str, adapter: Adapter
 ) -> None:
     m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=lambda: adapter.connect(dsn),
-                                     depth_interval=3600)
+                                     depth_interval=3600, queues=["default"])
     try:
         RecordJob.enqueue("x", conn=db.raw)
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
@@ -84,6 +83,8 @@ def test_queue_depth_is_cached_between_scrapes(
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
         m.depth_interval = 0
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 2
+        latency = m.registry.get_sample_value("que_queue_latency_seconds", {"queue": "default"})
+        assert latency is not None and latency > 0
     finally:
         m.close()
 
@@ -92,7 +93,8 @@ def test_queue_depth_survives_a_database_that_went_away(adapter: Adapter) -> Non
     def connect() -> Connection:
         return adapter.connect("postgresql://postgres:pw@127.0.0.1:1/x?connect_timeout=2")
 
-    m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=connect, depth_interval=0)
+    m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=connect, depth_interval=0,
+                                     queues=["default"])
     try:
         names = {f.name for f in m.registry.collect()}
         assert "que_queue_depth" not in names
@@ -152,7 +154,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapter) -> None:
-    run = Run("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", "-w", "3",
+    # Three threads that take priorities up to 150: the backlog's jobs (200) wait.
+    run = Run("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", "-p", "150,150,150",
+              "-q", "default", "-q", "backlog",
               "--metrics-port", "0", "--metrics-host", "127.0.0.1", "tests.jobs")
     try:
         port = run.port()
@@ -160,7 +164,7 @@ def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapte
             RecordJob.enqueue(i, conn=db.raw)
         FailingJob.enqueue("f", conn=db.raw)
         for i in range(3):
-            RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog")
+            RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog", priority=200)
         SleepJob.enqueue("busy", 3, conn=db.raw)
         wait_for(lambda: log_tags(db, "start") == ["busy"], timeout=20)
         assert scrape(port)[("que_workers_busy", ())] >= 1  # the sleeping job, at least

@@ -30,6 +30,11 @@ Metrics (labels in braces):
 Job metrics cost no database work. The two queue gauges come from one
 query per scrape, at most once every ``depth_interval`` seconds (cached in
 between), on a connection of their own.
+
+Labels stay bounded whatever the database holds: ``job_class`` is a class
+registered in this process (any other name another program wrote is
+counted as ``(unregistered)``), and ``queue`` one of the queues this
+process's workers work.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 try:
@@ -56,6 +61,9 @@ from que_core.hookspecs import hookimpl
 from que_core.sql import q
 
 log = logging.getLogger("que_core.metrics")
+
+#: The job_class label of jobs whose class this process has not registered.
+UNREGISTERED = "(unregistered)"
 
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -93,12 +101,13 @@ class _QueueCollector(Collector):
         workers = self.metrics.workers()
         busy.add_metric([], sum(w.busy_count() for w in workers))
         total.add_metric([], sum(len(w.runners) for w in workers))
-        rows = self.metrics.queue_depth()
+        worked = sorted(set(self.metrics.queues if self.metrics.queues is not None
+                            else (queue for w in workers for queue in w.queues)))
+        rows = self.metrics.queue_depth(worked)
         if rows is not None:
             seen = {queue for queue, _, _ in rows}
-            for w in workers:  # a worked queue with nothing waiting reads 0
-                rows += [(queue, 0, 0.0) for queue in w.queues if queue not in seen]
-                seen.update(w.queues)
+            # a worked queue with nothing waiting reads 0
+            rows += [(queue, 0, 0.0) for queue in worked if queue not in seen]
             for queue, count, age in sorted(rows):
                 depth.add_metric([queue], count)
                 latency.add_metric([queue], age)
@@ -117,6 +126,8 @@ class PrometheusMetrics:
         the first started worker's adapter and DSN (no queue gauges until one
         has started).
     :param depth_interval: the queue depth query runs at most this often (s).
+    :param queues: the queues whose depth and latency are reported; default:
+        those the started workers of this process work.
     """
 
     def __init__(
@@ -125,7 +136,9 @@ class PrometheusMetrics:
         *,
         connect: Callable[[], Connection] | None = None,
         depth_interval: float = 5.0,
+        queues: Sequence[str] | None = None,
     ) -> None:
+        self.queues = None if queues is None else [str(name) for name in queues]
         self.registry = prometheus_client.REGISTRY if registry is None else registry
         self._connect = connect
         self.depth_interval = depth_interval
@@ -134,6 +147,7 @@ class PrometheusMetrics:
         self._db_lock = threading.Lock()  # guards the depth query's state
         self._conn: Connection | None = None
         self._depth: list[tuple[str, int, float]] | None = None
+        self._depth_queues: list[str] = []
         self._depth_at = float("-inf")
         self._server: Any = None
         labels = ["job_class", "queue"]
@@ -158,7 +172,10 @@ class PrometheusMetrics:
 
     @staticmethod
     def _labels(job: Any) -> tuple[str, str]:
-        return str(getattr(job, "job_class", type(job).__name__)), str(job.queue)
+        from que_core.job import registry
+
+        name = str(getattr(job, "job_class", type(job).__name__))
+        return (name if name in registry else UNREGISTERED), str(job.queue)
 
     @hookimpl
     def que_job_succeeded(self, job: Any, duration: float) -> None:
@@ -213,18 +230,21 @@ class PrometheusMetrics:
             self._conn = workers[0].adapter.connect(workers[0].dsn)
         return self._conn
 
-    def queue_depth(self) -> list[tuple[str, int, float]] | None:
-        """``(queue, depth, oldest age)`` rows, at most *depth_interval* old;
-        None when the query cannot run."""
+    def queue_depth(self, queues: list[str]) -> list[tuple[str, int, float]] | None:
+        """``(queue, depth, oldest age)`` rows of *queues*, at most
+        *depth_interval* old; None when the query cannot run."""
         with self._db_lock:
             now = time.monotonic()
-            if self._depth is not None and now - self._depth_at < self.depth_interval:
+            if (self._depth is not None and queues == self._depth_queues
+                    and now - self._depth_at < self.depth_interval):
                 return list(self._depth)
+            if not queues:
+                return []
             try:
                 conn = self._connection()
                 if conn is None:
                     return None
-                rows = conn.execute(q("metrics_queue_depth"))
+                rows = conn.execute(q("metrics_queue_depth"), (queues,))
             except QueError as exc:
                 log.warning("metrics: cannot read the queue depth: %s", exc)
                 if self._conn is not None:
@@ -232,14 +252,16 @@ class PrometheusMetrics:
                     self._conn = None
                 return None
             self._depth = [(str(r[0]), int(r[1]), max(0.0, float(r[2] or 0))) for r in rows]
+            self._depth_queues = list(queues)
             self._depth_at = now
             return list(self._depth)
 
     # -- serving ----------------------------------------------------------
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` over HTTP from a daemon thread; return the port
-        (useful with port 0: any free port)."""
+        (useful with port 0: any free port). Loopback only unless *host*
+        says otherwise (``0.0.0.0``: every interface)."""
         server, _thread = prometheus_client.start_http_server(
             port, addr=host, registry=self.registry
         )
