@@ -20,9 +20,9 @@ Layout:
 * :mod:`conformance.plugin`: the pytest plugin behind ``python -m
   conformance`` (``--adapter``/``--dsn``, the host fixtures, the summary).
 
-A test that needs a capability an adapter declares it lacks (such as
-``blocking_notifications = False``) calls :func:`declared_unsupported`; the
-summary counts those apart from failures and other skips.
+A test that needs a capability an adapter declares it lacks calls
+:func:`declared_unsupported`; the summary counts those apart from failures
+and other skips.
 """
 
 from __future__ import annotations

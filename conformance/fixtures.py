@@ -95,19 +95,14 @@ def collect(
     adapter: Adapter, listener: Connection, count: int, within: float = 10.0
 ) -> list[Notification]:
     """Receive notifications on *listener* until *count* came or *within* seconds
-    passed: by blocking waits, or by polling an adapter that cannot block."""
+    passed."""
     got: list[Notification] = []
     deadline = time.monotonic() + within
     while len(got) < count:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        if adapter.blocking_notifications:
-            got += listener.notifications(min(remaining, 1.0))
-        else:
-            got += listener.notifications(0)
-            if len(got) < count:
-                time.sleep(POLL_INTERVAL)
+        got += listener.notifications(min(remaining, 1.0))
     return got
 
 

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conformance import declared_unsupported
 from conformance.fixtures import (
     LATENCY_BOUND,
     POLL_INTERVAL,
@@ -33,7 +32,6 @@ from que_core.connection import Adapter, Connection, Notification
 
 Connect = Callable[[], Connection]
 
-BLOCKING_WAIT = "blocking notification wait"
 TEXTS = [
     "",
     "it's",
@@ -64,7 +62,6 @@ def _ids(conn: Connection) -> list[int]:
 def test_adapter_is_registered_under_its_name(adapter: Adapter) -> None:
     assert isinstance(adapter, Adapter)
     assert plugins.adapters()[adapter.name] is adapter
-    assert isinstance(adapter.blocking_notifications, bool)
 
 
 def test_connect_returns_an_open_connection(adapter: Adapter, conn: Connection) -> None:
@@ -576,11 +573,7 @@ def test_notifications_with_zero_timeout_return_at_once(connect: Connect) -> Non
     assert time.monotonic() - start < WAIT_SLACK
 
 
-def test_blocking_wait_returns_on_time_when_nothing_comes(
-    adapter: Adapter, connect: Connect
-) -> None:
-    if not adapter.blocking_notifications:
-        declared_unsupported(BLOCKING_WAIT)
+def test_blocking_wait_returns_on_time_when_nothing_comes(connect: Connect) -> None:
     listener, timeout = _listener(connect), 0.5
     start = time.monotonic()
     assert listener.notifications(timeout) == []
@@ -588,9 +581,7 @@ def test_blocking_wait_returns_on_time_when_nothing_comes(
     assert timeout - WAIT_EARLY <= elapsed <= timeout + WAIT_SLACK
 
 
-def test_blocking_wait_wakes_when_a_notification_comes(adapter: Adapter, connect: Connect) -> None:
-    if not adapter.blocking_notifications:
-        declared_unsupported(BLOCKING_WAIT)
+def test_blocking_wait_wakes_when_a_notification_comes(connect: Connect) -> None:
     listener, sender = _listener(connect), connect()
     sent = threading.Event()
 
@@ -607,15 +598,6 @@ def test_blocking_wait_wakes_when_a_notification_comes(adapter: Adapter, connect
     thread.join()
     assert [n.payload for n in got] == ["wake"]
     assert elapsed < 0.2 + LATENCY_BOUND
-
-
-def test_nonblocking_adapter_returns_at_once(adapter: Adapter, connect: Connect) -> None:
-    if adapter.blocking_notifications:
-        pytest.skip("not applicable: the adapter blocks for notifications")
-    listener = _listener(connect)
-    start = time.monotonic()
-    assert listener.notifications(5.0) == []
-    assert time.monotonic() - start < WAIT_SLACK
 
 
 def test_polling_with_zero_timeout_delivers(adapter: Adapter, connect: Connect) -> None:
@@ -676,3 +658,41 @@ def test_notification_from_a_transaction_arrives_after_its_commit(
         sender.execute("NOTIFY conformance, 'committed'")
         assert collect(adapter, listener, 1, within=0.3) == []
     assert [n.payload for n in collect(adapter, listener, 1)] == ["committed"]
+
+
+# -- reset: a session a job left in a transaction ----------------------------------------
+
+
+def test_reset_of_a_session_in_autocommit_does_nothing(conn: Connection) -> None:
+    assert conn.reset() is False
+    assert conn.execute("SELECT 1") == [(1,)]
+
+
+@pytest.mark.parametrize("how", ["begin", "failed", "write"])
+def test_reset_rolls_back_what_a_job_left_open(
+    conn: Connection, connect: Connect, how: str
+) -> None:
+    _table(conn)
+    items, other = conn, connect()
+    items.execute("BEGIN")
+    if how == "failed":
+        with pytest.raises(errors.DatabaseError):
+            items.execute("SELECT 1 / 0")
+    elif how == "write":
+        items.execute("INSERT INTO items (id) VALUES (1)")
+    assert items.reset() is True
+    assert items.reset() is False
+    assert _ids(other) == []  # nothing it left open committed
+    items.execute("INSERT INTO items (id) VALUES (2)")  # autocommit again: on its own
+    assert _ids(other) == [2]
+
+
+def test_reset_turns_autocommit_back_on(conn: Connection, connect: Connect) -> None:
+    _table(conn)
+    items = conn
+    if not hasattr(items.raw, "autocommit"):
+        pytest.skip("not applicable: the driver's connection has no autocommit switch")
+    items.raw.autocommit = False
+    assert items.reset() is True
+    items.execute("INSERT INTO items (id) VALUES (3)")
+    assert _ids(connect()) == [3]

@@ -361,12 +361,12 @@ def test_sigterm_lets_the_running_job_finish_and_releases_everything(
     for i in range(2):
         jobs.Noted.enqueue(f"waiting{i}", conn=queue_db.raw, priority=200)
     with _gate(connect, 2) as waiting:
-        worker = spawn_worker("--workers", "1")  # one thread: the others wait in its buffer
+        worker = spawn_worker("--workers", "1")  # one thread: the others wait
         wait_until(lambda: waiting() == 1, within=STARTUP_BOUND)
         assert _lockers(queue_db) == 1
-        assert _locked_jobs(queue_db) == 3
+        assert _locked_jobs(queue_db) >= 1
         worker.proc.send_signal(signal.SIGTERM)
-        # Stopping: the buffered jobs are released; the running one is still held.
+        # Stopping: jobs claimed but not started are released; the running one is still held.
         wait_until(lambda: _locked_jobs(queue_db) == 1)
         assert worker.proc.poll() is None
         assert _logged(queue_db, "done") == []

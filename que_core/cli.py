@@ -224,8 +224,8 @@ def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _option("-p", "--priorities", default=None, help=_env_help("priorities")),
         _option("-i", "--poll-interval", type=click.FloatRange(min=0.001), default=None,
                 help=_env_help("poll_interval")),
-        _option("--buffer-size", type=click.IntRange(min=1), default=None,
-                help=_env_help("buffer_size")),
+        _option("--batch-size", type=click.IntRange(min=1), default=None,
+                help=_env_help("batch_size")),
         _option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
                 help=_env_help("shutdown_timeout")),
         _option("--listen/--no-listen", default=None, help=_env_help("listen")),
@@ -389,7 +389,7 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
                 worker_priorities=parse_priorities(cfg["priorities"])
                 if cfg["priorities"] else None,
                 poll_interval=cfg["poll_interval"],
-                buffer_size=cfg["buffer_size"],
+                batch_size=cfg["batch_size"],
                 listen=cfg["listen"],
             )
             worker.start()

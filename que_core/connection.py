@@ -71,12 +71,16 @@ class Connection(Protocol):
 
     def notifications(self, timeout: float) -> list[Notification]:
         """Return the notifications received so far, waiting up to *timeout*
-        seconds for the first one when none is pending.
+        seconds for the first one when none is pending (however the driver
+        can: a driver that cannot block may wait on the socket, then read)."""
+        ...
 
-        An adapter whose driver cannot block for notifications sets
-        ``Adapter.blocking_notifications = False``: it then returns at once
-        with what it has, and the core polls it.
-        """
+    def reset(self) -> bool:
+        """Return a session the adapter opened to autocommit outside any
+        transaction, if something left it otherwise (a job that began a
+        transaction and returned, or turned autocommit off): roll back, turn
+        autocommit on, and return True. Returns False, doing nothing and
+        without a round trip, when the session was already so."""
         ...
 
     def close(self) -> None:
@@ -95,8 +99,6 @@ class Adapter(Protocol):
 
     #: The entry point name, e.g. ``"psycopg"``.
     name: str
-    #: Whether ``Connection.notifications`` can block until one arrives.
-    blocking_notifications: bool
 
     def connect(self, dsn: str) -> Connection:
         """Open a new session in autocommit mode."""

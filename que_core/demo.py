@@ -403,7 +403,6 @@ def _run(setup: Setup, jobs: int, workers: int, timeout: float, out: IO[str]) ->
             adapter=adapter,
             worker_priorities=[None] * workers,  # every thread takes any priority
             poll_interval=0.1,
-            buffer_size=max(8, 2 * workers),
         )
         try:
             worker.start()

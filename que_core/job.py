@@ -32,7 +32,8 @@ class JobAlreadyResolved(QueError):
     job's row no longer waiting: another run got there first."""
 
 
-def _default_retry_delay(error_count: int) -> float:
+def default_retry_delay(error_count: int) -> float:
+    """Que's default: error_count ** 4 + 3 seconds."""
     return float(error_count**4 + 3)
 
 
@@ -72,6 +73,9 @@ class Job:
     #: The same session as a que-core Connection: ``self.db.execute(sql, params)``
     #: with %s placeholders, whatever the driver.
     db: Connection | None
+    #: Set by the worker: why the job's row cannot be run (see que_core.execute).
+    _problem: str | None = None
+    _unknown: bool = False
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -133,7 +137,7 @@ class Job:
         """Seconds to wait before retrying after error number *error_count*."""
         if self.retry_interval is not None:
             return float(self.retry_interval)
-        return _default_retry_delay(error_count)
+        return default_retry_delay(error_count)
 
     # -- resolving the job from inside run() ------------------------------
 

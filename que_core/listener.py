@@ -1,32 +1,41 @@
-"""The listener: a thread and session that LISTENs on the locker's channel.
+"""The listener: the worker process's registration in ``que_lockers``, and
+the session that LISTENs for new jobs.
 
 Que's notify trigger sends ``job_available`` to ``que_listener_<pid>``, where
-pid is the locker session's backend pid. A separate session keeps the locker
-free to be woken by the worker threads as well; each notification just tells
-the locker which queue to poll.
+pid is the registered session's backend pid: this session's. Each message
+wakes one idle worker thread that works its queue and takes its priority
+(:mod:`que_core.dispatch`). Without ``listen`` the session only keeps the
+registration, and the threads poll.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from que_core.backoff import retry_connect
 from que_core.connection import Connection, Notification
-from que_core.errors import ConnectionLost
-from que_core.locker import Locker
+from que_core.dispatch import Dispatcher
+from que_core.errors import ConnectionLost, DatabaseError
+from que_core.sql import q
 
 log = logging.getLogger("que_core.listener")
 
-#: How long one blocking wait lasts before the stop flag is checked again: at
-#: most this long is added to Worker.stop() (a wait costs no round trip).
+#: How long one wait for notifications lasts before the stop flag is checked
+#: again: at most this long is added to Worker.stop() (a wait costs no round trip).
 WAIT = 0.1
 #: At most one warning about unexpected notifications per this many seconds:
 #: any role may NOTIFY our channel, and a flood must not flood the log.
 WARN_EVERY = 10.0
+
+
+def channel(pid: int) -> str:
+    return f"que_listener_{pid}"
 
 
 class _Throttled:
@@ -54,10 +63,6 @@ class _Throttled:
 _unexpected = _Throttled()
 
 
-def channel(pid: int) -> str:
-    return f"que_listener_{pid}"
-
-
 def parse(note: Notification) -> tuple[str, int] | None:
     """(queue, priority) of a job_available message, None for anything else."""
     try:
@@ -80,19 +85,36 @@ class Listener(threading.Thread):
     def __init__(
         self,
         connect: Callable[[], Connection],
-        locker: Locker,
-        blocking: bool,
-        poll_wait: float,
+        queues: Sequence[str],
+        worker_priorities: Sequence[int | None],
+        dispatcher: Dispatcher,
+        listen: bool,
         stop_event: threading.Event,
     ) -> None:
         super().__init__(name="que-listener", daemon=True)
         self._connect = connect
-        self.locker = locker
-        self.blocking = blocking
-        self.poll_wait = poll_wait
+        self.queues = list(queues)
+        self.worker_priorities = list(worker_priorities)
+        self.dispatcher = dispatcher
+        self.listen = listen
         self._stop_event = stop_event
         self.conn: Connection | None = None
-        self._listening_to: int | None = None
+        #: Backend pid of the registered session: the que_lockers row's pid.
+        self.pid: int | None = None
+        self._listening = False
+
+    def open(self) -> None:
+        """Open the session and register; called before the thread starts so
+        that a bad DSN fails ``Worker.start()`` at once."""
+        self.conn = self._connect()
+        for version, count in self.conn.execute(q("other_format_jobs")):
+            log.warning(
+                "%s waiting job(s) have job_schema_version %s; this worker only works "
+                "version 2 and will leave them alone",
+                count,
+                version,
+            )
+        self._register()
 
     def run(self) -> None:
         try:
@@ -101,46 +123,116 @@ class Listener(threading.Thread):
                     self._step()
                 except ConnectionLost as exc:
                     log.warning("listener connection lost: %s", exc)
-                    if self._listening_to is not None:
-                        self.locker.listening(self._listening_to, False)
                     self._close()
         except Exception:
+            # The session (and with it the registration) stays until
+            # Worker.stop() calls shutdown(): the worker still works.
             log.exception("listener failed; workers fall back to polling")
-            if self._listening_to is not None:  # so that NOTIFYs stop coming our way
-                self.locker.listening(self._listening_to, False)
-        finally:
-            self._close()
+            if self._listening and self.conn is not None:  # no more NOTIFYs our way
+                try:
+                    self._set_listening(False)
+                except DatabaseError as exc:
+                    log.warning("cannot mark the worker not listening: %s", exc)
+            return
+        self.shutdown()
 
     def _step(self) -> None:
         if self.conn is None or self.conn.closed:
+            self._close()
             self.conn = retry_connect(self._connect, self._stop_event, log, "listener")
-            self._listening_to = None
             if self.conn is None:
                 return
-        pid = self.locker.pid
-        if pid is None:
-            self._stop_event.wait(0.05)
+            self._register()
+            self.dispatcher.notify()  # jobs may have come while we were away
+        if not self.listen:
+            self._stop_event.wait(WAIT)
             return
-        if pid != self._listening_to:
-            self.conn.execute("UNLISTEN *")
-            self.conn.execute(f'LISTEN "{channel(pid)}"')  # pid is an int: safe to format
-            self._listening_to = pid
-            self.locker.listening(pid, True)
-        if self.blocking:
-            notes = self.conn.notifications(WAIT)
-        else:
-            notes = self.conn.notifications(0)
-            if not notes:
-                self._stop_event.wait(self.poll_wait)
-        for note in notes:
-            if note.channel != channel(pid):
+        assert self.conn is not None and self.pid is not None
+        if not self._listening:
+            self.conn.execute(f'LISTEN "{channel(self.pid)}"')  # pid is an int: safe to format
+            self._set_listening(True)
+            self.dispatcher.notify()  # jobs may have come before we listened
+        for note in self.conn.notifications(WAIT):
+            if note.channel != channel(self.pid):
                 continue
             found = parse(note)
-            if found is not None:
-                self.locker.notified(*found)
+            if found is not None and found[0] in self.queues:
+                self.dispatcher.notify(found[1])
+
+    def _set_listening(self, on: bool) -> None:
+        assert self.conn is not None
+        self.conn.execute(q("set_locker_listening"), (on, self.pid))
+        self._listening = on
+
+    def _register(self) -> None:
+        assert self.conn is not None
+        ((pid,),) = self.conn.execute(q("backend_pid"))
+        self.conn.execute(q("clean_lockers"), (pid,))
+        self.conn.execute(
+            q("register_locker"),
+            (
+                pid,
+                len(self.worker_priorities),
+                json.dumps(self.worker_priorities),
+                os.getpid(),
+                socket.gethostname(),
+                json.dumps(self.queues),
+                False,  # set once this session LISTENs on its channel
+            ),
+        )
+        self.pid = pid
+        self._listening = False
+        log.info("worker registered: backend pid %s, queues %s, %s threads",
+                 pid, self.queues, len(self.worker_priorities))
 
     def _close(self) -> None:
         conn, self.conn = self.conn, None
-        self._listening_to = None
+        self._listening = False
         if conn is not None:
             conn.close()
+
+    def shutdown(self, connect: Callable[[], Connection] | None = None) -> None:
+        """Remove the registration and close the session; once the thread has
+        ended. When the session is gone, on a new one from *connect* (another
+        worker would clean the row up at its start anyway)."""
+        conn, self.conn = self.conn, None
+        try:
+            if self.pid is not None and (conn is None or conn.closed) and connect is not None:
+                if conn is not None:
+                    conn.close()
+                conn = connect()
+            if self.pid is not None and conn is not None and not conn.closed:
+                conn.execute(q("unregister_locker"), (self.pid,))
+                self.pid = None
+        except DatabaseError as exc:
+            log.warning("cannot remove this worker's que_lockers row: %s", exc)
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+def end_sessions(connect: Callable[[], Connection], pids: list[int]) -> None:
+    """End the sessions *pids* (of jobs still running when a worker's shutdown
+    deadline passed) and wait until they are gone, so that nothing a hung job
+    does from now on can commit and its locks are released. On a session of
+    its own: the listener's belongs to the listener thread."""
+    if not pids:
+        return
+    log.warning("terminating the sessions of %s job(s) still running", len(pids))
+    try:
+        conn = connect()
+    except DatabaseError as exc:
+        log.warning("cannot terminate the running jobs' sessions: %s", exc)
+        return
+    try:
+        conn.execute(q("terminate_backends"), (pids,))
+        give_up = time.monotonic() + 5
+        while time.monotonic() < give_up:
+            ((alive,),) = conn.execute(q("backends_alive"), (pids,))
+            if not alive:
+                break
+            time.sleep(0.02)
+    except DatabaseError as exc:
+        log.warning("cannot terminate the running jobs' sessions: %s", exc)
+    finally:
+        conn.close()

@@ -1,7 +1,7 @@
 """Logging for the ``que`` command: stdlib :mod:`logging`, text or JSON lines.
 
 que-core logs under the ``que_core`` logger and its children
-(``que_core.worker``, ``que_core.locker``, ...) and never prints. Each job
+(``que_core.worker``, ``que_core.listener``, ...) and never prints. Each job
 event (worked, retried, errored, expired) is one line at INFO (WARNING for
 errors) whose record carries these ``extra`` fields:
 

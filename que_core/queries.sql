@@ -23,111 +23,19 @@ SELECT coalesce(current_setting('que.skip_notify', true), '')
 -- name: set_skip_notify
 SELECT set_config('que.skip_notify', %s, true)
 
--- name: lock_jobs
--- Walk the ready jobs of one queue in que_poll_idx order and try-lock each
--- until LIMIT of them are ours. The ordinary filters sit in the inner query
--- (OFFSET 0 keeps the planner from merging it into the outer one), so the
--- lock call sees only rows that are returned: a lock taken on a row that a
--- later filter drops would leak. Ids this session already holds are
--- excluded: advisory locks are re-entrant and would be counted twice.
-SELECT c.id
-FROM (
-  SELECT id
-  FROM que_jobs
-  WHERE job_schema_version = 2
-    AND queue = %s
-    AND priority <= %s
-    AND run_at <= now()
-    AND finished_at IS NULL
-    AND expired_at IS NULL
-    AND NOT (id = ANY(%s::bigint[]))
-  ORDER BY priority, run_at, id
-  OFFSET 0
-) AS c
-WHERE pg_try_advisory_lock(c.id)
-LIMIT %s
+-- name: next_jobs
+-- A worker session's one statement per batch: write the outcomes of the
+-- jobs it ran, release the locks of outcomes committed by its last call,
+-- and lock and return the next jobs (see migrations/7.2/up.sql). Params:
+-- deleted ids, other outcomes (JSON), ids to unlock, queues (NULL: any),
+-- max priority, limit, ids to skip.
+SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text[],
+                                 %s::integer, %s::integer, %s::bigint[])
 
--- fragment: job_columns
--- A job row as the worker loads it. run_at is clamped into the years 1 to
--- 9999: no driver loads -infinity or a BC date into a datetime, and a row
--- that fails to load must not stop the locker (any other program may have
--- written it). Such a row is due, and runs.
-id, priority, least(greatest(run_at, '0001-01-02 00:00:00+00'), '9999-12-30 00:00:00+00'),
-job_class, queue, error_count, args::text, kwargs::text, data::text
-
--- name: fetch_locked_jobs
--- The re-check alone (que_core.testing.drain locks jobs in the caller's
--- session, with no locker and no trade for shared locks).
-SELECT {{job_columns}}
-FROM que_jobs
-WHERE id = ANY(%s::bigint[])
-  AND finished_at IS NULL
-  AND expired_at IS NULL
-
--- name: share_and_fetch_locked_jobs
--- Advisory locks ignore MVCC: the poll's snapshot may show a job that
--- another worker resolved and unlocked just before we locked it. This fresh
--- statement sees only jobs that are really still waiting.
--- It also trades each exclusive lock that lock_jobs took for a shared one,
--- taken before the exclusive one is dropped (CASE fixes the order), so the
--- job is never unlocked in between. Lockers (ours and Que's) take exclusive
--- locks, which any shared holder blocks. The worker thread that runs the job
--- takes a shared lock of its own on its session (runner_lock_job), so a
--- running job stays locked while EITHER session lives: losing the locker's
--- session mid-job no longer lets another worker start it. The count()
--- sub-select runs once, before the scan, over every id.
-SELECT {{job_columns}}
-FROM que_jobs
-WHERE (SELECT count(CASE WHEN pg_try_advisory_lock_shared(v) THEN pg_advisory_unlock(v) END)
-       FROM unnest(%s::bigint[]) AS v) >= 0
-  AND id = ANY(%s::bigint[])
-  AND finished_at IS NULL
-  AND expired_at IS NULL
-
--- name: unlock_jobs
-SELECT pg_advisory_unlock(v) FROM unnest(%s::bigint[]) AS v
-
--- name: unlock_shared_jobs
--- The locker's locks are shared ones once share_and_fetch_locked_jobs ran.
-SELECT pg_advisory_unlock_shared(v) FROM unnest(%s::bigint[]) AS v
-
--- name: try_lock_job
-SELECT pg_try_advisory_lock(%s::bigint)
-
--- name: share_lock_job
--- The locker locks the running jobs again after it reconnected: false when
--- another session holds an exclusive lock.
-SELECT pg_try_advisory_lock_shared(%s::bigint)
-
--- name: lock_locker_token
--- Each locker session holds an exclusive two-key lock (0x71756501 = "que"
--- 0x01, a random token) for as long as it lives; the jobs it locks carry
--- the token. Two-key locks never collide with job locks.
-SELECT pg_try_advisory_lock(1903518977, %s::integer)
-
--- name: unlock_locker_token
-SELECT pg_advisory_unlock(1903518977, %s::integer)
-
--- name: runner_lock_job
--- A worker thread's shared lock on the job it is about to run, then the
--- proof that the locker session that locked the job is still alive (its
--- token cannot be locked): that session has held the job ever since, so no
--- other worker can hold it too. NULL: another session holds the job
--- exclusively (nothing taken). false: the locker's session is gone, and
--- another locker may already share the job: both locks just taken must be
--- released (runner_unlock_lost) and the job left alone. true: ours.
-SELECT CASE WHEN pg_try_advisory_lock_shared(%s::bigint)
-            THEN NOT pg_try_advisory_lock_shared(1903518977, %s::integer) END
-
--- name: runner_unlock_lost
-SELECT pg_advisory_unlock_shared(1903518977, %s::integer),
-       pg_advisory_unlock_shared(%s::bigint)
-
--- name: runner_unlock_job
--- Also tells whether the job left its session inside a transaction block
--- that wrote something (the outcome the thread wrote, if no other): false
--- means nothing of it is committed and the session must be replaced.
-SELECT pg_advisory_unlock_shared(%s::bigint), txid_current_if_assigned() IS NULL
+-- name: relock_jobs
+-- After a session was replaced: lock again the jobs whose outcomes it still
+-- owes (those another session took meanwhile are theirs now).
+SELECT v FROM unnest(%s::bigint[]) AS v WHERE pg_try_advisory_lock(v)
 
 -- The four resolutions return the job's id only when the row was still
 -- waiting: a run that finds nothing to resolve is not the run that counts
@@ -152,51 +60,12 @@ UPDATE que_jobs SET run_at = now() + %s * interval '1 second'
 WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
 RETURNING id
 
--- name: runner_destroy_job
--- The worker thread's own writes (a job that returned without resolving
--- itself, an error) run in a transaction of their own, so they can skip
--- Que's deprecated que_state_notify trigger: nothing listens to it, and a
--- NOTIFY per job serialises the commits of all workers (it measured 2x).
--- The setting is local to this statement's transaction.
-WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
-DELETE FROM que_jobs WHERE id = %s AND EXISTS (SELECT FROM quiet) RETURNING id
-
--- name: locker_destroy_jobs
--- The locker deletes the jobs its threads ran that returned without
--- resolving themselves: one commit for a batch, quiet as runner_destroy_job.
-WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
-DELETE FROM que_jobs WHERE id = ANY(%s::bigint[]) AND EXISTS (SELECT FROM quiet)
-
--- name: runner_finish_job
-WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
-UPDATE que_jobs SET finished_at = now()
-WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL AND EXISTS (SELECT FROM quiet)
-RETURNING id
-
--- name: error_job
--- Record an error and schedule the retry. Limits are those of the table's
--- check constraints (characters, not bytes). error_count stops at the
--- integer's limit: a row written with 2147483647 must still take its error.
-WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
-UPDATE que_jobs
-SET error_count = least(error_count, 2147483646) + 1,
-    run_at = now() + %s * interval '1 second',
-    last_error_message = left(%s, 500),
-    last_error_backtrace = left(%s, 10000)
-WHERE id = %s AND EXISTS (SELECT FROM quiet)
-
--- name: error_expire_job
-WITH quiet AS MATERIALIZED (SELECT set_config('que.skip_notify', 'true', true))
-UPDATE que_jobs
-SET error_count = least(error_count, 2147483646) + 1,
-    expired_at = now(),
-    last_error_message = left(%s, 500),
-    last_error_backtrace = left(%s, 10000)
-WHERE id = %s AND EXISTS (SELECT FROM quiet)
-
--- name: job_state
-SELECT error_count, finished_at IS NOT NULL OR expired_at IS NOT NULL
-FROM que_jobs WHERE id = %s
+-- name: waiting_jobs
+-- Every job a worker could take some time (que_core.testing), in its order.
+SELECT id, priority, run_at, job_class, queue, error_count, args::text, kwargs::text, data::text
+FROM que_jobs
+WHERE finished_at IS NULL AND expired_at IS NULL
+ORDER BY priority, run_at, id
 
 -- name: other_format_jobs
 -- Waiting jobs in a row format this worker does not work (Que 1.x wrote 1).
@@ -241,10 +110,6 @@ SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s::integer[])
 
 -- name: unregister_locker
 DELETE FROM que_lockers WHERE pid = %s
-
--- name: schema_version
-SELECT description FROM pg_description
-WHERE objoid = to_regclass('que_jobs') AND classoid = 'pg_class'::regclass AND objsubid = 0
 
 -- name: set_locker_listening
 UPDATE que_lockers SET listening = %s WHERE pid = %s

@@ -1,4 +1,4 @@
-"""The worker process's engine: a locker, a listener and worker threads.
+"""The worker process's engine: a listener and worker threads.
 
 Run it from the command line (``que work``) or inside any process::
 
@@ -17,14 +17,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from que_core.claims import SetAside
 from que_core.connection import Adapter, Connection
+from que_core.dispatch import ANY_PRIORITY, Dispatcher
 from que_core.dsn import mask_password
 from que_core.errors import ConfigurationError, QueError
-from que_core.job_buffer import ANY_PRIORITY, JobBuffer
-from que_core.job_runner import JobRunner, _call_hook
-from que_core.listener import Listener
-from que_core.locker import Locker
+from que_core.execute import call_hook
+from que_core.listener import Listener, end_sessions
 from que_core.plugins import get_adapter
+from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
 
@@ -56,17 +57,16 @@ class Worker:
 
     :param dsn: where the jobs are (``$DATABASE_URL`` if omitted).
     :param adapter: the adapter name (``psycopg``, ``psycopg2``, ``pg8000``, ...).
-    :param queues: queue names to work, polled in this order.
+    :param queues: queue names to work, in this order.
     :param worker_count: number of worker threads (when *worker_priorities*
         is not given: the first three take only priorities <= 10, 30 and 50,
         as in Que, the rest take any).
     :param worker_priorities: one priority threshold per thread (None: any).
     :param poll_interval: seconds between polls for scheduled jobs, retries
         and bulk inserts (new jobs arrive through LISTEN/NOTIFY).
-    :param buffer_size: locked jobs kept waiting for a free thread.
+    :param batch_size: the most jobs a thread claims at once (it claims
+        fewer when its jobs take long: about 5 ms of work per batch).
     :param listen: use LISTEN/NOTIFY (otherwise polling only).
-    :param notify_poll_interval: for adapters that cannot block waiting for
-        notifications, how often to check for them.
     """
 
     def __init__(
@@ -78,9 +78,8 @@ class Worker:
         worker_count: int | None = None,
         worker_priorities: Sequence[int | None] | None = None,
         poll_interval: float = 5.0,
-        buffer_size: int = 8,
+        batch_size: int = 20,
         listen: bool = True,
-        notify_poll_interval: float = 0.02,
     ) -> None:
         dsn = dsn or os.environ.get("DATABASE_URL")
         if not dsn:
@@ -106,15 +105,17 @@ class Worker:
             raise ConfigurationError("a worker needs at least one worker thread")
         if poll_interval <= 0:
             raise ConfigurationError(f"poll interval {poll_interval!r} must be positive")
+        if batch_size < 1:
+            raise ConfigurationError(f"batch size {batch_size!r} must be at least 1")
         self.worker_priorities = priorities
         self.poll_interval = poll_interval
-        self.buffer = JobBuffer(max(1, buffer_size))
+        self.batch_size = batch_size
         self.listen = listen
-        self.notify_poll_interval = notify_poll_interval
-        self._stop_event = threading.Event()
-        self.locker: Locker | None = None
+        self.dispatcher = Dispatcher()
+        self._stopping = threading.Event()  # take no new jobs
+        self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
-        self.runners: list[JobRunner] = []
+        self.threads: list[WorkerThread] = []
         self._started = False
 
     def __repr__(self) -> str:
@@ -134,84 +135,68 @@ class Worker:
         from que_core.migrations import require_latest
 
         self._started = True
-        locker = Locker(
-            self._connect,
-            self.buffer,
-            self.queues,
-            self.worker_priorities,
-            self.poll_interval,
-            self._stop_event,
-        )
         conn = self._connect()
         try:
             require_latest(conn)
         finally:
             conn.close()
-        locker.open()
-        self.locker = locker
-        if self.listen:
-            self.listener = Listener(
-                self._connect,
-                locker,
-                self.adapter.blocking_notifications,
-                self.notify_poll_interval,
-                self._stop_event,
-            )
-        self.runners = [
-            JobRunner(i, p, self._connect, self.buffer, locker, self._stop_event)
+        listener = Listener(self._connect, self.queues, self.worker_priorities,
+                            self.dispatcher, self.listen, self._stop_event)
+        listener.open()
+        self.listener = listener
+        durations, set_aside = Durations(), SetAside()
+        self.threads = [
+            WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
+                         batch_size=self.batch_size, poll_interval=self.poll_interval,
+                         durations=durations, set_aside=set_aside,
+                         stopping=self._stopping, stop_event=self._stop_event)
             for i, p in enumerate(self.worker_priorities)
         ]
-        locker.running_sessions = lambda: [
-            r.backend_pid for r in self.runners if r.current is not None and r.backend_pid
-        ]
-        locker.start()
-        if self.listener is not None:
-            self.listener.start()
-        for runner in self.runners:
-            runner.start()
+        listener.start()
+        for thread in self.threads:
+            thread.start()
         log.info("worker started: %r", self)
-        _call_hook("que_worker_started", worker=self)
+        call_hook("que_worker_started", worker=self)
         return self
 
     @property
     def running(self) -> bool:
-        return self.locker is not None and self.locker.is_alive()
+        return (self.listener is not None and not self._stopping.is_set()
+                and any(t.is_alive() for t in self.threads))
 
     def busy_count(self) -> int:
         """How many worker threads are running a job now."""
-        return sum(1 for r in self.runners if r.current is not None)
+        return sum(1 for t in self.threads if t.current is not None)
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking jobs, let running ones finish, release the rest.
 
         With *timeout*, wait at most that many seconds for running jobs;
         then their sessions are terminated (nothing a hung job does later
-        can commit) and the locker session closes, which frees their locks
-        (a hung job's thread is left behind, and its job may run again
-        elsewhere). Returns True when every running job finished in time.
+        can commit, and its locks are freed: a hung job's thread is left
+        behind, and its job may run again elsewhere). Returns True when
+        every running job finished in time.
         """
-        if self.locker is None:
+        if self.listener is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.locker.request_stop(deadline)  # it releases the buffered jobs
-        clean = True
-        for runner in self.runners:
-            runner.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if runner.is_alive():
-                clean = False
-        if not clean:
+        self._stopping.set()
+        self.dispatcher.stop()
+        for thread in self.threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        hung = [t for t in self.threads if t.is_alive()]
+        if hung:
             log.warning(
                 "shutdown deadline passed with %s job(s) still running: ending their "
-                "sessions and releasing their locks",
-                sum(1 for r in self.runners if r.is_alive()),
+                "sessions and releasing their locks", len(hung),
             )
+            end_sessions(self._connect, [t.backend_pid for t in hung if t.backend_pid])
         self._stop_event.set()  # from here on, no more reconnect attempts
-        self.locker.join()
-        if self.listener is not None:
-            self.listener.join()
+        self.listener.join()
+        self.listener.shutdown(self._connect)  # if its thread could not
         log.info("worker stopped")
-        _call_hook("que_worker_stopped", worker=self)
-        return clean
+        call_hook("que_worker_stopped", worker=self)
+        return not hung
 
     def __enter__(self) -> Worker:
         return self.start()

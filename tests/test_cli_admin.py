@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from que_core.connection import Adapter, Connection
+from que_core.migrations import LATEST_REVISION
 from tests.helpers import job_count, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,7 +231,8 @@ def test_a_schema_newer_than_this_que_core_is_refused(
 def test_migrate_up_down_and_status(empty_dsn: str, adapter: Adapter) -> None:
     base = ["--dsn", empty_dsn, "--adapter", adapter.name]
     assert ok_json(que("migrate", "--status", "--json", *base)) == {
-        "version": 0, "latest": 7, "revision": 0, "latest_revision": 1, "state": "missing"}
+        "version": 0, "latest": 7, "revision": 0, "latest_revision": LATEST_REVISION,
+        "state": "missing"}
     out = que("migrate", "--status", *base)
     assert "run `que migrate`" in out.stdout
     out = que("migrate", *base)
@@ -243,7 +245,7 @@ def test_migrate_up_down_and_status(empty_dsn: str, adapter: Adapter) -> None:
     assert "DOWN from version 7 to 5" in out.stderr
     assert ok_json(que("migrate", "--status", "--json", *base))["version"] == 7
     assert ok_json(que("migrate", "--to", "5", "--yes", "--json", *base)) == {
-        "from": 7, "to": 5, "latest": 7, "revision_from": 1, "revision_to": 0}
+        "from": 7, "to": 5, "latest": 7, "revision_from": LATEST_REVISION, "revision_to": 0}
     assert ok_json(que("migrate", "--status", "--json", *base))["state"] == "older"
     out = que("stats", *base)
     assert out.returncode == 4
@@ -252,9 +254,10 @@ def test_migrate_up_down_and_status(empty_dsn: str, adapter: Adapter) -> None:
     assert out.returncode == 0
     assert "from version 5 to 3" in out.stdout
     assert "migrated schema from version 3 to 7" in que("migrate", *base).stdout
-    assert "schema already at version 7, que-core revision 1" in que("migrate", *base).stdout
-    assert "schema version 7, que-core revision 1 (latest: 7, que-core revision 1): up to date" \
-        in que("migrate", "--status", *base).stdout
+    rev = LATEST_REVISION
+    assert f"schema already at version 7, que-core revision {rev}" in que("migrate", *base).stdout
+    assert (f"schema version 7, que-core revision {rev} (latest: 7, que-core revision {rev}): "
+            "up to date") in que("migrate", "--status", *base).stdout
     out = que("migrate", "--to", "99", *base)
     assert out.returncode == 4
     assert "versions go from 0" in out.stderr

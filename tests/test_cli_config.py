@@ -48,7 +48,7 @@ log_format = "json"
     assert s["poll_interval"]["value"] == 2.5
     assert s["dsn"] == {"value": "postgresql://app:****@db/app",
                         "source": f"pyproject {pyproject}"}
-    assert s["buffer_size"] == {"value": 8, "source": "default"}
+    assert s["batch_size"] == {"value": 20, "source": "default"}
     assert s["log_level"] == {"value": "info", "source": "default"}
 
     s = config(cwd=tmp_path, QUE_WORKERS="4", QUE_QUEUES="x, y",

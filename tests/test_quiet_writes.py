@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from que_core.claims import Claims
 from que_core.connection import Adapter, Connection
+from que_core.execute import DELETE, FINISH, Outcome
 from que_core.sql import q
 from tests.helpers import job_count, scalar, wait_for
 from tests.jobs import PlainJob
 
 
-def test_runner_writes_send_no_state_notification(
+def test_worker_writes_send_no_state_notification(
     adapter: Adapter, dsn: str, conn: Connection
 ) -> None:
     listener = adapter.connect(dsn)
@@ -23,12 +25,13 @@ def test_runner_writes_send_no_state_notification(
         d = PlainJob.enqueue(4, conn=conn.raw)
         seen: list[object] = []  # the inserts notify; they may arrive apart
         wait_for(lambda: seen.extend(listener.notifications(0.2)) or len(seen) >= 4, timeout=5)
-        conn.execute(q("runner_destroy_job"), (a.id,))
-        conn.execute(q("locker_destroy_jobs"), ([c.id, d.id],))
-        conn.execute(q("error_job"), (0.0, "m", "b", b.id))
-        conn.execute(q("runner_finish_job"), (b.id,))
+        claims = Claims(conn, ["default"])
+        assert len(claims.next(None, 4)) == 4
+        for job, kind in ((a, DELETE), (c, DELETE), (d, DELETE), (b, FINISH)):
+            claims.add(Outcome(job, kind, 0.0))
+        claims.flush()  # the outcomes in one statement, then the unlock
         assert listener.notifications(0.3) == []
-        assert job_count(conn) == 1
+        assert job_count(conn) == 1  # b, finished
         # The setting was local to those statements: a plain delete notifies.
         conn.execute(q("destroy_job"), (b.id,))
         assert wait_for(lambda: listener.notifications(0.2), timeout=5)

@@ -180,12 +180,11 @@ def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any)
     w = make_worker()
     PlainJob.enqueue("before", conn=db.raw)
     wait_for(lambda: log_tags(db) == ["before"])
-    killed = scalar(
-        db,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    assert killed >= 3  # locker, listener and worker sessions
+    sessions = ("FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    wait_for(lambda: scalar(db, "SELECT count(*) " + sessions) == 7)
+    killed = scalar(db, "SELECT count(pg_terminate_backend(pid)) " + sessions)
+    assert killed == 7  # the listener's session and the six threads'
     PlainJob.enqueue("after", conn=db.raw)
     wait_for(lambda: log_tags(db) == ["before", "after"], timeout=15)
     assert w.running
@@ -224,7 +223,7 @@ def test_jobs_of_another_row_format_are_reported(
     db.execute(
         "INSERT INTO que_jobs (job_class, job_schema_version) VALUES ('tests.jobs.PlainJob', 1)"
     )
-    with caplog.at_level("WARNING", logger="que_core.locker"):
+    with caplog.at_level("WARNING", logger="que_core.listener"):
         make_worker()
     assert "job_schema_version 1" in caplog.text
 
@@ -237,7 +236,6 @@ class _Counting:
 
         self._adapter = adapter
         self.name = adapter.name
-        self.blocking_notifications = adapter.blocking_notifications
         self._names = {sql: name for name, sql in queries().items()}
         self.ran: list[tuple[str, Any]] = []
 
@@ -256,39 +254,43 @@ class _Counting:
         return self._adapter.wrap(raw)
 
 
-def test_unresolved_jobs_are_deleted_by_the_locker_in_batches(
+def test_unresolved_jobs_are_deleted_in_batches_with_the_next_claim(
     db: Connection, adapter: Any, dsn: str
 ) -> None:
     from que_core import Worker
 
-    for i in range(60):
+    for i in range(200):
         PlainJob.enqueue(i, conn=db.raw)
     counting = _Counting(adapter)
     w = Worker(dsn, adapter=counting, poll_interval=0.2)  # type: ignore[arg-type]
     w.start()
     try:
-        wait_for(lambda: job_count(db) == 0 and len(log_tags(db)) == 60)
+        wait_for(lambda: job_count(db) == 0 and len(log_tags(db)) == 200)
     finally:
         w.stop(timeout=10)
-    batches = [p[0] for name, p in counting.ran if name == "locker_destroy_jobs"]
+    batches = [p[0] for name, p in counting.ran if name == "next_jobs" and p[0]]
     deleted = [i for batch in batches for i in batch]
-    assert sorted(deleted) == sorted(set(deleted)) and len(deleted) == 60
-    assert len(batches) < 60  # several jobs per commit
-    assert not [n for n, _ in counting.ran if n == "runner_destroy_job"]
+    assert sorted(deleted) == sorted(set(deleted)) and len(deleted) == 200
+    assert len(batches) < len(deleted)  # several jobs per commit
+    # No other statement of the worker's per job ("?": the jobs' own INSERTs;
+    # backend_pid: once per session).
+    others = [n for n, _ in counting.ran if n not in ("?", "next_jobs")]
+    assert len(others) < 20, sorted(others)
     assert advisory_locks(db) == 0
 
 
-def test_a_job_whose_locker_session_dies_before_its_delete_runs_again(
+def test_a_job_whose_session_dies_before_its_outcome_is_written_runs_again(
     db: Connection, make_worker: Any
 ) -> None:
-    """The batch delete's window: a job that returned, whose locker session
-    is lost before the locker deleted it, is still waiting, and is run
+    """The batch's window: a job that returned, whose session is lost
+    before the next claim wrote its outcome, is still waiting, and is run
     again (at least once, as after a crash); it is never lost."""
     w = make_worker(poll_interval=0.2)
     wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
     PlainJob.enqueue_many([[f"s{i}"] for i in range(300)], conn=db.raw)
     wait_for(lambda: len(log_tags(db)) >= 20)
-    db.execute("SELECT pg_terminate_backend(pid) FROM que_lockers")
+    pids = [t.backend_pid for t in w.threads if t.backend_pid]
+    db.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::integer[]) AS p", (pids,))
     wait_for(lambda: job_count(db) == 0, timeout=30)
     assert set(log_tags(db)) == {f"s{i}" for i in range(300)}  # every job ran, none lost
     w.stop(timeout=10)
@@ -300,7 +302,7 @@ def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
 ) -> None:
     """A batch delete that fails (here a user's trigger refuses one row)
     falls back to one row at a time: the others are deleted, the refused
-    one is left waiting, and the locker keeps working."""
+    one is left waiting (set aside), and the worker keeps working."""
     db.execute("""
         CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -313,7 +315,7 @@ def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
     w = make_worker(poll_interval=0.2)
     wait_for(lambda: job_count(db) == 1 and {f"p{i}" for i in range(40)} <= set(log_tags(db)))
     assert scalar(db, "SELECT args ->> 0 FROM que_jobs") == "undeletable"
-    assert w.locker is not None and w.locker.is_alive()
+    assert w.running
     PlainJob.enqueue("after", conn=db.raw)  # still working
     wait_for(lambda: "after" in log_tags(db))
     w.stop(timeout=10)

@@ -49,6 +49,10 @@ class FrameworkConnection:
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
 
+    def reset(self) -> bool:
+        """Does nothing: the framework owns the session and its transaction."""
+        return False
+
     def close(self) -> None:
         """Does nothing: the framework owns the session."""
 

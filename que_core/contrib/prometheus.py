@@ -100,7 +100,7 @@ class _QueueCollector(Collector):
         depth, latency, busy, total = self._families()
         workers = self.metrics.workers()
         busy.add_metric([], sum(w.busy_count() for w in workers))
-        total.add_metric([], sum(len(w.runners) for w in workers))
+        total.add_metric([], sum(len(w.threads) for w in workers))
         worked = sorted(set(self.metrics.queues if self.metrics.queues is not None
                             else (queue for w in workers for queue in w.queues)))
         rows = self.metrics.queue_depth(worked)

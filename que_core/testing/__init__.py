@@ -24,15 +24,16 @@ Django app installed), so in a Django test they see the test's transaction.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from que_core import execute
+from que_core.claims import Claims
 from que_core.config import RunMode, run_mode, settings
 from que_core.connection import Connection, Notification, Row
 from que_core.errors import ConfigurationError
-from que_core.job import Job, registry
+from que_core.job import Job
 from que_core.plugins import wrap_connection
 from que_core.sql import q
 
@@ -91,33 +92,6 @@ def _normalize(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-_WAITING_SQL = """
-SELECT id, job_class, queue, priority, run_at, error_count, args::text, kwargs::text,
-       data::text
-FROM que_jobs
-WHERE finished_at IS NULL AND expired_at IS NULL
-ORDER BY priority, run_at, id
-"""
-
-
-def _build(row: Row, conn: Connection | None = None) -> Job:
-    job_id, job_class, queue, priority, run_at, error_count, args, kwargs, data = row
-    cls = registry.get(job_class, Job)
-    job = cls(
-        json.loads(args),
-        json.loads(kwargs),
-        id=job_id,
-        queue=queue,
-        priority=priority,
-        run_at=run_at,
-        error_count=error_count,
-        tags=json.loads(data).get("tags") or (),
-        conn=conn,
-    )
-    job.job_class = job_class
-    return job
-
-
 def enqueued_jobs(
     job_class: type[Job] | str | None = None,
     *,
@@ -128,7 +102,7 @@ def enqueued_jobs(
     *job_class* and in *queue* if given, in the order workers take them."""
     name = _name(job_class)
     c = _connection(conn)
-    jobs = [_build(row) for row in c.execute(_WAITING_SQL)]
+    jobs = [execute.build(row, None) for row in c.execute(q("waiting_jobs"))]
     return [
         j for j in jobs
         if (name is None or j.job_class == name) and (queue is None or j.queue == queue)
@@ -202,25 +176,6 @@ def assert_not_enqueued(
         raise AssertionError(f"expected no such {_name(job_class)} job; found {_describe(found)}")
 
 
-_NEXT_SQL = """
-SELECT c.id
-FROM (
-  SELECT id
-  FROM que_jobs
-  WHERE job_schema_version = 2
-    AND run_at <= now()
-    AND finished_at IS NULL
-    AND expired_at IS NULL
-    AND (%s OR queue = ANY(%s::text[]))
-    AND NOT (id = ANY(%s::bigint[]))
-  ORDER BY priority, run_at, id
-  OFFSET 0
-) AS c
-WHERE pg_try_advisory_lock(c.id)
-LIMIT 1
-"""
-
-
 class _Unowned:
     """The caller's Connection, which the runner must never close."""
 
@@ -236,6 +191,9 @@ class _Unowned:
 
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
+
+    def reset(self) -> bool:
+        return False  # the caller's transaction is the caller's
 
     def close(self) -> None:
         pass
@@ -259,46 +217,27 @@ def drain(
 
     A job's error is recorded as a worker records it (retry or expiry); with
     *raise_errors* (the default) draining stops and the error is raised.
+    The jobs are locked on *conn*'s session, which must be at READ
+    COMMITTED (PostgreSQL's default) for a job another session just
+    resolved not to run again.
     """
-    from que_core.job_buffer import Done, LockedJob
-    from que_core.job_runner import JobRunner
-
     c: Connection = _Unowned(_connection(conn))
-    errors: list[BaseException] = []
-
-    class Runner(JobRunner):
-        def _record_error(self, job: Job, exc: BaseException, duration: float) -> Done:
-            errors.append(exc)
-            return super()._record_error(job, exc, duration)
-
-    never_reconnect = threading.Event()
-    never_reconnect.set()  # a lost session is the test's failure, not ours to replace
-    runner = Runner(0, None, lambda: c, None, None, never_reconnect)  # type: ignore[arg-type]
-    runner.conn = c
+    claims = Claims(c, queues)
     ran: list[Job] = []
     tried: list[int] = []
-    while len(ran) < max_jobs:
-        rows = c.execute(_NEXT_SQL, (queues is None, list(queues or []), tried))
-        if not rows:
-            break
-        job_id = rows[0][0]
-        tried.append(job_id)
-        try:
-            fetched = c.execute(q("fetch_locked_jobs"), ([job_id],))
-            if not fetched:
-                continue
-            (jid, priority, run_at, job_class, queue, error_count, args, kwargs, data) = fetched[0]
-            locked = LockedJob(
-                priority, run_at, jid, job_class, queue, error_count,
-                json.loads(args), json.loads(kwargs), json.loads(data),
-            )
-            before = len(errors)
-            runner.work(locked)
-        finally:
-            c.execute(q("unlock_jobs"), ([job_id],))
-        ran.append(
-            _build((jid, job_class, queue, priority, run_at, error_count, args, kwargs, data))
-        )
-        if raise_errors and len(errors) > before:
-            raise errors[-1]
+    try:
+        while len(ran) < max_jobs:
+            rows = claims.next(None, 1, exclude=tried)
+            if not rows:
+                break
+            tried.append(rows[0][0])
+            job = execute.build(rows[0], c)
+            outcome = execute.run(job)
+            claims.add(outcome)
+            ran.append(job)
+            if raise_errors and outcome.error is not None:
+                claims.flush()
+                raise outcome.error
+    finally:
+        claims.flush()
     return ran

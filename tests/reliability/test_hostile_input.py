@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from que_core import Job, validation
+from que_core.claims import Claims
 from que_core.connection import Adapter, Connection, Notification
 from que_core.errors import InvalidJob
 from que_core.job import insert_many
 from que_core.listener import parse
-from que_core.sql import q
 from tests.reliability import harness
 from tests.reliability.harness import scaled
 from tests.reliability.rjobs import ECHOED, Echo
@@ -68,6 +68,15 @@ HOSTILE = (
     st.lists(st.sampled_from(TOKENS), min_size=1, max_size=12).map("".join)
     | st.text(NO_NUL, min_size=1, max_size=30)
 )
+
+
+def claimed(conn: Connection, queue: str) -> list[int]:
+    """The jobs of *queue* a worker's claim takes (locks released after)."""
+    claims = Claims(conn, [queue])
+    try:
+        return [r[0] for r in claims.next(None, 100)]
+    finally:
+        claims.flush()
 
 
 def same(a: Any, b: Any) -> bool:
@@ -266,15 +275,12 @@ def test_hostile_names_are_stored_and_matched_exactly(
                 note = _next_notification(listen)
                 assert parse(note) == (queue, priority)
                 # the lock query matches the exact name only
-                got = [r[0] for r in rel.execute(q("lock_jobs"), (queue, 32767, [], 100))]
-                rel.execute(q("unlock_jobs"), (got,))
+                got = claimed(rel, queue)
                 assert job.id in got
                 misses = {queue + " ", " " + queue, queue.upper(), queue.lower(), queue[:-1],
                           queue + "%", "%", "_" * len(queue), queue + "\x01"} - {queue}
                 for other in misses:
-                    got = [r[0] for r in rel.execute(q("lock_jobs"), (other, 32767, [], 100))]
-                    rel.execute(q("unlock_jobs"), (got,))
-                    assert job.id not in got, other
+                    assert job.id not in claimed(rel, other), other
                 # the admin filters match it exactly too
                 assert harness.scalar(rel, "SELECT count(*) FROM que_jobs WHERE job_class = %s",
                                       (name,)) == 1

@@ -194,7 +194,8 @@ def listening_addresses(port: int) -> set[str]:
     found = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            lines = open(table, encoding="ascii").read().splitlines()[1:]
+            with open(table, encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -256,7 +257,7 @@ def test_a_flood_of_junk_notifications_gives_few_warnings_and_no_lost_job(
     w = workers(poll_interval=30)
     harness.wait_for(lambda: harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
                      10, what="the worker listens")
-    pid = w.locker.pid
+    pid = w.listener.pid
     flood = scaled(5000, 50000)
     rel.execute(
         "SELECT count(pg_notify('que_listener_' || %s::text, 'junk ' || i)) "

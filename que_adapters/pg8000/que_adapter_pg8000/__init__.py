@@ -2,14 +2,16 @@
 
 ``connect`` opens a :class:`pg8000.native.Connection`; ``wrap`` accepts any
 pg8000 connection (``pg8000.native``, ``pg8000.dbapi`` and the legacy
-``pg8000.connect``). pg8000 cannot wait for a notification without sending
-a query, so ``blocking_notifications`` is False and the core polls.
+``pg8000.connect``). pg8000 reads notifications only while it reads the
+answer to a query: ``notifications(timeout)`` waits for the socket to become
+readable, then sends an empty query to read them.
 """
 
 from __future__ import annotations
 
 import getpass
 import re
+import select
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -124,14 +126,34 @@ class Pg8000Connection:
         return self._transactions.transaction()
 
     def notifications(self, timeout: float) -> list[Notification]:
-        # A round trip that runs nothing: the driver reads what has arrived.
+        # A round trip that runs nothing makes the driver read what has
+        # arrived (its buffer may hold some already); then wait on the socket.
         self._run("")
         queued = self.raw.notifications
+        if not queued and timeout > 0:
+            sock = getattr(self.raw, "_usock", None)
+            try:
+                readable = sock is not None and select.select([sock], [], [], timeout)[0]
+            except (OSError, ValueError) as exc:
+                self._lost = True
+                raise errors.ConnectionLost(_message(exc)) from exc
+            if readable:
+                self._run("")
         got = []
         while queued:
             pid, channel, payload = queued.popleft()
             got.append(Notification(channel, payload, pid))
         return got
+
+    def reset(self) -> bool:
+        autocommit = getattr(self.raw, "autocommit", True)
+        if autocommit is not False and self._status() not in (_IN_TRANSACTION, _FAILED):
+            return False
+        if self._status() in (_IN_TRANSACTION, _FAILED):
+            self._run("ROLLBACK")
+        if autocommit is False:
+            self.raw.autocommit = True
+        return True
 
     def close(self) -> None:
         if self._owned and getattr(self.raw, "_usock", None) is not None:
@@ -178,7 +200,6 @@ def connect_args(dsn: str) -> dict[str, Any]:
 
 class Pg8000Adapter:
     name = "pg8000"
-    blocking_notifications = False
 
     def connect(self, dsn: str) -> Pg8000Connection:
         kwargs = connect_args(dsn)

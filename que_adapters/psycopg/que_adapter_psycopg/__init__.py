@@ -72,6 +72,17 @@ class PsycopgConnection:
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
+    def reset(self) -> bool:
+        raw = self.raw
+        if raw.autocommit and raw.info.transaction_status == pq.TransactionStatus.IDLE:
+            return False
+        try:
+            raw.rollback()
+            raw.autocommit = True
+        except psycopg.Error as exc:
+            raise _translate(exc, raw) from exc
+        return True
+
     def close(self) -> None:
         if self._owned:
             self.raw.close()
@@ -83,7 +94,6 @@ class PsycopgConnection:
 
 class PsycopgAdapter:
     name = "psycopg"
-    blocking_notifications = True
 
     def connect(self, dsn: str) -> PsycopgConnection:
         try:

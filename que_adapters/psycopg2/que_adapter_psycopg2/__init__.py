@@ -102,6 +102,23 @@ class Psycopg2Connection:
         except (psycopg2.Error, OSError, ValueError) as exc:
             raise _translate(exc, raw) from exc
 
+    def reset(self) -> bool:
+        raw = self.raw
+        if raw.autocommit and raw.info.transaction_status == ext.TRANSACTION_STATUS_IDLE:
+            return False
+        try:
+            if not raw.autocommit:
+                raw.rollback()
+                raw.autocommit = True
+            # A BEGIN the job sent itself: psycopg2's rollback() does nothing
+            # in autocommit mode, so say it in SQL.
+            if raw.info.transaction_status != ext.TRANSACTION_STATUS_IDLE:
+                with raw.cursor() as cur:
+                    cur.execute("ROLLBACK")
+        except psycopg2.Error as exc:
+            raise _translate(exc, raw) from exc
+        return True
+
     def close(self) -> None:
         if self._owned:
             self.raw.close()
@@ -113,7 +130,6 @@ class Psycopg2Connection:
 
 class Psycopg2Adapter:
     name = "psycopg2"
-    blocking_notifications = True
 
     def connect(self, dsn: str) -> Psycopg2Connection:
         try:

@@ -10,7 +10,7 @@
         "WORKER_COUNT": None,         # worker threads (default 6)
         "WORKER_PRIORITIES": None,    # e.g. [10, 30, None]
         "POLL_INTERVAL": 5.0,
-        "BUFFER_SIZE": 8,
+        "BATCH_SIZE": 20,
         "LISTEN": True,
         "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
         "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
@@ -33,7 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_COUNT": None,
     "WORKER_PRIORITIES": None,
     "POLL_INTERVAL": 5.0,
-    "BUFFER_SIZE": 8,
+    "BATCH_SIZE": 20,
     "LISTEN": True,
     "SHUTDOWN_TIMEOUT": None,
     "JOB_MODULES": [],

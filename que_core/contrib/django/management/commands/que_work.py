@@ -73,7 +73,7 @@ class Command(BaseCommand):
                 worker_count=options["workers"] or conf.get("WORKER_COUNT"),
                 worker_priorities=conf.get("WORKER_PRIORITIES"),
                 poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
-                buffer_size=int(conf.get("BUFFER_SIZE")),
+                batch_size=int(conf.get("BATCH_SIZE")),
                 listen=bool(conf.get("LISTEN")) and not options["no_listen"],
             )
             worker.start()

@@ -1,0 +1,228 @@
+"""The jobs one session has claimed, and the outcomes it still has to write.
+
+A worker thread takes its jobs on its own session and runs them there, so a
+job's advisory lock lives exactly as long as the session its work is done
+on: if that session is lost, the job's lock and anything it had not yet
+committed go together, and another worker may take the job at once.
+
+Each :meth:`Claims.next` is one statement (``que_core_next_jobs``, schema
+revision 7.2): it writes the outcomes of the jobs run since the last call,
+releases the locks whose outcomes the last call committed, and locks and
+returns the next batch. A lock is released only in the call after the one
+that committed its job's outcome, so no other session can take a job while
+its row still looks waiting. The outcomes are reported (logged, hooks) once
+that commit is done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+
+from que_core import execute
+from que_core.connection import Connection, Row
+from que_core.dispatch import ANY_PRIORITY
+from que_core.errors import ConnectionLost, DatabaseError
+from que_core.execute import DELETE, RESOLVED, Outcome
+from que_core.sql import q
+
+log = logging.getLogger("que_core.worker")
+
+
+#: SQLSTATE classes of errors that a row's own outcome causes: data
+#: exceptions, integrity, a PL/pgSQL RAISE (a user's trigger), rollbacks
+#: (deadlock, serialisation). Any other says more about the session.
+_ROW_ERRORS = frozenset({"22", "23", "P0", "40"})
+
+
+class SetAside:
+    """Jobs whose outcome could not be written: each is left alone for a
+    while (60 s at first, doubling up to an hour), since it would run and
+    fail to be saved the same way at every poll. Shared by the threads of a
+    worker; another worker tries such a job at most once a period too."""
+
+    FIRST = 60.0
+    LONGEST = 3600.0
+    MOST = 1000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int, tuple[float, float]] = {}  # id -> (until, period)
+        self._held: set[int] = set()  # left alone while their outcome is retried
+
+    def hold(self, ids: Iterable[int]) -> None:
+        """Leave *ids* alone until :meth:`add` or :meth:`drop`: their outcomes
+        are being written again, on a new session."""
+        with self._lock:
+            self._held.update(ids)
+
+    def drop(self, job_id: int) -> None:
+        with self._lock:
+            self._held.discard(job_id)
+
+    def add(self, job_id: int) -> None:
+        with self._lock:
+            self._held.discard(job_id)
+            _, period = self._jobs.get(job_id, (0.0, self.FIRST / 2))
+            period = min(period * 2, self.LONGEST)
+            self._jobs[job_id] = (time.monotonic() + period, period)
+            if len(self._jobs) > self.MOST:  # forget the ones due soonest
+                for old, _ in sorted(self._jobs.items(), key=lambda kv: kv[1][0])[
+                    : len(self._jobs) - self.MOST
+                ]:
+                    del self._jobs[old]
+        log.warning("job %s is set aside for %.0f s", job_id, period)
+
+    def ids(self) -> list[int]:
+        """The jobs to leave alone now."""
+        if not self._jobs and not self._held:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            return [i for i, (until, _) in self._jobs.items() if until > now] + list(self._held)
+
+
+class Claims:
+    """The claims of one session (*conn*) on jobs of *queues* (None: any).
+
+    Not thread-safe: one thread uses it, with its session."""
+
+    def __init__(self, conn: Connection, queues: Sequence[str] | None,
+                 set_aside: SetAside | None = None) -> None:
+        self.conn = conn
+        self.queues = list(queues) if queues is not None else None
+        self.set_aside = set_aside or SetAside()
+        #: Every job id this session holds the advisory lock of.
+        self.held: set[int] = set()
+        self._pending: list[Outcome] = []  # to write in the next call
+        self._release: list[int] = []  # to unlock in the next call
+
+    @property
+    def owes(self) -> bool:
+        """Whether outcomes or locks are waiting for the next call."""
+        return bool(self._pending or self._release)
+
+    def add(self, outcome: Outcome) -> None:
+        """*outcome* is written by the next call."""
+        self._pending.append(outcome)
+
+    def skip(self, ids: Iterable[int]) -> None:
+        """Claimed jobs that were not run (stopping): released by the next call."""
+        self._release.extend(i for i in ids if i in self.held)
+
+    def next(self, max_priority: int | None, limit: int, exclude: Sequence[int] = ()) -> list[Row]:
+        """Write what is owed and claim up to *limit* jobs of priority up to
+        *max_priority* (None: any); their rows, most important first.
+
+        A :class:`~que_core.errors.DatabaseError` leaves the outcomes owed:
+        call :meth:`settle`, then (the session lost or broken) :meth:`recover`
+        with a new session."""
+        pending, unlock = self._pending, self._release
+        finished = [o.job_id for o in pending if o.kind == DELETE]
+        others = [o.as_json() for o in pending if o.kind not in (DELETE, RESOLVED)]
+        excluded = self.held.difference(unlock)
+        excluded.update(exclude)
+        excluded.update(self.set_aside.ids())
+        rows = self.conn.execute(q("next_jobs"), (
+            finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
+            self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
+            sorted(excluded),
+        ))
+        self._pending, self._release = [], [o.job_id for o in pending]
+        self.held.difference_update(unlock)
+        self.held.update(r[0] for r in rows)
+        for outcome in pending:
+            execute.report(outcome)
+        return rows
+
+    def flush(self) -> None:
+        """Write what is owed and release every lock: the session holds none
+        after this (two calls: a lock goes only once its outcome is committed)."""
+        while self.owes:
+            self.next(None, 0)
+        if self.held:
+            self.skip(self.held)
+            self.next(None, 0)
+
+    def lost(self) -> None:
+        """The session is gone, and with it every lock: forget it all."""
+        ran = [o for o in self._pending if o.kind != RESOLVED]
+        if ran:
+            log.warning("the session of %s job(s) that ran was lost before their outcomes were "
+                        "saved; they will run again: %s", len(ran),
+                        ", ".join(str(o.job_id) for o in ran[:20]))
+        for outcome in self._pending:
+            self.set_aside.drop(outcome.job_id)
+        self._pending, self._release = [], []
+        self.held.clear()
+
+    def settle(self) -> bool:
+        """The last call failed: write the owed outcomes one at a time, on
+        the same session, which still holds their locks. One that fails for
+        its row's sake (a trigger that refuses it, a constraint, bad data) is
+        set aside. Returns True when the others failed in a way that says the
+        session itself is broken (a job changed its settings, say): they stay
+        owed, for :meth:`recover` on a new session."""
+        pending, broken = self._pending, list[Outcome]()
+        self._pending = []
+        for i, outcome in enumerate(pending):
+            self._pending = [outcome]
+            try:
+                self.next(None, 0)
+            except ConnectionLost:
+                self._pending = broken + pending[i:]
+                raise
+            except DatabaseError as exc:
+                self._pending = []
+                if (exc.sqlstate or "")[:2] in _ROW_ERRORS:
+                    execute.report_unsaved(outcome, exc)
+                    self.set_aside.add(outcome.job_id)
+                    self._release.append(outcome.job_id)
+                else:
+                    broken.append(outcome)
+        self._pending = broken
+        return bool(broken)
+
+    def hold(self) -> None:
+        """Keep the other threads of this worker off the jobs whose outcomes
+        are owed, before the session holding their locks is closed."""
+        self.set_aside.hold(o.job_id for o in self._pending)
+
+    def recover(self, conn: Connection, why: DatabaseError) -> None:
+        """The session was lost, or the last call failed with *why* (a job
+        that broke its session, a row that cannot be written): continue on
+        the new session *conn* (the old one, closed, took its locks along).
+        Each owed outcome whose job this session can lock again is written
+        alone; one that still fails is set aside. A job another session
+        locked meanwhile is theirs: it runs again there (at least once)."""
+        pending = self._pending
+        self.conn = conn
+        self._pending, self._release = [], []
+        self.held.clear()
+        if not pending:
+            return
+        ids = [o.job_id for o in pending]
+        try:
+            relocked = {r[0] for r in conn.execute(q("relock_jobs"), (ids,))}
+            self.held.update(relocked)
+            for outcome in pending:
+                if outcome.job_id not in relocked:
+                    continue
+                self._pending = [outcome]
+                try:
+                    self.next(None, 0)
+                except ConnectionLost:
+                    raise
+                except DatabaseError as exc:
+                    self._pending = []
+                    execute.report_unsaved(outcome, exc)
+                    self.set_aside.add(outcome.job_id)
+                    self._release.append(outcome.job_id)
+        finally:
+            for job_id in ids:  # those set aside for good stay so
+                self.set_aside.drop(job_id)
+        log.warning("the outcomes of %s job(s) were not written (%s); wrote %s of them on a "
+                    "new session", len(pending), why, len(relocked))

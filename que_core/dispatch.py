@@ -1,0 +1,67 @@
+"""Waking idle worker threads when jobs may be waiting.
+
+A worker thread whose last claim found nothing sleeps here until a NOTIFY
+says a job came (the listener calls :meth:`Dispatcher.notify`), a thread
+that claimed a full batch passes the word on (there may be more), its poll
+interval passes, or the worker stops. One notification wakes one thread:
+the most restricted idle one that takes the job's priority, so that threads
+which take any priority stay free for what comes next.
+
+The generation counter closes the gap between a claim that found nothing and
+the sleep after it: a notification that came in between makes the thread
+claim again instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import threading
+
+ANY_PRIORITY = 32767
+
+
+class Dispatcher:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[threading.Event, int] = {}  # wake event -> max priority
+        self._stopped = False
+        #: Counts notifications; a thread reads it before it claims.
+        self.generation = 0
+
+    def wait(self, wake: threading.Event, max_priority: int | None, seen: int,
+             timeout: float) -> None:
+        """Sleep until woken or *timeout*, unless a notification came since
+        the thread read ``generation`` (*seen*) or the worker stops."""
+        with self._lock:
+            if self._stopped or self.generation != seen:
+                return
+            wake.clear()
+            self._idle[wake] = ANY_PRIORITY if max_priority is None else max_priority
+        wake.wait(timeout)
+        with self._lock:
+            self._idle.pop(wake, None)
+
+    def notify(self, priority: int | None = None) -> None:
+        """A job of *priority* may be waiting: wake one idle thread that
+        takes it (the most restricted such one). None: of unknown priority,
+        wake the least restricted idle thread."""
+        with self._lock:
+            self.generation += 1
+            if not self._idle:
+                return
+            if priority is None:
+                best = max(self._idle, key=self._idle.__getitem__)
+            else:
+                fits = [w for w, limit in self._idle.items() if limit >= priority]
+                if not fits:
+                    return
+                best = min(fits, key=self._idle.__getitem__)
+            del self._idle[best]
+            best.set()
+
+    def stop(self) -> None:
+        """Wake every thread, and keep them from sleeping again."""
+        with self._lock:
+            self._stopped = True
+            for wake in self._idle:
+                wake.set()
+            self._idle.clear()

@@ -1,0 +1,242 @@
+"""A worker thread: claims a batch of jobs on its own session, runs them one
+after another, and writes their outcomes with its next claim (see
+:mod:`que_core.claims`). When a claim finds nothing it releases what it holds
+and sleeps until a notification, its poll interval or the stop.
+
+A batch is sized to take about :data:`BATCH_SECONDS` of work, from how long
+jobs of each class took lately, so that quick jobs go many to a round trip
+while a slow job never holds back a queue of others behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+
+from que_core import execute
+from que_core.backoff import retry_connect
+from que_core.claims import Claims, SetAside
+from que_core.connection import Connection, Row
+from que_core.dispatch import Dispatcher
+from que_core.errors import ConnectionLost, DatabaseError
+from que_core.job import Job
+from que_core.sql import q
+
+log = logging.getLogger("que_core.worker")
+
+#: About how long the jobs of one batch are expected to take, at most.
+BATCH_SECONDS = 0.005
+
+
+class Durations:
+    """Recent run times by job class (moving averages), shared by a worker's
+    threads. A class not seen yet is taken to be slow, so it comes alone."""
+
+    UNSEEN = 0.05
+    MOST = 1000  # classes remembered; rows may name any number of unknown ones
+
+    def __init__(self) -> None:
+        self._by_class: dict[str, float] = {}
+        #: Of the jobs of every class, lately.
+        self.recent = self.UNSEEN
+
+    def expected(self, job_class: str) -> float:
+        return self._by_class.get(job_class, self.UNSEEN)
+
+    def observe(self, job_class: str, seconds: float) -> None:
+        self.recent = 0.7 * self.recent + 0.3 * seconds
+        before = self._by_class.get(job_class)
+        if before is None and len(self._by_class) >= self.MOST:
+            return
+        self._by_class[job_class] = seconds if before is None else 0.7 * before + 0.3 * seconds
+
+
+class WorkerThread(threading.Thread):
+    def __init__(
+        self,
+        index: int,
+        max_priority: int | None,
+        connect: Callable[[], Connection],
+        queues: Sequence[str],
+        dispatcher: Dispatcher,
+        *,
+        batch_size: int,
+        poll_interval: float,
+        durations: Durations,
+        set_aside: SetAside,
+        stopping: threading.Event,
+        stop_event: threading.Event,
+    ) -> None:
+        super().__init__(name=f"que-worker-{index}", daemon=True)
+        self.max_priority = max_priority
+        self._connect = connect
+        self.queues = list(queues)
+        self.dispatcher = dispatcher
+        self.batch_size = max(1, batch_size)
+        self.poll_interval = poll_interval
+        self.durations = durations
+        self.set_aside = set_aside
+        #: Set: take no new job (finish the current one).
+        self._stopping = stopping
+        #: Set: stop reconnecting too.
+        self._stop_event = stop_event
+        self._wake = threading.Event()
+        self.conn: Connection | None = None
+        self.claims: Claims | None = None
+        #: The job running now, if any.
+        self.current: Job | None = None
+        #: Backend pid of this thread's session (ended if a job outlives shutdown).
+        self.backend_pid: int | None = None
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if self._session() is None:
+                    return
+                try:
+                    self._cycle()
+                except DatabaseError as exc:  # lost, broken by a job, or a bad row
+                    self._settle(exc)
+                except Exception:  # never die silently, never spin
+                    log.exception("%s: unexpected error; going on", self.name)
+                    self._stop_event.wait(1.0)
+        finally:
+            self._finish()
+
+    # -- one claim and its batch -------------------------------------------------------
+
+    def _cycle(self) -> None:
+        assert self.claims is not None
+        seen = self.dispatcher.generation
+        limit = self._limit()
+        rows = self.claims.next(self.max_priority, limit)
+        if not rows:
+            if self.claims.held or self.claims.owes:
+                self.claims.flush()  # hold nothing while asleep
+            self.dispatcher.wait(self._wake, self.max_priority, seen,
+                                 self.poll_interval * random.uniform(0.9, 1.1))
+            return
+        if len(rows) >= limit:  # there may be more: pass the word on
+            self.dispatcher.notify(rows[-1][1])
+        rows = self._trim(rows)
+        for i, row in enumerate(rows):
+            if self._stopping.is_set():
+                self.claims.skip(r[0] for r in rows[i:])
+                return
+            self._run_one(row)
+
+    def _limit(self) -> int:
+        recent = self.durations.recent
+        return max(1, min(self.batch_size, int(BATCH_SECONDS / max(recent, 1e-6))))
+
+    def _trim(self, rows: list[Row]) -> list[Row]:
+        """The first rows whose jobs are expected to take BATCH_SECONDS (one
+        at least); the rest are released at once for other threads."""
+        assert self.claims is not None
+        total, keep = 0.0, 0
+        for row in rows:
+            total += self.durations.expected(row[3])
+            if keep and total > BATCH_SECONDS:
+                break
+            keep += 1
+        if keep < len(rows):
+            self.claims.skip(r[0] for r in rows[keep:])
+            self.claims.next(None, 0)
+        return rows[:keep]
+
+    def _run_one(self, row: Row) -> None:
+        assert self.conn is not None and self.claims is not None
+        job = execute.build(row, self.conn)
+        self.current = job
+        try:
+            outcome = execute.run(job)
+        finally:
+            self.current = None
+        self.durations.observe(job.job_class, outcome.duration)
+        if self.conn.closed:  # the job closed its session, or it was lost
+            self.claims.add(outcome)
+            raise ConnectionLost("the job's session was closed or lost while it ran")
+        if self.conn.reset():
+            log.warning("job %s left its session inside a transaction block: rolled back",
+                        job.id)
+            outcome = execute.left_in_transaction(outcome)
+        self.claims.add(outcome)
+
+    # -- the session ---------------------------------------------------------------------
+
+    def _session(self) -> Connection | None:
+        """A working session (reconnecting with backoff); None: stopping."""
+        if self.conn is not None:
+            if not self.conn.closed:
+                return self.conn
+            self._close()  # lost: its locks went with it
+        while True:
+            conn = retry_connect(self._connect, self._stop_event, log, self.name)
+            if conn is None:
+                return None
+            try:
+                ((self.backend_pid,),) = conn.execute(q("backend_pid"))
+                break
+            except DatabaseError as exc:
+                log.warning("%s: new session unusable (%s); reconnecting", self.name, exc)
+                conn.close()
+        self.conn = conn
+        if self.claims is None:
+            self.claims = Claims(conn, self.queues, self.set_aside)
+        else:
+            self.claims.conn = conn
+        return conn
+
+    def _close(self) -> None:
+        if self.claims is not None and self.claims.held:
+            self.claims.lost()
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+        self.backend_pid = None
+
+    def _settle(self, why: DatabaseError) -> None:
+        """The claim statement failed (see Claims.settle and recover)."""
+        assert self.claims is not None
+        if not isinstance(why, ConnectionLost):
+            try:
+                if not self.claims.settle():
+                    return
+            except ConnectionLost as exc:
+                why = exc
+        self._recover(why)
+
+    def _recover(self, why: DatabaseError) -> None:
+        """The session was lost, or the claim statement failed (a job broke
+        the session, an outcome cannot be written): replace the session and
+        write the outcomes one by one (see Claims.recover)."""
+        assert self.claims is not None
+        self.claims.hold()  # off limits to the other threads meanwhile
+        if self.conn is not None:
+            self.conn.close()  # releases its locks
+        self.conn = None
+        conn = self._session()
+        if conn is None:
+            self.claims.lost()
+            return
+        if isinstance(why, ConnectionLost):
+            log.warning("%s: session lost (%s); reconnected", self.name, why)
+        try:
+            self.claims.recover(conn, why)
+        except ConnectionLost as exc:
+            log.warning("%s: session lost (%s); reconnecting", self.name, exc)
+            self._close()
+
+    def _finish(self) -> None:
+        """Write the last outcomes, release every lock, close the session."""
+        for _ in range(2):
+            if self.conn is None or self.conn.closed or self.claims is None:
+                break
+            try:
+                self.claims.flush()
+                break
+            except DatabaseError as exc:
+                self._settle(exc)
+        self._close()

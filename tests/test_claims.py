@@ -1,0 +1,93 @@
+"""The claim statement (que_core_next_jobs): it locks exactly the jobs it
+returns, skips others' jobs and the ids it is told to, writes outcomes, and
+releases a lock only once told to (after its outcome was committed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from que_core.connection import Adapter, Connection
+from que_core.sql import q
+from tests.helpers import scalar
+from tests.jobs import PlainJob
+
+
+def my_locks(conn: Connection) -> list[int]:
+    rows = conn.execute(
+        "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+        "WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND objsubid = 1 ORDER BY 1"
+    )
+    return [r[0] for r in rows]
+
+
+def claim(conn: Connection, queues: Sequence[str] | None = ("default",),
+          max_priority: int = 32767, exclude: Sequence[int] = (), limit: int = 5,
+          finished: Sequence[int] = (), outcomes: list[dict[str, Any]] | None = None,
+          unlock: Sequence[int] = ()) -> list[int]:
+    rows = conn.execute(q("next_jobs"), (
+        list(finished), json.dumps(outcomes) if outcomes else None, list(unlock),
+        None if queues is None else list(queues), max_priority, limit, list(exclude)))
+    return [r[0] for r in rows]
+
+
+def test_locks_exactly_what_it_returns(conn: Connection) -> None:
+    jobs = PlainJob.enqueue_many([[i] for i in range(100)], conn=conn.raw)
+    # Rows the filters drop must never be locked (a leaked lock).
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    PlainJob.enqueue_many([[i] for i in range(20)], conn=conn.raw, run_at=future)
+    PlainJob.enqueue_many([[i] for i in range(20)], conn=conn.raw, queue="other")
+    got = claim(conn, limit=5)
+    assert got == [j.id for j in jobs[:5]]
+    assert my_locks(conn) == sorted(got)
+
+
+def test_skips_jobs_locked_elsewhere_and_excluded_ids(adapter: Adapter, dsn: str,
+                                                      conn: Connection) -> None:
+    jobs = PlainJob.enqueue_many([[i] for i in range(10)], conn=conn.raw)
+    other = adapter.connect(dsn)
+    try:
+        assert scalar(other, "SELECT pg_try_advisory_lock(%s::bigint)", (jobs[0].id,)) is True
+        first = claim(conn, limit=2)
+        assert first == [jobs[1].id, jobs[2].id]
+        again = claim(conn, exclude=first, limit=2)
+        assert again == [jobs[3].id, jobs[4].id]
+        assert my_locks(conn) == sorted(first + again)  # each locked once
+    finally:
+        other.close()
+
+
+def test_priority_ceiling_order_and_queues_in_order(conn: Connection) -> None:
+    low = PlainJob.enqueue("low", conn=conn.raw, priority=100)
+    high = PlainJob.enqueue("high", conn=conn.raw, priority=1)
+    mid = PlainJob.enqueue("mid", conn=conn.raw, priority=20)
+    mail = PlainJob.enqueue("mail", conn=conn.raw, priority=200, queue="mail")
+    assert claim(conn, max_priority=50, limit=10) == [high.id, mid.id]
+    assert claim(conn, exclude=[high.id, mid.id], limit=10) == [low.id]
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    # The first queue named comes first, whatever the priorities.
+    assert claim(conn, queues=["mail", "default"], limit=2) == [mail.id, high.id]
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    assert claim(conn, queues=None, limit=10) == [high.id, mid.id, low.id, mail.id]
+
+
+def test_outcomes_are_written_and_unlocked_only_when_told(conn: Connection) -> None:
+    a, b, c, d = (PlainJob.enqueue(x, conn=conn.raw) for x in "abcd")
+    got = claim(conn, limit=4)
+    assert got == [a.id, b.id, c.id, d.id]
+    outcomes = [
+        {"id": b.id, "op": "finish"},
+        {"id": c.id, "op": "error", "delay": 60, "message": "m", "backtrace": "bt"},
+        {"id": d.id, "op": "expire", "message": "x", "backtrace": "y"},
+    ]
+    assert claim(conn, finished=[a.id], outcomes=outcomes, exclude=got) == []
+    rows = conn.execute(
+        "SELECT id, finished_at IS NOT NULL, expired_at IS NOT NULL, error_count, "
+        "run_at > now() + interval '50 seconds', last_error_message FROM que_jobs ORDER BY id")
+    assert rows == [(b.id, True, False, 0, False, None), (c.id, False, False, 1, True, "m"),
+                    (d.id, False, True, 1, False, "x")]
+    assert my_locks(conn) == sorted(got)  # still held: the commit was this call's
+    claim(conn, unlock=got, limit=0)
+    assert my_locks(conn) == []
