@@ -143,7 +143,7 @@ class Settings:
             )
             with _errors():
                 dsn = embedded.start(data_dir)
-            click.echo(f"embedded PostgreSQL: {dsn}", err=True)
+            log.debug("embedded PostgreSQL: %s", dsn)
         else:
             dsn = self["dsn"]
             if not dsn:
