@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from que_core import settings_file
-from que_core.dsn import mask_password
+from que_core.dsn import check_dsn, mask_password
 from que_core.errors import CannotConnect, ConfigurationError, QueError, SchemaError
 
 log = logging.getLogger("que_core.cli")
@@ -73,18 +73,19 @@ class QueCliError(click.ClickException):
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn que-core exceptions into messages (passwords masked) and exit codes."""
+def _errors(edit: Callable[[str], str] = str) -> Iterator[None]:
+    """Turn que-core exceptions into messages (passwords masked) and exit codes;
+    *edit* rewrites each message."""
     try:
         yield
     except CannotConnect as exc:
-        raise QueCliError(str(exc), EXIT_CANNOT_CONNECT) from None
+        raise QueCliError(edit(str(exc)), EXIT_CANNOT_CONNECT) from None
     except SchemaError as exc:
-        raise QueCliError(str(exc), EXIT_SCHEMA) from None
+        raise QueCliError(edit(str(exc)), EXIT_SCHEMA) from None
     except ConfigurationError as exc:
-        raise QueCliError(str(exc), EXIT_USAGE) from None
+        raise QueCliError(edit(str(exc)), EXIT_USAGE) from None
     except QueError as exc:
-        raise QueCliError(str(exc), EXIT_ERROR) from None
+        raise QueCliError(edit(str(exc)), EXIT_ERROR) from None
 
 
 # -- settings -------------------------------------------------------------------
@@ -113,6 +114,7 @@ class Settings:
         with _errors():
             self.values = settings_file.resolve(flags)
         self._dsn: str | None = None
+        self._given_dsn: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
@@ -152,8 +154,22 @@ class Settings:
                     "[tool.que] of pyproject.toml, or use --embedded",
                     EXIT_USAGE,
                 )
+            with _errors():
+                dsn = check_dsn(dsn, self.values["dsn"].source)
+        self._given_dsn = dsn
         self._dsn = with_connect_timeout(dsn, self["connect_timeout"])
         return self._dsn
+
+    def errors(self) -> AbstractContextManager[None]:
+        """:func:`_errors` for connecting: messages name the DSN as the user
+        gave it, not with the ``connect_timeout`` added for them."""
+
+        def as_given(message: str) -> str:
+            if self._dsn and self._given_dsn is not None and self._dsn != self._given_dsn:
+                return message.replace(mask_password(self._dsn), mask_password(self._given_dsn))
+            return message
+
+        return _errors(as_given)
 
     def adapter(self) -> Any:
         from que_core.plugins import get_adapter
@@ -167,7 +183,7 @@ class Settings:
 
         adapter = self.adapter()
         dsn = self.dsn()
-        with _errors():
+        with self.errors():
             conn = adapter.connect(dsn)
             if check_schema:
                 try:
@@ -274,6 +290,11 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
     from que_core.migrations import LATEST_VERSION, current_version
     from que_core.migrations import migrate as do_migrate
 
+    if target is not None and target > LATEST_VERSION:
+        raise click.BadParameter(
+            f"{target}: versions go from 0 (no que schema) to {LATEST_VERSION}",
+            param_hint="'--to'",
+        )
     cfg = Settings(opts)
     cfg.setup_logging()
     conn = cfg.connect(check_schema=False)
@@ -356,7 +377,7 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
             raise QueCliError(f"--metrics-port: {exc}", EXIT_USAGE) from None
         metrics = prometheus.install()
     try:
-        with _errors():
+        with cfg.errors():
             worker = Worker(
                 dsn,
                 adapter=cfg.adapter(),
@@ -883,7 +904,7 @@ def demo(job_count: int, workers: int, timeout: float, **opts: Any) -> None:
         dsn = None
     else:
         dsn = cfg.dsn()
-    with _errors():
+    with cfg.errors():
         status = demo_module.run(dsn=dsn, adapter=cfg["adapter"], jobs=job_count,
                                  workers=workers, timeout=timeout)
     sys.exit(status)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from que_core.connection import Adapter, Connection
-from que_core.dsn import mask_password
+from que_core.dsn import check_dsn, mask_password
 from que_core.errors import ConfigurationError, QueError, SchemaError
 from que_core.job_buffer import ANY_PRIORITY, JobBuffer
 from que_core.job_runner import JobRunner, _call_hook
@@ -82,10 +82,11 @@ class Worker:
         listen: bool = True,
         notify_poll_interval: float = 0.02,
     ) -> None:
+        source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
         if not dsn:
             raise ConfigurationError("no database: pass dsn=... or set DATABASE_URL")
-        self.dsn = dsn
+        self.dsn = check_dsn(dsn, source)
         self.adapter = (
             get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
         )
