@@ -1,8 +1,10 @@
 """What a new user gets wrong, answered with one clear line and exit status 2:
-DSNs that are not PostgreSQL's or cannot be read, a SQLAlchemy-style URL
-(accepted), a schema version that does not exist."""
+job modules that raise at import, DSNs that are not PostgreSQL's or cannot be
+read, a SQLAlchemy-style URL (accepted), a schema version that does not exist."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,31 @@ from que_core.connection import Adapter
 from que_core.dsn import check_dsn
 from que_core.errors import ConfigurationError
 from tests.test_cli_admin import _closed_port, clean_env, que
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from que_core import Job\nraise RuntimeError('no API key set')\n",
+         "cannot import job module 'badjobs': it raised RuntimeError: no API key set "
+         "(at {path}, line 2)"),
+        ("def broken(:\n    pass\n",
+         "cannot import job module 'badjobs': SyntaxError: invalid syntax (badjobs.py, line 1)"),
+        ("import no_such_dependency_h17\n",
+         "cannot import job module 'badjobs': No module named 'no_such_dependency_h17'"),
+    ],
+    ids=["raises", "syntax-error", "missing-dependency"],
+)
+def test_a_job_module_that_fails_to_import_exits_2_in_one_line(
+    tmp_path: Path, dsn: str, adapter: Adapter, source: str, expected: str
+) -> None:
+    path = tmp_path / "badjobs.py"
+    path.write_text(source, encoding="utf-8")
+    out = que("work", "--dsn", dsn, "--adapter", adapter.name, "badjobs", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == "Error: " + expected.format(path=path)
+    assert "Traceback" not in out.stderr
+
 
 # -- DSNs ------------------------------------------------------------------------------
 

@@ -172,7 +172,7 @@ def test_a_job_class_of_the_script_run_directly_is_refused_with_the_fix(
         assert "'__main__.Hello', a name no worker can resolve" in message
         assert "Define Hello in a module of its own" in message
         assert "job_name = 'Hello'" in message
-    with pytest.raises(InvalidJob, match="__main__.Hello"), bulk_enqueue(conn=conn.raw):
+    with pytest.raises(InvalidJob, match=r"__main__\.Hello"), bulk_enqueue(conn=conn.raw):
         PlainJob.enqueue("kept out too", conn=conn.raw)
         Hello.enqueue(conn=conn.raw)
     assert job_count(conn) == 0  # nothing inserted, not even the other job of the bulk
