@@ -25,6 +25,7 @@ from que_core.job_runner import JobRunner, _call_hook
 from que_core.listener import Listener
 from que_core.locker import Locker
 from que_core.plugins import get_adapter
+from que_core.pooler import check_sessions_last
 
 log = logging.getLogger("que_core.worker")
 
@@ -146,6 +147,7 @@ class Worker:
         conn = self._connect()
         try:
             version = current_version(conn)
+            check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
         if version == 0:
