@@ -32,9 +32,10 @@ def default_data_dir() -> Path:
 _servers: dict[Path, Any] = {}
 
 _NO_PGSERVER = (
-    "the embedded PostgreSQL needs pgserver, which has wheels for Python 3.10 to 3.12 "
-    f"(this is {sys.version_info[0]}.{sys.version_info[1]}): from a checkout of que-core, "
-    "`pip install '.[embedded]'`; or give a DSN (--dsn, QUE_DSN or DATABASE_URL) instead"
+    "the embedded PostgreSQL needs pgserver (que-core's embedded extra), which has wheels "
+    f"for Python 3.10 to 3.12 only (this is {sys.version_info[0]}.{sys.version_info[1]}): "
+    "`pip install pgserver` with one of those, or give a DSN (--dsn, QUE_DSN or "
+    "DATABASE_URL) instead"
 )
 
 

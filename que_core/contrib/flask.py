@@ -48,7 +48,7 @@ try:
     from flask import Flask, current_app
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides Flask
     raise ImportError(
-        "que_core.contrib.flask needs Flask: pip install 'que-core[flask]'"
+        "que_core.contrib.flask needs Flask (que-core's flask extra): pip install flask"
     ) from exc
 
 from que_core import cli, settings_file
