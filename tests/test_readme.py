@@ -1,6 +1,7 @@
 """README.md's code blocks, run in order as a new user would: in a fresh
-virtualenv (its install commands install que-core into it, from this
-checkout), in one scratch directory, against a fresh database.
+virtualenv (its install commands install que-core into it, from a copy of
+this checkout, as from a clone), in one scratch directory, against a fresh
+database.
 
 The README's example DSNs stand for the reader's own databases: the one
 named ``myapp`` for the test's fresh database (created empty here, dropped
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -38,9 +40,27 @@ def fresh_database(server_dsn: str) -> Iterator[str]:
         yield dsn
 
 
+def clone(target: Path) -> Path:
+    """The checkout's files as a clone has them (with uncommitted changes, without
+    ignored files), so that ``pip install .`` builds there, not in this tree."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True, timeout=60,
+    ).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_readme_blocks_run_in_order(tmp_path: Path, fresh_database: str, server_dsn: str) -> None:
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout, to copy it as a clone")
+    repo = clone(tmp_path / "que-core")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     env_dir = tmp_path / "venv"
@@ -60,8 +80,8 @@ def test_readme_blocks_run_in_order(tmp_path: Path, fresh_database: str, server_
     )
     replace = {README_DATABASE: fresh_database, README_SERVER: server_dsn}
     out = subprocess.run(
-        [str(bin_dir / "python"), str(RUNNER), str(ROOT / "README.md"), "--scratch",
-         str(scratch), "--repo", str(ROOT), "--replace", json.dumps(replace)],
+        [str(bin_dir / "python"), str(RUNNER), str(repo / "README.md"), "--scratch",
+         str(scratch), "--repo", str(repo), "--replace", json.dumps(replace)],
         cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=850,
     )
