@@ -417,7 +417,8 @@ def work_in_foreground(start: Callable[[], Any], stop: Callable[[Any], bool],
         except ImportError as exc:
             raise QueCliError(f"--metrics-port: {exc}", EXIT_USAGE) from None
         metrics = prometheus.install()
-    try:
+
+    def started() -> Any:
         worker = start()
         if metrics is not None and metrics_port is not None:
             try:
@@ -427,7 +428,10 @@ def work_in_foreground(start: Callable[[], Any], stop: Callable[[Any], bool],
                 raise QueCliError(
                     f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
                 ) from None
-        foreground.work_until_signalled(worker, lambda: stop(worker))
+        return worker
+
+    try:
+        foreground.work_until_signalled(started, stop)
     finally:
         if metrics is not None:
             metrics.close()

@@ -44,23 +44,28 @@ def _leave(status: int) -> None:
     os._exit(status)
 
 
-def work_until_signalled(worker: Any, stop: Callable[[], bool]) -> None:
-    """Block until SIGINT or SIGTERM, then call *stop* (it stops *worker* and
-    returns whether every running job finished in time).
+def work_until_signalled(start: Callable[[], Any], stop: Callable[[Any], bool]) -> None:
+    """Start a worker with *start* (it returns the worker), block until SIGINT
+    or SIGTERM, then call *stop* (it stops the worker and returns whether every
+    running job finished in time).
 
-    Returns when they did. Exits the process with :data:`EXIT_UNFINISHED`
-    when they did not, and with :data:`EXIT_SECOND_SIGNAL` on a second
-    signal, each with a log line. Raises :class:`WorkerDied` if the worker's
-    locker stops on its own meanwhile. Call it from the main thread.
+    The signal handlers are set before *start*, so a signal while the worker
+    starts stops it as soon as it has started. Returns when every job
+    finished. Exits the process with :data:`EXIT_UNFINISHED` when they did
+    not, and with :data:`EXIT_SECOND_SIGNAL` on a second signal, each with a
+    log line. Raises :class:`WorkerDied` if the worker's locker stops on its
+    own meanwhile. Call it from the main thread.
     """
     signalled = threading.Event()
+    worker: Any = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if signalled.is_set():
             log.warning(
                 "received %s again: exiting at once with status %s; %s running job(s) "
-                "abandoned, to be worked again", name, EXIT_SECOND_SIGNAL, worker.busy_count(),
+                "abandoned, to be worked again", name, EXIT_SECOND_SIGNAL,
+                worker.busy_count() if worker is not None else 0,
             )
             _leave(EXIT_SECOND_SIGNAL)
         log.info("received %s: finishing running jobs (a second signal exits at once)", name)
@@ -68,10 +73,11 @@ def work_until_signalled(worker: Any, stop: Callable[[], bool]) -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    worker = start()
     while not signalled.wait(0.5):
         if not worker.running:
             raise WorkerDied("the worker's locker stopped unexpectedly")
-    if not stop():
+    if not stop(worker):
         log.warning(
             "exiting with status %s: the shutdown deadline passed with jobs unfinished; "
             "they will be worked again", EXIT_UNFINISHED,

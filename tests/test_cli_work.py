@@ -17,6 +17,7 @@ from que_core.connection import Adapter, Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
 from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
 from tests.jobs import HangFirstJob, RecordJob
+from tests.test_cli_admin import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,3 +128,38 @@ def test_unknown_adapter_names_the_installed_ones(dsn: str) -> None:
     assert out.returncode != 0
     assert "'nope' is not installed" in out.stderr
     assert "installed adapters:" in out.stderr
+
+
+def test_a_signal_while_the_worker_starts_stops_it_cleanly(
+    tmp_path: Path, dsn: str, adapter: Adapter
+) -> None:
+    # A plugin makes Worker.start() slow (its que_worker_started hook is
+    # called inside it), so that SIGTERM surely arrives while it starts.
+    marker = tmp_path / "starting"
+    (tmp_path / "slowstart.py").write_text(
+        "import os, pathlib, time\n"
+        "from que_core import hookimpl\n"
+        "from que_core.plugins import plugin_manager\n\n"
+        "class SlowStart:\n"
+        "    @hookimpl\n"
+        "    def que_worker_started(self, worker):\n"
+        "        pathlib.Path(os.environ['MARKER']).write_text('x')\n"
+        "        time.sleep(2)\n\n"
+        "plugin_manager().register(SlowStart())\n", encoding="utf-8")
+    env = clean_env(MARKER=str(marker))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
+         "slowstart"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for(marker.exists, timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        out = _output(proc)
+        assert "received SIGTERM: finishing running jobs" in out
+        assert "worker stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

@@ -60,7 +60,11 @@ class Command(BaseCommand):
 
         import_job_modules()
         dsn = db.worker_dsn()
-        try:
+        timeout = options["shutdown_timeout"]
+        if timeout is None:
+            timeout = conf.get("SHUTDOWN_TIMEOUT")
+
+        def start() -> Worker:
             worker = Worker(
                 dsn,
                 adapter=db.worker_adapter(),
@@ -70,18 +74,13 @@ class Command(BaseCommand):
                 poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
                 buffer_size=int(conf.get("BUFFER_SIZE")),
                 listen=bool(conf.get("LISTEN")) and not options["no_listen"],
-            )
-            worker.start()
-        except QueError as exc:
-            raise CommandError(mask_password(str(exc))) from None
-        self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
-        self.stdout.flush()
+            ).start()
+            self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
+            self.stdout.flush()
+            return worker
 
-        timeout = options["shutdown_timeout"]
-        if timeout is None:
-            timeout = conf.get("SHUTDOWN_TIMEOUT")
         try:  # exits with foreground.EXIT_UNFINISHED or EXIT_SECOND_SIGNAL if need be
-            foreground.work_until_signalled(worker, lambda: bool(worker.stop(timeout=timeout)))
+            foreground.work_until_signalled(start, lambda w: bool(w.stop(timeout=timeout)))
         except QueError as exc:
             raise CommandError(mask_password(str(exc))) from None
         self.stdout.write("que-core worker stopped")
