@@ -51,7 +51,11 @@ ADAPTERS = {"psycopg": "[binary]", "psycopg2": "", "pg8000": ""}
 # que-core's extras per dev.py purpose. Every venv gets "test": the demo needs
 # pgserver from it, and mypy the test libraries' types.
 CORE_EXTRAS = {"test": "test", "lint": "lint"}
-# Interpreters to try for .venv when pgserver has no wheel for this one.
+# pgserver (the embedded PostgreSQL) has wheels for CPython 3.10 to 3.12 only,
+# as the marker on it in pyproject.toml says; from this version on, .venv is
+# made with an older interpreter when there is one.
+NO_PGSERVER_FROM = (3, 13)
+# Interpreters to try for .venv then: these names on PATH, then pyenv's.
 OLDER_PYTHONS = ("python3.12", "python3.11", "python3.10")
 NO_EMBEDDED = (
     "the embedded PostgreSQL is not installed in .venv (pgserver has no wheel for its "
@@ -199,11 +203,56 @@ def pgserver_missing():
 
 
 def older_python():
+    """A Python 3.10-3.12 to make .venv with: on PATH, else one pyenv installed
+    ($PYENV_ROOT/versions/*/bin, newest first); None when there is none."""
     for name in OLDER_PYTHONS:
         path = shutil.which(name)
         if path and python_ok(path):
             return path
+    root = os.environ.get("PYENV_ROOT") or os.path.join(os.path.expanduser("~"), ".pyenv")
+    versions = os.path.join(root, "versions")
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(versions):
+            match = re.match(r"3\.(\d+)\.(\d+)$", entry)
+            if match and (3, int(match.group(1))) < NO_PGSERVER_FROM:
+                found.append(((int(match.group(1)), int(match.group(2))), entry))
+    for _version, entry in sorted(found, reverse=True):
+        minor = entry.rsplit(".", 1)[0]
+        path = os.path.join(versions, entry, "bin", "python" + minor)
+        if os.path.isfile(path) and python_ok(path):
+            return path
     return None
+
+
+def has_pgserver():
+    """Whether .venv's Python can import pgserver."""
+    result = subprocess.run(
+        [venv_python(), "-c", "import importlib.util as u, sys; "
+         "sys.exit(u.find_spec('pgserver') is None)"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    return result.returncode == 0
+
+
+def python_for_venv():
+    """This Python, or an older one when pgserver has no wheel for this one."""
+    if sys.version_info[:2] < NO_PGSERVER_FROM:
+        return sys.executable
+    version = ".".join(map(str, sys.version_info[:2]))
+    other = older_python()
+    if other:
+        say(f"pgserver (the embedded PostgreSQL) has no wheel for Python {version}: "
+            f"making .venv with {other} instead")
+        return other
+    say(
+        f"pgserver (the embedded PostgreSQL) has no wheel for Python {version}, and no "
+        f"{', '.join(OLDER_PYTHONS)} was found on PATH or in pyenv: .venv gets everything "
+        "but pgserver, and the demo and the tests will need a DSN"
+    )
+    return sys.executable
 
 
 def ensure_installed(purpose):
@@ -213,7 +262,7 @@ def ensure_installed(purpose):
     if not python_ok(venv_python()):
         if os.path.exists(VENV):
             say(".venv does not work (moved, or its Python is gone): making it again")
-        create_venv(sys.executable)
+        create_venv(python_for_venv())
         created = True
     wanted_hash = install_hash()
     stamp = None if created else read_stamp()
@@ -230,10 +279,9 @@ def ensure_installed(purpose):
     log_name = os.path.relpath(INSTALL_LOG, ROOT)
     say(f"installing que-core and the adapters into .venv ({', '.join(purposes)}; log: {log_name})")
     started = time.monotonic()
-    embedded = True
     args = requirements(purposes)
     ok = pip_install(args)
-    if not ok and pgserver_missing():
+    if not ok and pgserver_missing():  # a platform without pgserver wheels
         version = ".".join(map(str, sys.version_info[:2]))
         other = older_python()
         if other:
@@ -245,13 +293,12 @@ def ensure_installed(purpose):
                 f"pgserver (the embedded PostgreSQL) has no wheel for Python {version}: "
                 "installing everything else; the demo and the tests will need a DSN"
             )
-            embedded = False
             args = requirements(purposes, embedded=False)
             ok = pip_install(args)
     if not ok:
         sys.stderr.write(install_log())
         sys.exit(f"dev.py: pip install failed (output above, also in {log_name})")
-    stamp = {"hash": wanted_hash, "purposes": purposes, "embedded": embedded, "args": args}
+    stamp = {"hash": wanted_hash, "purposes": purposes, "embedded": has_pgserver(), "args": args}
     with open(STAMP, "w", encoding="utf-8") as f:
         json.dump(stamp, f, indent=1)
     say(f"installed in {time.monotonic() - started:.0f} s")

@@ -9,10 +9,9 @@ is pytest's: 0 when every test passed or was skipped.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from que_core import plugins
 
@@ -56,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         pytest_args += ["--adapter", name]
     if args.dsn:
         pytest_args += ["--dsn", args.dsn]
-    return int(pytest.main([*pytest_args, *extra]))
+    # In a process of its own: this one has imported que_core and conformance
+    # already, which pytest could no longer rewrite for its assertion messages
+    # (it would say so, with a PytestAssertRewriteWarning each).
+    try:
+        return subprocess.call([sys.executable, "-m", "pytest", *pytest_args, *extra])
+    except KeyboardInterrupt:  # pytest, which got it too, has reported
+        return 2
 
 
 if __name__ == "__main__":

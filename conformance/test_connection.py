@@ -90,6 +90,15 @@ def test_connect_to_a_closed_port_raises_cannot_connect(adapter: Adapter) -> Non
         adapter.connect("postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=5")
 
 
+def test_a_dsn_the_driver_cannot_read_raises_configuration_error(adapter: Adapter) -> None:
+    # A configuration error (que exits 2), not a connection failure (3).
+    secret = "conformance-s3cret"
+    with pytest.raises(errors.ConfigurationError) as info:
+        adapter.connect(f"host=127.0.0.1 port=1 password={secret} sslmod=require")
+    assert "sslmod" in str(info.value)
+    assert secret not in str(info.value)
+
+
 def test_close_twice_is_harmless(conn: Connection) -> None:
     conn.close()
     conn.close()

@@ -13,21 +13,19 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
-import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
 
-from que_core import settings_file
-from que_core.dsn import mask_password
+from que_core import foreground, settings_file
+from que_core.dsn import check_dsn, mask_password
 from que_core.errors import CannotConnect, ConfigurationError, QueError, SchemaError
 
 log = logging.getLogger("que_core.cli")
@@ -38,6 +36,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_CONNECT = 3
 EXIT_SCHEMA = 4
+EXIT_UNFINISHED = foreground.EXIT_UNFINISHED
+EXIT_SECOND_SIGNAL = foreground.EXIT_SECOND_SIGNAL
 
 EPILOG = """\b
 Settings: flags, then environment variables (QUE_DSN or DATABASE_URL,
@@ -54,11 +54,15 @@ Exit codes:
   3  cannot connect to the database
   4  the database has no que schema (run `que migrate`), an older one,
      or one newer than this que-core knows
+  5  que work: the shutdown deadline passed with jobs unfinished (they
+     will be worked again)
+  6  que work: a second SIGINT/SIGTERM made it exit at once
 """
 
 SHORT_EPILOG = (
     "Exit codes: 0 ok, 1 error, 2 bad usage or configuration, 3 cannot connect, "
-    "4 schema missing, old or too new (see `que --help`)."
+    "4 schema missing, old or too new; que work: 5 jobs unfinished at the shutdown "
+    "deadline, 6 a second signal (see `que --help`)."
 )
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -73,18 +77,19 @@ class QueCliError(click.ClickException):
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn que-core exceptions into messages (passwords masked) and exit codes."""
+def _errors(edit: Callable[[str], str] = str) -> Iterator[None]:
+    """Turn que-core exceptions into messages (passwords masked) and exit codes;
+    *edit* rewrites each message."""
     try:
         yield
     except CannotConnect as exc:
-        raise QueCliError(str(exc), EXIT_CANNOT_CONNECT) from None
+        raise QueCliError(edit(str(exc)), EXIT_CANNOT_CONNECT) from None
     except SchemaError as exc:
-        raise QueCliError(str(exc), EXIT_SCHEMA) from None
+        raise QueCliError(edit(str(exc)), EXIT_SCHEMA) from None
     except ConfigurationError as exc:
-        raise QueCliError(str(exc), EXIT_USAGE) from None
+        raise QueCliError(edit(str(exc)), EXIT_USAGE) from None
     except QueError as exc:
-        raise QueCliError(str(exc), EXIT_ERROR) from None
+        raise QueCliError(edit(str(exc)), EXIT_ERROR) from None
 
 
 # -- settings -------------------------------------------------------------------
@@ -113,6 +118,7 @@ class Settings:
         with _errors():
             self.values = settings_file.resolve(flags)
         self._dsn: str | None = None
+        self._given_dsn: str | None = None
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name].value
@@ -143,7 +149,7 @@ class Settings:
             )
             with _errors():
                 dsn = embedded.start(data_dir)
-            click.echo(f"embedded PostgreSQL: {dsn}", err=True)
+            log.debug("embedded PostgreSQL: %s", dsn)
         else:
             dsn = self["dsn"]
             if not dsn:
@@ -152,8 +158,22 @@ class Settings:
                     "[tool.que] of pyproject.toml, or use --embedded",
                     EXIT_USAGE,
                 )
+            with _errors():
+                dsn = check_dsn(dsn, self.values["dsn"].source)
+        self._given_dsn = dsn
         self._dsn = with_connect_timeout(dsn, self["connect_timeout"])
         return self._dsn
+
+    def errors(self) -> AbstractContextManager[None]:
+        """:func:`_errors` for connecting: messages name the DSN as the user
+        gave it, not with the ``connect_timeout`` added for them."""
+
+        def as_given(message: str) -> str:
+            if self._dsn and self._given_dsn is not None and self._dsn != self._given_dsn:
+                return message.replace(mask_password(self._dsn), mask_password(self._given_dsn))
+            return message
+
+        return _errors(as_given)
 
     def adapter(self) -> Any:
         from que_core.plugins import get_adapter
@@ -167,7 +187,7 @@ class Settings:
 
         adapter = self.adapter()
         dsn = self.dsn()
-        with _errors():
+        with self.errors():
             conn = adapter.connect(dsn)
             if check_schema:
                 try:
@@ -215,25 +235,34 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    decorators = [
-        _option("-q", "--queue", "queues", multiple=True, help=_env_help("queues")
-                + " (repeatable; $QUE_QUEUES is comma-separated)"),
+def worker_option_list(describe: Callable[[str], str]) -> list[Callable[[Any], Any]]:
+    """The flags that shape a worker (``que work``'s, ``flask que work``'s); *describe*
+    gives each setting's help text."""
+    return [
+        _option("-q", "--queue", "queues", multiple=True, help=describe("queues")),
         _option("-w", "--workers", type=click.IntRange(min=1), default=None,
-                help=_env_help("workers")),
-        _option("-p", "--priorities", default=None, help=_env_help("priorities")),
+                help=describe("workers")),
+        _option("-p", "--priorities", default=None, help=describe("priorities")),
         _option("-i", "--poll-interval", type=click.FloatRange(min=0.001), default=None,
-                help=_env_help("poll_interval")),
+                help=describe("poll_interval")),
         _option("--batch-size", type=click.IntRange(min=1), default=None,
-                help=_env_help("batch_size")),
+                help=describe("batch_size")),
         _option("--shutdown-timeout", type=click.FloatRange(min=0), default=None,
-                help=_env_help("shutdown_timeout")),
-        _option("--listen/--no-listen", default=None, help=_env_help("listen")),
+                help=describe("shutdown_timeout")),
+        _option("--listen/--no-listen", default=None, help=describe("listen")),
         _option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-                help=_env_help("metrics_port") + "; needs que-core[metrics]"),
-        _option("--metrics-host", default=None, help=_env_help("metrics_host")),
+                help=describe("metrics_port") + "; needs que-core's metrics extra"),
+        _option("--metrics-host", default=None, help=describe("metrics_host")),
     ]
-    for decorator in reversed(decorators):
+
+
+def worker_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    def describe(name: str) -> str:
+        if name == "queues":
+            return _env_help(name) + " (repeatable; $QUE_QUEUES is comma-separated)"
+        return _env_help(name)
+
+    for decorator in reversed(worker_option_list(describe)):
         f = decorator(f)
     return f
 
@@ -279,6 +308,11 @@ def migrate(target: int | None, status: bool, yes: bool, as_json: bool, **opts: 
     )
     from que_core.migrations import migrate as do_migrate
 
+    if target is not None and target > LATEST_VERSION:
+        raise click.BadParameter(
+            f"{target}: versions go from 0 (no que schema) to {LATEST_VERSION}",
+            param_hint="'--to'",
+        )
     cfg = Settings(opts)
     cfg.setup_logging()
     conn = cfg.connect(check_schema=False)
@@ -357,7 +391,9 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
     modules that define your Job classes ($QUE_MODULES, [tool.que] modules).
 
     A first SIGINT/SIGTERM stops taking jobs and lets running ones finish
-    (for --shutdown-timeout seconds at most); a second one exits at once.
+    (for --shutdown-timeout seconds at most), then exits with status 0, or 5
+    when the deadline passed with jobs unfinished (they will be worked again);
+    a second one exits at once, with status 6.
     """
     from que_core.worker import Worker, parse_priorities
 
@@ -371,61 +407,71 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise QueCliError(f"cannot import job module {name!r}: {exc}", EXIT_USAGE) from None
+        except Exception as exc:  # the module itself raised: a bug or a setting of the app
+            raise QueCliError(f"cannot import job module {name!r}: {_raised(exc)}",
+                              EXIT_USAGE) from None
 
+    def start() -> Any:
+        return Worker(
+            dsn,
+            adapter=cfg.adapter(),
+            queues=cfg["queues"],
+            worker_count=cfg["workers"],
+            worker_priorities=parse_priorities(cfg["priorities"]) if cfg["priorities"] else None,
+            poll_interval=cfg["poll_interval"],
+            batch_size=cfg["batch_size"],
+            listen=cfg["listen"],
+        ).start()
+
+    with cfg.errors():
+        work_in_foreground(start, lambda w: bool(w.stop(timeout=cfg["shutdown_timeout"])),
+                           cfg["metrics_port"], cfg["metrics_host"])
+
+
+def work_in_foreground(start: Callable[[], Any], stop: Callable[[Any], bool],
+                       metrics_port: int | None, metrics_host: str) -> None:
+    """``que work`` once its settings are read (``flask que work`` too): *start*
+    starts the worker and returns it, *stop* stops it; with *metrics_port*
+    Prometheus metrics are served meanwhile. Exits as :mod:`que_core.foreground`
+    says; que-core errors are raised."""
     metrics = None
-    if cfg["metrics_port"] is not None:
+    if metrics_port is not None:
         try:
             from que_core.contrib import prometheus
         except ImportError as exc:
             raise QueCliError(f"--metrics-port: {exc}", EXIT_USAGE) from None
         metrics = prometheus.install()
-    try:
-        with _errors():
-            worker = Worker(
-                dsn,
-                adapter=cfg.adapter(),
-                queues=cfg["queues"],
-                worker_count=cfg["workers"],
-                worker_priorities=parse_priorities(cfg["priorities"])
-                if cfg["priorities"] else None,
-                poll_interval=cfg["poll_interval"],
-                batch_size=cfg["batch_size"],
-                listen=cfg["listen"],
-            )
-            worker.start()
-        if metrics is not None:
+
+    def started() -> Any:
+        worker = start()
+        if metrics is not None and metrics_port is not None:
             try:
-                metrics.serve(cfg["metrics_port"], cfg["metrics_host"])
+                metrics.serve(metrics_port, metrics_host)
             except OSError as exc:
-                worker.stop(timeout=cfg["shutdown_timeout"])
+                stop(worker)
                 raise QueCliError(
-                    f"cannot serve metrics on {cfg['metrics_host']}:{cfg['metrics_port']}: {exc}"
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
                 ) from None
-        _run_until_signalled(worker, cfg["shutdown_timeout"])
+        return worker
+
+    try:
+        foreground.work_until_signalled(started, stop)
     finally:
         if metrics is not None:
             metrics.close()
 
 
-def _run_until_signalled(worker: Any, shutdown_timeout: float | None) -> None:
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():  # second signal: leave now; the session's end frees the locks
-            os._exit(EXIT_ERROR)
-        log.info("received %s: finishing running jobs", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    while not stop.wait(0.5):
-        if not worker.running:
-            raise QueCliError("the worker's locker stopped unexpectedly")
-    clean = worker.stop(timeout=shutdown_timeout)
-    if not clean:
-        log.warning("exiting with jobs unfinished: they will be worked again")
-        logging.shutdown()
-        os._exit(EXIT_OK)  # leaves the hung threads behind; the session close frees their locks
+def _raised(exc: BaseException) -> str:
+    """``it raised RuntimeError: boom (at /app/jobs.py, line 3)``: the exception and
+    where it was raised, in one line (the traceback is logged at debug level)."""
+    log.debug("the traceback", exc_info=exc)
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):  # its message names the file and line already
+        return text
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen ")]
+    where = f" (at {frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
+    return f"it raised {text}{where}"
 
 
 # -- stats ----------------------------------------------------------------------
@@ -907,7 +953,7 @@ def demo(job_count: int, workers: int, timeout: float, **opts: Any) -> None:
         dsn = None
     else:
         dsn = cfg.dsn()
-    with _errors():
+    with cfg.errors():
         status = demo_module.run(dsn=dsn, adapter=cfg["adapter"], jobs=job_count,
                                  workers=workers, timeout=timeout)
     sys.exit(status)

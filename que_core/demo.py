@@ -420,7 +420,7 @@ def _run(setup: Setup, jobs: int, workers: int, timeout: float, out: IO[str]) ->
                 progress.draw()
                 if not worker.running:
                     progress.end()
-                    _echo(out, "the worker's locker stopped unexpectedly")
+                    _echo(out, "the worker stopped unexpectedly")
                     return 1
                 if time.monotonic() > deadline:
                     progress.end()

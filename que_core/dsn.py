@@ -47,11 +47,14 @@ def parse_dsn(dsn: str) -> dict[str, str | int]:
     host = params.get("host")
     if isinstance(host, str):
         if "," in host:
-            raise _bad_dsn("several hosts are not supported")
+            raise _bad_dsn(_SEVERAL_HOSTS)
         if host.startswith("/"):
             del params["host"]
             params["unix_sock"] = f"{host.rstrip('/')}/.s.PGSQL.{params.get('port', 5432)}"
     return params
+
+
+_SEVERAL_HOSTS = "several hosts are not supported"
 
 
 def _bad_dsn(why: str) -> ConfigurationError:
@@ -74,7 +77,7 @@ def _parse_url(dsn: str) -> dict[str, str | int]:
         if colon:
             params["password"] = unquote(password)
     if "," in hostport:
-        raise _bad_dsn("several hosts are not supported")
+        raise _bad_dsn(_SEVERAL_HOSTS)
     if hostport.startswith("["):  # [IPv6]:port
         host, bracket, port = hostport[1:].partition("]")
         if not bracket or (port and not port.startswith(":")):
@@ -134,3 +137,49 @@ def _parse_key_values(dsn: str) -> dict[str, str | int]:
                 raise _bad_dsn(f"unterminated quoted value for {key!r}")
             i += 1  # the closing quote
         params[key] = "".join(value)
+
+
+_SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def check_dsn(dsn: str, source: str = "") -> str:
+    """*dsn*, checked, for connecting: raise what is wrong with it now rather
+    than as a connection failure later.
+
+    A SQLAlchemy-style ``postgresql+psycopg://`` (any ``+driver``) URL is
+    accepted as the ``postgresql://`` URL it stands for: which driver que-core
+    uses is the adapter's business. Any other scheme (``mysql://``), a DSN that
+    cannot be read, a port that is not a number or an unknown ``sslmode`` is a
+    :class:`~que_core.errors.ConfigurationError` that says what is wrong and,
+    with *source* (``"flag --dsn"``, ``"env DATABASE_URL"``), where the DSN
+    came from; it does not quote the DSN (a malformed one may hide its
+    password from :func:`mask_password`). Option names are left to the driver.
+    """
+    where = f" (the DSN from {source})" if source else ""
+    scheme = _SCHEME.match(dsn)
+    if scheme:
+        name = scheme.group(1)
+        base, plus, _driver = name.lower().partition("+")
+        if base not in ("postgresql", "postgres"):
+            raise ConfigurationError(
+                f"the DSN is not PostgreSQL's: its scheme is {name + '://'!r}; que-core needs "
+                f"postgresql://... (or key=value pairs){where}"
+            )
+        if plus:
+            dsn = "postgresql" + dsn[scheme.end(1) :]
+    try:
+        params = parse_dsn(dsn)
+    except ConfigurationError as exc:
+        if _SEVERAL_HOSTS not in str(exc):  # libpq takes several; only pg8000 refuses them
+            raise ConfigurationError(f"{exc}{where}") from None
+        params = {}
+    port = params.get("port")
+    if isinstance(port, int) and not 0 < port < 65536:
+        raise ConfigurationError(f"cannot read the DSN: port {port} is out of range{where}")
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise ConfigurationError(
+            f"cannot read the DSN: sslmode {sslmode!r} is not one of {', '.join(_SSLMODES)}{where}"
+        )
+    return dsn

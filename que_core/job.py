@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TypeVar
 from que_core import validation
 from que_core.config import RunMode, settings
 from que_core.connection import Connection
-from que_core.errors import ConfigurationError, QueError
+from que_core.errors import ConfigurationError, InvalidJob, QueError
 from que_core.plugins import wrap_connection
 from que_core.sql import q
 
@@ -235,6 +235,7 @@ class Job:
         if settings.run_mode is RunMode.INLINE:
             job._run_inline(conn)
             return job
+        _check_storable(cls)
         pending = _bulk.get()
         if pending is not None:
             pending.append(job)
@@ -289,6 +290,22 @@ class Job:
         self.run(*self.args, **self.kwargs)
 
 
+def _check_storable(cls: type[Job]) -> None:
+    """Refuse a class of the script being run stored under its default name:
+    no worker could ever resolve ``__main__.Name``, so the job would fail forever."""
+    if cls.job_name.partition(".")[0] != "__main__":
+        return
+    name = cls.__qualname__
+    raise InvalidJob(
+        f"{name} is defined in the script being run (__main__), so its jobs would be stored "
+        f"as {cls.job_name!r}, a name no worker can resolve: workers register job classes "
+        f"by importing their modules, never your script as __main__. Define {name} in a "
+        f"module of its own, import it from the script and give that module to the worker "
+        f"(que work yourmodule), or give the class a name of its own: "
+        f"job_name = {name!r}"
+    )
+
+
 def _connection(conn: Any) -> Connection:
     if conn is None:
         if settings.connection_provider is None:
@@ -307,6 +324,8 @@ def insert_many(jobs: Sequence[Job], conn: Any) -> None:
     """
     if not jobs:
         return
+    for cls in {type(j) for j in jobs}:
+        _check_storable(cls)
     c = _connection(conn)
     rows = [
         {

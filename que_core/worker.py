@@ -20,11 +20,12 @@ from typing import Any
 from que_core.claims import SetAside
 from que_core.connection import Adapter, Connection
 from que_core.dispatch import ANY_PRIORITY, Dispatcher
-from que_core.dsn import mask_password
+from que_core.dsn import check_dsn, mask_password
 from que_core.errors import ConfigurationError, QueError
 from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
 from que_core.plugins import get_adapter
+from que_core.pooler import check_sessions_last
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -81,10 +82,11 @@ class Worker:
         batch_size: int = 20,
         listen: bool = True,
     ) -> None:
+        source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
         if not dsn:
             raise ConfigurationError("no database: pass dsn=... or set DATABASE_URL")
-        self.dsn = dsn
+        self.dsn = check_dsn(dsn, source)
         self.adapter = (
             get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
         )
@@ -138,6 +140,7 @@ class Worker:
         conn = self._connect()
         try:
             require_latest(conn)
+            check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
         listener = Listener(self._connect, self.queues, self.worker_priorities,

@@ -19,3 +19,20 @@ except ImportError:  # the suite lives at the top of the repository, beside test
     import conformance
 
 globals().update(conformance.suite_namespace())
+
+
+def test_the_runner_prints_no_assert_rewrite_warning(server_dsn: str) -> None:
+    import subprocess
+
+    from que_core import plugins
+
+    name = sorted(plugins.adapters())[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "conformance", "--adapter", name, "--dsn", server_dsn,
+         "--", "-k", "registered_under_its_name or close_twice"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 passed" in out.stdout
+    assert "que-core adapter conformance" in out.stdout  # the summary
+    assert "Warning" not in out.stdout + out.stderr

@@ -277,6 +277,25 @@ def test_que_work_reports_a_missing_schema_clearly(django_db: DjangoDatabase) ->
     assert "no que schema" in out and "Traceback" not in out
 
 
+def test_a_bad_run_mode_is_reported_by_the_check_instead_of_crashing(
+    tmp_path: Path, server_dsn: str
+) -> None:
+    (tmp_path / "bogus_settings.py").write_text(
+        "from tests.django_settings import *  # noqa: F403\n"
+        "QUE = {**QUE, 'RUN_MODE': 'bogus'}  # noqa: F405\n", encoding="utf-8")
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="bogus_settings",
+               QUE_DJANGO_DATABASE_URL=server_dsn,
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT),
+                                           os.environ.get("PYTHONPATH", "")]))
+    for command in (["check"], ["que_work"]):
+        out = subprocess.run([sys.executable, "-m", "django", *command], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "(que.E003) QUE['RUN_MODE'] is 'bogus'" in out.stderr
+        assert "HINT: use 'queue' or 'inline'" in out.stderr
+        assert "Traceback" not in out.stderr and "ValueError" not in out.stderr
+
+
 # -- the same suite on Django's other PostgreSQL backend --------------------------------
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from que_core import Job, RunMode, bulk_enqueue, run_mode
-from que_core.connection import Connection
+from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError, InvalidJob
 from tests.helpers import job_count, log_tags, scalar
 from tests.jobs import PlainJob, RecordJob, RubyNamedJob
@@ -143,3 +146,61 @@ def test_job_name_too_long_is_refused_at_class_definition() -> None:
 
         class Long(Job):
             job_name = "x" * 201
+
+
+def _script_class(name: str, **attrs: object) -> type[Job]:
+    """A Job class as a script run directly (``python script.py``) defines it."""
+
+    def run(self: Job, *args: object) -> None:
+        pass
+
+    return type(name, (Job,), {"__module__": "__main__", "run": run, **attrs})
+
+
+def test_a_job_class_of_the_script_run_directly_is_refused_with_the_fix(
+    conn: Connection,
+) -> None:
+    Hello = _script_class("Hello")
+    assert Hello.job_name == "__main__.Hello"
+    for attempt in (
+        lambda: Hello.enqueue(conn=conn.raw),
+        lambda: Hello.enqueue_many([(1,), (2,)], conn=conn.raw),
+    ):
+        with pytest.raises(InvalidJob) as info:
+            attempt()
+        message = str(info.value)
+        assert "'__main__.Hello', a name no worker can resolve" in message
+        assert "Define Hello in a module of its own" in message
+        assert "job_name = 'Hello'" in message
+    with pytest.raises(InvalidJob, match=r"__main__\.Hello"), bulk_enqueue(conn=conn.raw):
+        PlainJob.enqueue("kept out too", conn=conn.raw)
+        Hello.enqueue(conn=conn.raw)
+    assert job_count(conn) == 0  # nothing inserted, not even the other job of the bulk
+    # Inline, nothing is stored: the class runs where it is.
+    with run_mode("inline"):
+        Hello.enqueue()
+    # The fix the message gives: a name of its own.
+    Named = _script_class("Named", job_name="Named")
+    Named.enqueue(conn=conn.raw)
+    assert scalar(conn, "SELECT job_class FROM que_jobs") == "Named"
+
+
+def test_a_script_run_directly_gets_the_message_not_a_stuck_job(
+    tmp_path: Path, adapter: Adapter, dsn: str, conn: Connection
+) -> None:
+    script = tmp_path / "hello.py"
+    script.write_text(
+        "import sys\n"
+        "from que_core import Job, plugins\n\n"
+        "class Hello(Job):\n"
+        "    def run(self):\n"
+        "        print('hello')\n\n"
+        "conn = plugins.get_adapter(sys.argv[1]).connect(sys.argv[2])\n"
+        "Hello.enqueue(conn=conn.raw)\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run([sys.executable, str(script), adapter.name, dsn], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "InvalidJob: Hello is defined in the script being run (__main__)" in out.stderr
+    assert job_count(conn) == 0

@@ -66,5 +66,53 @@ def test_without_flask_the_import_error_names_the_extra(monkeypatch: pytest.Monk
 
     monkeypatch.setitem(sys.modules, "flask", None)
     monkeypatch.delitem(sys.modules, "que_core.contrib.flask")
-    with pytest.raises(ImportError, match=r"pip install 'que-core\[flask\]'"):
+    with pytest.raises(ImportError, match=r"pip install flask"):
         importlib.import_module("que_core.contrib.flask")
+
+
+def test_flask_que_work_takes_que_works_flags(example_dsn: str) -> None:  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from que_core import plugins
+    from tests.examples_support import EXAMPLES
+    from tests.helpers import scalar
+
+    env = dict(os.environ, DATABASE_URL=example_dsn)
+    base = [sys.executable, "-m", "flask", "--app", "app", "que", "work"]
+    help_text = subprocess.run([*base, "--help"], cwd=EXAMPLES / "flask_app", env=env,
+                               capture_output=True, text=True, timeout=60).stdout
+    for flag in ("--queue", "--workers", "--priorities", "--poll-interval", "--batch-size",
+                 "--shutdown-timeout", "--listen / --no-listen", "--metrics-port"):
+        assert flag in help_text
+    bad = subprocess.run([*base, "-p", "10,soon"], cwd=EXAMPLES / "flask_app", env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "worker priority 'soon' is neither an integer nor 'any'" in bad.stderr
+
+    proc = subprocess.Popen(
+        [*base, "-w", "2", "-q", "signups", "-q", "other", "--no-listen", "-i", "0.3"],
+        cwd=EXAMPLES / "flask_app", env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    conn = plugins.get_adapter("psycopg").connect(example_dsn)
+    try:
+        def registered() -> object:
+            if proc.poll() is not None:
+                raise AssertionError(proc.communicate()[0])
+            if not scalar(conn, "SELECT to_regclass('que_lockers') IS NOT NULL"):
+                return None
+            rows = conn.execute("SELECT worker_count, queues, listening FROM que_lockers")
+            return rows[0] if rows else None
+
+        assert tuple(wait_for(registered, timeout=30)) == (2, ["signups", "other"], False)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

@@ -269,4 +269,6 @@ def test_loggers_are_named_under_que_core() -> None:
                     and isinstance(node.args[0], ast.Constant)):
                 names.append((path.name, node.args[0].value))
     assert names
-    assert [n for n in names if not str(n[1]).startswith("que_core")] == []
+    # embedded.py only quiets pgserver's own logger (its INFO lines are noise).
+    quieted = {("embedded.py", "pgserver")}
+    assert [n for n in names if not str(n[1]).startswith("que_core") and n not in quieted] == []

@@ -160,7 +160,7 @@ def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any
     wait_for(lambda: log_tags(db, "start") == ["slow"])
     assert w.stop() is True
     assert log_tags(db, "done") == ["slow"]
-    assert job_count(db) == 5  # the buffered ones were released, not run
+    assert job_count(db) == 5  # the claimed but unstarted ones were released, not run
     assert advisory_locks(db) == 0
     assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
 

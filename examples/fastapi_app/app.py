@@ -1,7 +1,8 @@
 """Example: a FastAPI app that enqueues a job from a request handler, and
 works it in-process (the worker lives in the app's lifespan).
 
-    pip install 'que-core[fastapi]' ./que_adapters/psycopg uvicorn
+    pip install '.[fastapi]' ./que_adapters/psycopg uvicorn   # in the repository's top directory
+    cd examples/fastapi_app
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres uvicorn app:app
     curl -H 'content-type: application/json' -d '{"email": "a@example.com"}' \
          http://127.0.0.1:8000/signups

@@ -1,7 +1,8 @@
 """Example: a Flask app (SQLAlchemy) that enqueues a job from a view, with
 the in-process worker of the que-core Flask extension.
 
-    pip install 'que-core[flask,sqlalchemy]' ./que_adapters/psycopg
+    pip install '.[flask,sqlalchemy]' ./que_adapters/psycopg   # in the repository's top directory
+    cd examples/flask_app
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres flask --app app run
     curl -d email=a@example.com http://127.0.0.1:5000/signups
     curl http://127.0.0.1:5000/signups/1        # "welcomed": true once worked

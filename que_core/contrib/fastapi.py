@@ -26,7 +26,7 @@ try:
     from fastapi import Request
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides FastAPI
     raise ImportError(
-        "que_core.contrib.fastapi needs FastAPI: pip install 'que-core[fastapi]'"
+        "que_core.contrib.fastapi needs FastAPI (que-core's fastapi extra): pip install fastapi"
     ) from exc
 
 from que_core.contrib.lifecycle import ManagedWorker

@@ -30,15 +30,17 @@ Configuration (``app.config``):
     seconds to let running jobs finish when stopping (default 30).
 
 The worker stops at interpreter exit, or with ``que.stop(app)``. ``flask que
-migrate`` and ``flask que work`` are added to the app's CLI. Enqueue in a
+migrate`` and ``flask que work`` are added to the app's CLI; ``flask que work``
+takes ``que work``'s worker flags (``-q``, ``-w``, ``-p``, ``-i``,
+``--batch-size``, ``--shutdown-timeout``, ``--listen/--no-listen``,
+``--metrics-port``, ``--metrics-host``), which override the app's settings,
+and exits as ``que work`` does. Enqueue in a
 view with the connection your app already has (a SQLAlchemy session, a
 driver connection): the job commits with it.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Any
 
 try:
@@ -46,10 +48,12 @@ try:
     from flask import Flask, current_app
 except ImportError as exc:  # pragma: no cover - exercised by a test that hides Flask
     raise ImportError(
-        "que_core.contrib.flask needs Flask: pip install 'que-core[flask]'"
+        "que_core.contrib.flask needs Flask (que-core's flask extra): pip install flask"
     ) from exc
 
+from que_core import cli, settings_file
 from que_core.contrib.lifecycle import ManagedWorker
+from que_core.dsn import check_dsn
 from que_core.errors import ConfigurationError
 from que_core.worker import Worker
 
@@ -133,6 +137,30 @@ class Que:
         return self._managed(app).worker
 
 
+# `que work`'s worker flags, by option name, and the Worker argument each sets.
+_WORKER_ARGS = {
+    "queues": "queues", "workers": "worker_count", "priorities": "worker_priorities",
+    "poll_interval": "poll_interval", "batch_size": "batch_size", "listen": "listen",
+}
+# The app.config key that gives a flag's default.
+_CONFIG_KEYS = {
+    "queues": "QUE_QUEUES", "workers": "QUE_WORKER_COUNT", "poll_interval": "QUE_POLL_INTERVAL",
+    "shutdown_timeout": "QUE_SHUTDOWN_TIMEOUT",
+}
+
+
+def _describe(name: str) -> str:
+    spec = settings_file.SPECS_BY_NAME[name]
+    default = f"app.config {_CONFIG_KEYS[name]}" if name in _CONFIG_KEYS else "as que work"
+    return f"{spec.help[0].upper()}{spec.help[1:]} [default: {default}]"
+
+
+def _worker_flags(f: Any) -> Any:
+    for decorator in reversed(cli.worker_option_list(_describe)):
+        f = decorator(f)
+    return f
+
+
 def _cli(managed: ManagedWorker) -> click.Group:
     @click.group("que", help="que-core jobs.")
     def group() -> None:
@@ -149,23 +177,40 @@ def _cli(managed: ManagedWorker) -> click.Group:
             managed.dsn = os.environ.get("DATABASE_URL")
         if not managed.dsn:
             raise click.UsageError("set QUE_DSN (or DATABASE_URL)")
-        conn = get_adapter(managed.adapter).connect(managed.dsn)
+        with cli._errors():
+            conn = get_adapter(managed.adapter).connect(check_dsn(managed.dsn))
         try:
             version = migrate(conn)
         finally:
             conn.close()
         click.echo(f"que-core schema at version {version}")
 
-    @group.command("work", help="Work jobs in the foreground until Ctrl-C / SIGTERM.")
-    def work_command() -> None:
-        stop = threading.Event()
-        managed.start()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
-        managed.stop()
+    @group.command("work", epilog=cli.SHORT_EPILOG, help=(
+        "Work jobs in the foreground until SIGINT/SIGTERM, with the app's QUE_* settings; "
+        "the flags are `que work`'s and override them. Exit statuses are que work's."))
+    @_worker_flags
+    def work_command(**flags: Any) -> None:
+        from que_core.worker import parse_priorities
+
+        given = {k: v for k, v in flags.items() if v is not None and v != ()}
+        kwargs = dict(managed.worker_kwargs)
+        for flag, arg in _WORKER_ARGS.items():
+            if flag in given:
+                kwargs[arg] = given[flag]
+        if "queues" in kwargs:
+            kwargs["queues"] = list(kwargs["queues"])
+        with cli._errors():
+            if isinstance(kwargs.get("worker_priorities"), str):
+                kwargs["worker_priorities"] = parse_priorities(kwargs["worker_priorities"])
+            foreground = ManagedWorker(
+                managed.dsn, adapter=managed.adapter, migrate=managed.migrate,
+                shutdown_timeout=given.get("shutdown_timeout", managed.shutdown_timeout),
+                stop_at_exit=False, **kwargs,
+            )
+            cli.work_in_foreground(
+                foreground.start, lambda worker: foreground.stop(),
+                given.get("metrics_port"),
+                given.get("metrics_host") or settings_file.SPECS_BY_NAME["metrics_host"].default,
+            )
 
     return group

@@ -1,6 +1,6 @@
 """Prometheus metrics for que-core workers, as a plugin of the lifecycle hooks.
 
-Needs prometheus-client: ``pip install 'que-core[metrics]'``.
+Needs prometheus-client (que-core's ``metrics`` extra): ``pip install prometheus-client``.
 
 From the command line, ``que work --metrics-port 9394`` installs it and
 serves ``http://<host>:9394/metrics``. In your own process::
@@ -51,8 +51,8 @@ try:
     from prometheus_client.registry import Collector, CollectorRegistry
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "que_core.contrib.prometheus needs prometheus-client: "
-        "pip install 'que-core[metrics]'"
+        "que_core.contrib.prometheus needs prometheus-client (que-core's metrics extra): "
+        "pip install prometheus-client"
     ) from exc
 
 from que_core.connection import Connection

@@ -62,7 +62,8 @@ def _wrap(obj: Any) -> Connection | None:
         from sqlalchemy.orm import Session, scoped_session
     except ImportError as exc:  # pragma: no cover - only from enqueue_conn
         raise ImportError(
-            "que_core.contrib.sqlalchemy needs SQLAlchemy 2: pip install 'que-core[sqlalchemy]'"
+            "que_core.contrib.sqlalchemy needs SQLAlchemy 2 (que-core's sqlalchemy extra): "
+            "pip install 'sqlalchemy>=2'"
         ) from exc
 
     if isinstance(obj, scoped_session):

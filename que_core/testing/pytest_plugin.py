@@ -14,7 +14,7 @@ Fixtures:
     :class:`~que_core.Worker` on ``que_database``; stopped after the test.
 
 The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``), else the embedded
-PostgreSQL (``que-core[embedded]``); the role needs CREATEDB. The adapter is
+PostgreSQL (pgserver, que-core's ``embedded`` extra); the role needs CREATEDB. The adapter is
 ``$QUE_TEST_ADAPTER`` (else the first of ``$QUE_TEST_ADAPTERS``), else the
 installed one. Disable the plugin with ``-p no:que``.
 """

@@ -98,6 +98,10 @@ class PsycopgAdapter:
     def connect(self, dsn: str) -> PsycopgConnection:
         try:
             raw = psycopg.connect(dsn, autocommit=True)
+        except psycopg.ProgrammingError as exc:  # libpq could not read the DSN
+            raise errors.ConfigurationError(
+                f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc))}"
+            ) from None
         except psycopg.Error as exc:
             raise errors.CannotConnect(
                 f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc))}"

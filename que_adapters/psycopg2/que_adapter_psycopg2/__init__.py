@@ -135,6 +135,10 @@ class Psycopg2Adapter:
         try:
             raw = psycopg2.connect(dsn)
             raw.autocommit = True
+        except psycopg2.ProgrammingError as exc:  # libpq could not read the DSN
+            raise errors.ConfigurationError(
+                f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc).strip())}"
+            ) from None
         except psycopg2.Error as exc:
             raise errors.CannotConnect(
                 f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc).strip())}"

@@ -6,6 +6,7 @@ import contextlib
 
 from django.apps import AppConfig
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 
 
 class QueConfig(AppConfig):
@@ -37,8 +38,11 @@ def install() -> None:
     from que_core.plugins import plugin_manager
 
     settings.connection_provider = provider
-    if conf.get("RUN_MODE"):
-        set_run_mode(conf.get("RUN_MODE"))
+    # A bad QUE or RUN_MODE is left to the system checks (que.E000, que.E003),
+    # which say what is wrong; raising here would crash every manage.py command.
+    with contextlib.suppress(ImproperlyConfigured, ValueError):
+        if conf.get("RUN_MODE"):
+            set_run_mode(conf.get("RUN_MODE"))
     pm = plugin_manager()
     if not pm.is_registered(CLEANUP):
         pm.register(CLEANUP, name="que-django-connection-cleanup")

@@ -5,28 +5,23 @@ Job classes are found by importing each installed app's ``jobs`` module (and
 The worker's own sessions use ``QUE["DSN"]`` (default: built from
 ``DATABASES[QUE["DATABASE"]]``); jobs that use the ORM get Django's
 connections in their thread, closed when stale before and after each job.
-SIGINT or SIGTERM lets running jobs finish, then exits.
+SIGINT or SIGTERM lets running jobs finish, then exits; the exit statuses
+are ``que work``'s (:mod:`que_core.foreground`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
-import os
-import signal
-import threading
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
+from que_core import foreground
 from que_core.contrib.django import conf, db
 from que_core.dsn import mask_password
 from que_core.errors import QueError
-
-log = logging.getLogger("que_core.contrib.django")
 
 
 def import_job_modules() -> None:
@@ -65,7 +60,11 @@ class Command(BaseCommand):
 
         import_job_modules()
         dsn = db.worker_dsn()
-        try:
+        timeout = options["shutdown_timeout"]
+        if timeout is None:
+            timeout = conf.get("SHUTDOWN_TIMEOUT")
+
+        def start() -> Worker:
             worker = Worker(
                 dsn,
                 adapter=db.worker_adapter(),
@@ -75,32 +74,14 @@ class Command(BaseCommand):
                 poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
                 batch_size=int(conf.get("BATCH_SIZE")),
                 listen=bool(conf.get("LISTEN")) and not options["no_listen"],
-            )
-            worker.start()
+            ).start()
+            self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
+            self.stdout.flush()
+            return worker
+
+        try:  # exits with foreground.EXIT_UNFINISHED or EXIT_SECOND_SIGNAL if need be
+            foreground.work_until_signalled(start, lambda w: bool(w.stop(timeout=timeout)))
         except QueError as exc:
             raise CommandError(mask_password(str(exc))) from None
-        self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
-        self.stdout.flush()
-
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            if stop.is_set():  # a second signal: leave now; the locks go with the sessions
-                os._exit(1)
-            log.info("received %s: finishing running jobs", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while not stop.wait(0.5):
-            if not worker.running:
-                raise CommandError("the worker's locker stopped unexpectedly")
-        timeout = options["shutdown_timeout"]
-        if timeout is None:
-            timeout = conf.get("SHUTDOWN_TIMEOUT")
-        clean = worker.stop(timeout=timeout)
         self.stdout.write("que-core worker stopped")
         self.stdout.flush()
-        if not clean:
-            log.warning("exiting with jobs unfinished: they will be worked again")
-            os._exit(0)
