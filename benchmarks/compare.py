@@ -31,8 +31,9 @@ a round (que-core, pgqueuer, procrastinate, then the next measurement):
 * bulk: --bulk-jobs jobs in one transaction (one statement), per driver.
 
 Printed: one line per run, then one Markdown table of the medians over the
-rounds, with que-core / peer for each metric (below 1 is better for CPU and
-latency, above 1 for rates). --json PATH writes the table and every run.
+rounds, with que-core / peer for each metric: the median of the ratios within
+each round (below 1 is better for CPU and latency, above 1 for rates).
+--json PATH writes the table and every run.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class Run:
     variant: str
     values: dict[str, float]
     line: str
+    round: int = 0  # set by main()
 
 
 def environment(dsn: str) -> dict[str, str]:
@@ -360,40 +362,44 @@ MEASUREMENTS = {"drain": drain, "latency": latency,
                 "single": enqueue("single"), "bulk": enqueue("bulk")}
 
 
-def medians(runs: list[Run]) -> dict[tuple[str, str, str], float]:
-    """(metric, system, variant) -> the median over the rounds."""
-    values: dict[tuple[str, str, str], list[float]] = {}
+Series = dict[tuple[str, str, str], dict[int, float]]  # (metric, system, variant) -> by round
+
+
+def series(runs: list[Run]) -> Series:
+    out: Series = {}
     for r in runs:
         for metric, v in r.values.items():
-            values.setdefault((metric, r.system, r.variant), []).append(v)
-    return {k: median(v) for k, v in values.items()}
+            out.setdefault((metric, r.system, r.variant), {})[r.round] = v
+    return out
 
 
-def summary(med: dict[tuple[str, str, str], float],
-            systems: list[System]) -> tuple[list[str], list[list[str]]]:
-    """The table of medians: one row per metric and variant, one column per
-    system, then que-core / peer. A system without the row's variant shows its
-    reference variant (its first), named in brackets unless it is ""."""
+def summary(data: Series, systems: list[System]) -> tuple[list[str], list[list[str]]]:
+    """The table: one row per metric and variant; per system the median over
+    the rounds; then que-core / peer, the median of the ratios within each
+    round (the two ran minutes apart, so they share that round's load). A
+    system without the row's variant shows its reference variant (its first),
+    named in brackets unless it is ""."""
     names = [s.name for s in systems]
     peers = [n for n in names if n != "que-core"] if "que-core" in names else []
     headers = ["", *names, *(f"que-core / {p}" for p in peers)]
     rows = []
     for metric, (label, fmt) in METRICS.items():
-        variants = list(dict.fromkeys(v for (m, s, v) in med if m == metric))
-        for variant in variants:
-            cells: dict[str, tuple[str, float] | None] = {}
+        for variant in dict.fromkeys(v for (m, s, v) in data if m == metric):
+            cells: dict[str, tuple[str, dict[int, float]] | None] = {}
             for name in names:
-                have = [v for (m, s, v) in med if m == metric and s == name]
+                have = [v for (m, s, v) in data if m == metric and s == name]
                 pick = variant if variant in have else (have[0] if have else None)
-                cells[name] = None if pick is None else (pick, med[(metric, name, pick)])
+                cells[name] = None if pick is None else (pick, data[(metric, name, pick)])
             row = [f"{label}, {variant}" if variant else label]
             for name in names:
                 cell = cells[name]
-                row.append("-" if cell is None else fmt.format(cell[1])
+                row.append("-" if cell is None else fmt.format(median(list(cell[1].values())))
                            + (f" ({cell[0]})" if cell[0] and cell[0] != variant else ""))
             for p in peers:
                 q, c = cells["que-core"], cells[p]
-                row.append(f"{q[1] / c[1]:.2f}x" if q and c and c[1] else "-")
+                qr, cr = (q[1], c[1]) if q and c else ({}, {})
+                ratios = [qr[r] / cr[r] for r in qr if cr.get(r)]
+                row.append(f"{median(ratios):.2f}x" if ratios else "-")
             rows.append(row)
     return headers, rows
 
@@ -444,25 +450,27 @@ def main(argv: list[str] | None = None) -> int:
             for m in only:
                 for s in systems:
                     for r in MEASUREMENTS[m](s, args, dsns[s.name], conns[s.name]):
+                        r.round = rnd
                         runs.append(r)
                         raw.append({"round": rnd, "system": r.system, "measurement": m,
                                     "variant": r.variant, **r.values})
                         print(f"round {rnd}/{args.rounds} {s.name}: {r.line}", flush=True)
     end = describe()
     print(end)
-    med = medians(runs)
-    headers, rows = summary(med, systems)
+    data = series(runs)
+    headers, rows = summary(data, systems)
     text = table(headers, rows)
     legend = "\n".join(f"- {s.name}: {s.about}" for s in systems)
-    print(f"\nMedians over {args.rounds} round(s); que-core / peer: above 1 is better for "
-          f"jobs/s, below 1 for CPU and latency.\n\n{text}\n\n{legend}")
+    print(f"\nMedians over {args.rounds} round(s); que-core / peer: the median of the "
+          f"ratios within each round, above 1 is better for jobs/s, below 1 for CPU and "
+          f"latency.\n\n{text}\n\n{legend}")
     if args.json:
         args.json.write_text(json.dumps({
             "argv": sys.argv[1:], "pins": PINS, "started": start, "finished": end,
             "settings": {k: str(v) for k, v in vars(args).items() if k != "dsn"},  # no password
             "table": text, "headers": headers, "rows": rows,
-            "medians": [{"metric": m, "system": s, "variant": v, "median": x}
-                        for (m, s, v), x in med.items()],
+            "medians": [{"metric": m, "system": sy, "variant": v,
+                         "median": median(list(x.values()))} for (m, sy, v), x in data.items()],
             "runs": raw,
         }, indent=1, ensure_ascii=False) + "\n")
         print(f"\nwritten to {args.json}")
