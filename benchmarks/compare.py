@@ -297,7 +297,8 @@ def drain(system: System, args: argparse.Namespace, dsn: str, conn: Connection) 
         rate = n / (t1 - t0)
         cpu_w = (cpu1 - cpu0) * 1e6 / n if cpu0 is not None and cpu1 is not None else float("nan")
         cpu_pg = sum(c - pg0.get(pid, 0.0) for pid, c in pg1.items()) * 1e6 / n
-        gone = len(pg0.keys() - pg1.keys())  # their CPU is not counted
+        gone = len(pg0.keys() - pg1.keys())
+        missed = f"; {gone} of its sessions ended during the drain, their CPU is missed"
         runs.append(Run(system.name, variant, {
             "drain_rate": rate, "drain_worker_cpu": cpu_w, "drain_pg_cpu": cpu_pg,
             "drain_seconds": t1 - t0, "startup_seconds": t0 - worker.started,
@@ -305,8 +306,7 @@ def drain(system: System, args: argparse.Namespace, dsn: str, conn: Connection) 
         }, f"drain {kind}: {n} jobs in {t1 - t0:.2f} s = {rate:,.0f} jobs/s; CPU per job: "
            f"worker {cpu_w:.0f} µs, postgres {cpu_pg:.0f} µs (ready {t0 - worker.started:.2f} s "
            f"after start, first job done {((first or t1) - t0) * 1000:.0f} ms after ready"
-           + (f"; {gone} of its sessions ended during the drain, their CPU is missed" if gone
-              else "") + ")"))
+           f"{missed if gone else ''})"))
     return runs
 
 
