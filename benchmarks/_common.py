@@ -65,10 +65,12 @@ def checkpoint(conn: Connection) -> None:
 
 class WorkerProcess:
     """One ``python -m que_core.cli work`` process with its default settings
-    (plus *extra* flags), logging to a temporary file."""
+    (plus *extra* flags), logging to a temporary file. *cmd* runs another
+    queue's worker instead (benchmarks/compare.py), in the same environment."""
 
     def __init__(
-        self, dsn: str, adapter: str, extra: Sequence[str] = (), modules: Sequence[str] = ()
+        self, dsn: str, adapter: str = "psycopg", extra: Sequence[str] = (),
+        modules: Sequence[str] = (), cmd: Sequence[str] | None = None,
     ) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
             prefix="que_bench_worker_", suffix=".log", delete=False
@@ -76,14 +78,13 @@ class WorkerProcess:
         env = dict(os.environ)
         env["DATABASE_URL"] = dsn  # not on the command line, where ps would show it
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        cmd = [
+        self.cmd = list(cmd) if cmd is not None else [
             sys.executable, "-m", "que_core.cli", "work", "--adapter", adapter,
             *extra, *(modules or ["benchmarks.noop_jobs"]),
         ]
-        self.cmd = cmd
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            self.cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -97,10 +98,14 @@ class WorkerProcess:
         text = Path(self.log.name).read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
-    def wait_registered(self, conn: Connection, listening: bool, timeout: float = 60.0) -> float:
+    def wait_registered(
+        self, conn: Connection, listening: bool, timeout: float = 60.0, sql: str | None = None
+    ) -> float:
         """Wait for the locker's row in que_lockers (and, with *listening*, for
-        its listener); return time.monotonic() when it was seen."""
-        sql = "SELECT count(*) FROM que_lockers" + (" WHERE listening" if listening else "")
+        its listener), or until the count *sql* returns is not 0; return
+        time.monotonic() when it was seen."""
+        if sql is None:
+            sql = "SELECT count(*) FROM que_lockers" + (" WHERE listening" if listening else "")
         deadline = time.monotonic() + timeout
         while True:
             ((n,),) = conn.execute(sql)
