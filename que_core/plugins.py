@@ -21,6 +21,8 @@ _manager: pluggy.PluginManager | None = None
 def plugin_manager() -> pluggy.PluginManager:
     """The process-wide plugin manager, loading entry points on first use."""
     global _manager
+    if _manager is not None:  # the per-job path asks often: no lock once made
+        return _manager
     with _lock:
         if _manager is None:
             pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -66,10 +68,32 @@ def get_adapter(name: str | None = None) -> Adapter:
         ) from None
 
 
+#: Driver connection types an adapter's wrap accepted, and that adapter: an
+#: enqueue per job must not ask every plugin each time.
+_wrappers: dict[type, Adapter] = {}
+#: Types known to be que-core Connections already (a Protocol isinstance()
+#: check is slow).
+_wrapped_types: set[type] = set()
+
+
 def wrap_connection(raw: Any) -> Connection:
     """A :class:`Connection` for the caller's raw driver connection."""
+    kind = type(raw)
+    if kind in _wrapped_types:
+        return raw  # type: ignore[no-any-return]
+    adapter = _wrappers.get(kind)
+    if adapter is not None:
+        cached = adapter.wrap(raw)
+        if cached is not None:
+            return cached
     if isinstance(raw, Connection):
+        _wrapped_types.add(kind)
         return raw
+    for candidate in adapters().values():
+        found = candidate.wrap(raw)
+        if found is not None:
+            _wrappers[kind] = candidate
+            return found
     wrapped: Connection | None = plugin_manager().hook.que_wrap_connection(raw=raw)
     if wrapped is None:
         installed = ", ".join(sorted(adapters())) or "none"

@@ -146,8 +146,12 @@ WITH r AS (
            coalesce(e.ended_at, 'infinity'),
            coalesce((SELECT min(greatest(f.at, r.started_at)) FROM rel_faults AS f
                      WHERE (f.kind = 'process' AND f.os_pid = r.os_pid)
+                        -- A run whose session is terminated is over: it can
+                        -- commit nothing more, and its locks are gone. That
+                        -- includes a run that started on a session just being
+                        -- terminated (the fault is noted just before the kill).
                         OR (f.kind = 'backend' AND f.backend_pid = r.backend_pid
-                            AND f.at >= r.started_at)
+                            AND f.at >= r.started_at - interval '1 second')
                         OR (f.kind = 'server' AND f.at >= r.started_at)), 'infinity')
          ) AS ended_at
   FROM rel_runs AS r
