@@ -17,7 +17,7 @@ one ``execute`` are allowed only without parameters (migrations use that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -73,6 +73,14 @@ class Connection(Protocol):
         """Return the notifications received so far, waiting up to *timeout*
         seconds for the first one when none is pending (however the driver
         can: a driver that cannot block may wait on the socket, then read)."""
+        ...
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run *sql*, a ``COPY ... FROM STDIN`` (text format), sending *rows*:
+        tuples of ``None``, ``int``, ``str`` or timezone-aware ``datetime``, in
+        the order of the statement's columns. Inside the caller's transaction
+        as ``execute`` would be; :mod:`que_core.copying` formats rows for a
+        driver that takes the data as a file."""
         ...
 
     def reset(self) -> bool:

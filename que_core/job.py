@@ -205,14 +205,19 @@ class Job:
     ) -> J:
         """A checked, not yet enqueued job of this class."""
         a, k = validation.check_args(tuple(args), dict(kwargs or {}))
-        return cls(
-            a,
-            k,
-            queue=validation.check_queue(queue if queue is not None else cls.queue),
-            priority=validation.check_priority(priority if priority is not None else cls.priority),
-            run_at=validation.check_run_at(run_at),
-            tags=validation.check_tags(tags),
-        )
+        return cls(a, k, **cls._options(priority, queue, run_at, tags))
+
+    @classmethod
+    def _options(cls, priority: int | None, queue: str | None, run_at: datetime | None,
+                 tags: Sequence[str] | None) -> dict[str, Any]:
+        """enqueue's own options, checked, with the class's defaults."""
+        return {
+            "queue": validation.check_queue(queue if queue is not None else cls.queue),
+            "priority": validation.check_priority(
+                priority if priority is not None else cls.priority),
+            "run_at": validation.check_run_at(run_at),
+            "tags": validation.check_tags(tags),
+        }
 
     @classmethod
     def enqueue(
@@ -257,11 +262,9 @@ class Job:
         tags: Sequence[str] | None = None,
     ) -> list[J]:
         """Enqueue one job per element of *args_list* (each a sequence of
-        positional arguments) in a single statement."""
-        jobs = [
-            cls.build(a, None, priority=priority, queue=queue, run_at=run_at, tags=tags)
-            for a in args_list
-        ]
+        positional arguments) with one COPY."""
+        options = cls._options(priority, queue, run_at, tags)
+        jobs = [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
         if settings.run_mode is RunMode.INLINE:
             for job in jobs:
                 job._run_inline(conn)
@@ -317,9 +320,9 @@ def _connection(conn: Any) -> Connection:
 
 
 def insert_many(jobs: Sequence[Job], conn: Any) -> None:
-    """Insert *jobs* (of any classes) in one statement; sets their ids.
+    """Insert *jobs* (of any classes) with one COPY; sets their ids.
 
-    The per-job NOTIFY is skipped for the batch: lockers find bulk-inserted
+    The per-job NOTIFY is skipped for the batch: workers find bulk-inserted
     jobs by polling, which takes many at a time.
     """
     if not jobs:
@@ -327,25 +330,21 @@ def insert_many(jobs: Sequence[Job], conn: Any) -> None:
     for cls in {type(j) for j in jobs}:
         _check_storable(cls)
     c = _connection(conn)
-    rows = [
-        {
-            "queue": j.queue,
-            "priority": j.priority,
-            "run_at": j.run_at.isoformat() if j.run_at else None,
-            "job_class": type(j).job_name,
-            "args": j.args,
-            "kwargs": j.kwargs,
-            "data": j._data(),
-        }
-        for j in jobs
-    ]
+    dumps = validation.dumps
     with c.transaction():
         ((before,),) = c.execute(q("get_skip_notify"))
         c.execute(q("set_skip_notify"), ("true",))
-        inserted = c.execute(q("insert_jobs"), (validation.dumps(rows),))
+        ((now, ids),) = c.execute(q("reserve_job_ids"), (len(jobs),))
+        c.copy_in(q("copy_jobs"), (
+            (job_id, j.queue, j.priority, j.run_at or now, type(j).job_name, dumps(j.args),
+             dumps(j.kwargs) if j.kwargs else "{}", dumps(j._data()) if j.tags else "{}", 2)
+            for job_id, j in zip(ids, jobs, strict=True)
+        ))
         c.execute(q("set_skip_notify"), (before,))
-    for job, (job_id, run_at) in zip(jobs, sorted(inserted), strict=True):
-        job.id, job.run_at = job_id, run_at
+    for job, job_id in zip(jobs, ids, strict=True):
+        job.id = job_id
+        if job.run_at is None:
+            job.run_at = now
 
 
 @contextmanager

@@ -10,7 +10,7 @@ never commits that transaction early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -48,6 +48,9 @@ class FrameworkConnection:
 
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._inner.copy_in(sql, rows)
 
     def reset(self) -> bool:
         """Does nothing: the framework owns the session and its transaction."""

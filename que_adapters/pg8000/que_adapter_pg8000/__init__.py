@@ -10,11 +10,12 @@ readable, then sends an empty query to read them.
 from __future__ import annotations
 
 import getpass
+import io
 import re
 import select
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, suppress
 from functools import partial
 from itertools import count
@@ -24,7 +25,7 @@ import pg8000.core
 import pg8000.exceptions
 import pg8000.native
 
-from que_core import errors, hookimpl
+from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password, parse_dsn
 from que_core.transactions import Transactions, TransactionStatus
@@ -96,12 +97,13 @@ class Pg8000Connection:
     def _transaction_status(self) -> TransactionStatus:
         return _STATUS.get(self._status(), TransactionStatus.IDLE)
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _run(self, sql: str, params: Sequence[Any] = (), stream: Any = None) -> Any:
         if self.closed:
             raise errors.ConnectionLost("the connection is closed")
         try:
-            if params:
-                return self.raw.execute_unnamed(_sql(sql), vals=[_param(p) for p in params])
+            if params or stream is not None:
+                return self.raw.execute_unnamed(_sql(sql), vals=[_param(p) for p in params],
+                                                stream=stream)
             return self.raw.execute_simple(sql)
         except _ERRORS as exc:
             if exc.args and isinstance(exc.args[0], dict):
@@ -144,6 +146,14 @@ class Pg8000Connection:
             pid, channel, payload = queued.popleft()
             got.append(Notification(channel, payload, pid))
         return got
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if getattr(self.raw, "autocommit", True) is False and self._status() not in (
+            _IN_TRANSACTION,
+            _FAILED,
+        ):
+            self._run("BEGIN")
+        self._run(sql, stream=io.StringIO(copying.text(rows)))
 
     def reset(self) -> bool:
         autocommit = getattr(self.raw, "autocommit", True)

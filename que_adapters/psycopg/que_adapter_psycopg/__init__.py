@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -69,6 +69,14 @@ class PsycopgConnection:
                     for n in self.raw.notifies(timeout=0)
                 ]
             return got
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            with self.raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
