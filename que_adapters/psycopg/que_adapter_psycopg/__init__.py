@@ -82,7 +82,8 @@ class PsycopgConnection:
 
     def reset(self) -> bool:
         raw = self.raw
-        if raw.autocommit and raw.info.transaction_status == pq.TransactionStatus.IDLE:
+        # pgconn's status, not raw.info's: that builds an object per call.
+        if raw.autocommit and raw.pgconn.transaction_status == pq.TransactionStatus.IDLE:
             return False
         try:
             raw.rollback()
