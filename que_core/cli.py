@@ -576,10 +576,20 @@ class JsonParam(click.ParamType):  # type: ignore[type-arg, unused-ignore]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):
             return value
+        from que_core.validation import MAX_DEPTH, depth
+
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except ValueError as exc:
-            self.fail(f"{value!r} is not JSON: {exc}", param, ctx)
+            self.fail(f"{value[:100]!r} is not JSON: {exc}", param, ctx)
+        except RecursionError:
+            parsed = None
+        else:
+            # No job's args nest deeper (the args array adds one level).
+            if depth(parsed) <= MAX_DEPTH + 1:
+                return parsed
+        self.fail(f"{value[:40]!r}... is nested too deeply (at most {MAX_DEPTH + 1} levels)",
+                  param, ctx)
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
