@@ -273,7 +273,9 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, default=str))
+    from que_core.printable import dumps
+
+    click.echo(dumps(value))
 
 
 # -- the group ------------------------------------------------------------------
@@ -490,7 +492,10 @@ def _age(seconds: float | None) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int]) -> str:
-    cells = [[str(h) for h in headers], *[["-" if v is None else str(v) for v in r] for r in rows]]
+    from que_core.printable import escape
+
+    cells = [[str(h) for h in headers],
+             *[["-" if v is None else escape(str(v)) for v in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -504,6 +509,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int
 
 def _render_stats(s: Any) -> str:
     from que_core.admin import STATES
+    from que_core.printable import escape
 
     headers = ["QUEUE", "CLASS", *(n.upper() for n in STATES), "OLDEST READY"]
     rows = [
@@ -518,10 +524,10 @@ def _render_stats(s: Any) -> str:
     threads = sum(lk.worker_count for lk in s.lockers)
     out.append(f"workers: {len(s.lockers)} process(es), {threads} thread(s)")
     for lk in s.lockers:
-        out.append(
+        out.append(escape(
             f"  pid {lk.process_pid} on {lk.hostname}: {lk.worker_count} threads, "
             f"queues {','.join(lk.queues)}{'' if lk.listening else ' (not listening)'}"
-        )
+        ))
     return "\n".join(out)
 
 
@@ -677,7 +683,9 @@ def jobs_list(limit: int, as_json: bool, **opts: Any) -> None:
 def _short(text: str | None, width: int) -> str | None:
     if text is None:
         return None
-    text = " ".join(text.split())
+    from que_core.printable import escape
+
+    text = escape(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -702,16 +710,18 @@ def jobs_show(job_id: int, as_json: bool, **opts: Any) -> None:
     if as_json:
         _echo_json(job)
         return
+    from que_core.printable import escape
+
     for key, value in job.items():
         if key == "last_error_backtrace":
             continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False)
-        click.echo(f"{key + ':':<21} {'-' if value is None else value}")
+        click.echo(f"{key + ':':<21} {'-' if value is None else escape(str(value))}")
     if job["last_error_backtrace"]:
         click.echo("last_error_backtrace:")
-        for line in str(job["last_error_backtrace"]).rstrip().splitlines():
-            click.echo(f"  {line}")
+        for line in str(job["last_error_backtrace"]).rstrip().split("\n"):
+            click.echo(f"  {escape(line)}")
 
 
 _VERBS = {

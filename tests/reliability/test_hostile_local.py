@@ -66,8 +66,7 @@ def _kv_quoted(value: str) -> str:
 
 def _kv_escaped(value: str) -> str:
     """libpq's unquoted form: a backslash before each space, quote or backslash."""
-    out = re.sub(r"([\\'\s])", r"\\\1", value)
-    return out
+    return re.sub(r"([\\'\s])", r"\\\1", value)
 
 
 @SETTINGS
@@ -208,7 +207,8 @@ def test_pg8000_connect_timeout_that_is_not_a_number(server_dsn: str) -> None:
 
 def test_missing_sslrootcert(adapter: Adapter, server_dsn: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-root.crt"
-    bad = f"{server_dsn}{'&' if '?' in server_dsn else '?'}sslmode=verify-full&sslrootcert={missing}"
+    sep = "&" if "?" in server_dsn else "?"
+    bad = f"{server_dsn}{sep}sslmode=verify-full&sslrootcert={missing}"
     with pytest.raises((ConfigurationError, CannotConnect)) as info:
         adapter.connect(bad)
     if adapter.name == "pg8000":  # libpq asks the server first, which has no SSL here
@@ -269,3 +269,193 @@ def test_jobs_list_and_show_of_a_row_nested_5000_deep(conn: Connection, dsn: str
         out = que(*args, "--dsn", dsn, "--adapter", adapter.name, env=clean_env())
         assert out.returncode == 0, (args, out.stderr[-2000:])
         assert "Deep" in out.stdout and "Traceback" not in out.stderr
+
+
+# -- 5. log and terminal forgery ---------------------------------------------------------
+
+CONTROLS = [chr(c) for c in range(1, 0x20)] + ["\x7f"] + [chr(c) for c in range(0x80, 0xA0)] \
+    + ["\u2028", "\u2029"]
+FORGED = "\n2030-01-01 00:00:00,000 INFO que_core.worker: job worked: Forged id=1"
+PIECES = [FORGED, "\x1b[1A\x1b[2K", "\r", "\x07", "\u2028", "\x85", "FORGED", " ", "é", "中"]
+# Text without NUL (PostgreSQL text refuses it), rich in controls and forgeries.
+HOSTILE = st.lists(
+    st.sampled_from(CONTROLS) | st.sampled_from(PIECES)
+    | st.characters(exclude_categories=("Cs",), exclude_characters="\x00"),
+    min_size=1, max_size=10,
+).map("".join)
+RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d ")
+
+
+def _record(msg: str, *args: Any, exc: BaseException | None = None, **extra: Any) -> Any:
+    import logging
+
+    exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+    return logging.getLogger("que_core.worker").makeRecord(
+        "que_core.worker", logging.WARNING, __file__, 1, msg, args, exc_info, extra=extra)
+
+
+def _raised(message: str) -> BaseException:
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        return exc
+
+
+@SETTINGS
+@given(job_class=HOSTILE, queue=HOSTILE, error=HOSTILE, with_traceback=st.booleans())
+def test_log_records_cannot_be_forged_or_reach_the_terminal(
+    job_class: str, queue: str, error: str, with_traceback: bool
+) -> None:
+    exc = _raised(error) if with_traceback else None
+    record = _record("job %s: %s queue=%s error=%s", "errored", job_class, queue, error,
+                     exc=exc, job_class=job_class, queue=queue, error=error)
+    text = logs.TextFormatter().format(record)
+    assert _controls(text.replace("\n", "")) == [], repr(text)
+    lines = text.split("\n")
+    assert text.splitlines() == lines  # no other line break (U+2028, U+0085, ...)
+    assert RECORD_START.match(lines[0]) and "job errored:" in lines[0]
+    assert all(line.startswith("  ") for line in lines[1:]), lines  # the traceback, indented
+    assert (len(lines) > 1) == with_traceback
+
+    line = logs.JsonFormatter().format(record)
+    assert _controls(line) == [] and line.splitlines() == [line], repr(line)
+    out = json.loads(line)
+    assert (out["job_class"], out["queue"], out["error"]) == (job_class, queue, error)
+    assert out["message"] == f"job errored: {job_class} queue={queue} error={error}"
+    if with_traceback:
+        assert out["exc_info"].endswith(f"ValueError: {error}")
+
+
+JOB_MODULE = '''
+from que_core import Job
+
+class Raises(Job):
+    job_name = "hostile_local.Raises"
+    maximum_retry_count = 0
+    def run(self, message):
+        raise ValueError(message)
+'''
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_workers_log_is_not_forged_by_job_rows(
+    adapter: Adapter, dsn: str, conn: Connection, tmp_path: Path, log_format: str
+) -> None:
+    """Rows naming a class with a forged log line in it, and a job whose
+    error message carries one, worked by a real `que work`."""
+    import signal
+    import threading
+
+    (tmp_path / "hostile_local_jobs.py").write_text(JOB_MODULE, encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
+         "-i", "0.2", "--log-format", log_format, "hostile_local_jobs"],
+        cwd=ROOT, env=clean_env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)])),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    raw: list[bytes] = []
+    reader = threading.Thread(target=lambda: raw.extend(proc.stderr or []), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 1, timeout=20)
+        evil = f"Evil{FORGED}\x1b[1A\x1b[2K\r\x07\u2028\x85"
+        conn.execute("INSERT INTO que_jobs (job_class, queue, args, job_schema_version) "
+                     "VALUES (%s, 'default', '[]', 2)", (evil,))
+        conn.execute("INSERT INTO que_jobs (job_class, args, job_schema_version) "
+                     "VALUES ('hostile_local.Raises', %s::jsonb, 2)", (json.dumps([evil]),))
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE error_count > 0")
+                 == 2, timeout=30)
+        wait_for(lambda: sum(b"Evil" in line for line in raw) >= 2, timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        reader.join(5)
+    text = b"".join(raw).decode("utf-8").rstrip("\n")
+    lines = text.split("\n")
+    assert text.splitlines() == lines
+    assert _controls(text.replace("\n", "")) == [], repr(text)
+    assert not [line for line in lines if line.startswith("2030-")]
+    if log_format == "json":
+        events = [json.loads(line) for line in lines if line]
+        assert evil in [e.get("job_class") for e in events]  # the data, intact
+        assert any(evil in (e.get("error") or "") for e in events)
+
+
+def _hostile_rows(conn: Connection, text: str) -> int:
+    conn.execute("DELETE FROM que_jobs")
+    conn.execute("DELETE FROM que_lockers WHERE pid = pg_backend_pid()")
+    job_id = scalar(
+        conn,
+        "INSERT INTO que_jobs (job_class, queue, args, error_count, last_error_message,"
+        " last_error_backtrace, job_schema_version) VALUES (%s, %s, %s::jsonb, 1, %s, %s, 2)"
+        " RETURNING id",
+        (text[:200], text[:100], json.dumps([text]), text[:500], f"{text}\n  line 2 {text}"),
+    )
+    # A locker row on a live session of this database (this one), not listening.
+    conn.execute("INSERT INTO que_lockers (pid, worker_count, worker_priorities, ruby_pid,"
+                 " ruby_hostname, queues, listening) VALUES (pg_backend_pid(), 1, '{1}', 1, %s,"
+                 " ARRAY[%s], false)", (text, text[:100]))
+    return int(job_id)
+
+
+CLI_VIEWS = [["jobs", "list"], ["jobs", "show", "{id}"], ["stats"]]
+
+
+@SETTINGS
+@given(text=HOSTILE)
+def test_cli_views_escape_text_from_rows(
+    adapter: Adapter, dsn: str, conn: Connection, text: str
+) -> None:
+    from click.testing import CliRunner
+
+    from que_core.cli import main
+
+    text = "x" + text  # a line starting with FORGED can only be a forged one
+    job_id = _hostile_rows(conn, text)
+    for view in CLI_VIEWS:
+        args = [a.format(id=job_id) for a in view] + ["--dsn", dsn, "--adapter", adapter.name]
+        # color=True: what a terminal gets (click strips some escapes from pipes).
+        shown = CliRunner().invoke(main, args, color=True)
+        assert shown.exit_code == 0, (view, shown.output)
+        assert _controls(shown.output.replace("\n", "")) == [], (view, repr(shown.output))
+        assert shown.output.splitlines() == shown.output.rstrip("\n").split("\n")
+        assert not [ln for ln in shown.output.split("\n") if ln.startswith(("FORGED", "2030-"))]
+        as_json = CliRunner().invoke(main, [*args, "--json"], color=True)
+        assert as_json.exit_code == 0, (view, as_json.output)
+        assert _controls(as_json.output.rstrip("\n")) == [], (view, repr(as_json.output))
+        data = json.loads(as_json.output)  # the data itself, intact
+        if view[0] == "stats":
+            assert [lk["hostname"] for lk in data["workers"]["lockers"]] == [text]
+        else:
+            assert (data[0] if view[1] == "list" else data)["job_class"] == text[:200]
+
+
+def test_cli_views_on_a_terminal(adapter: Adapter, dsn: str, conn: Connection) -> None:
+    """`que jobs list`, `que jobs show` and `que stats` on a real pty: the
+    cursor-up and erase-line of a forged row do not reach it."""
+    import pty
+
+    job_id = _hostile_rows(conn, "Evil\x1b[1A\x1b[2K\x1b]0;title\x07\rFORGED")
+    for view in CLI_VIEWS:
+        master, slave = pty.openpty()
+        args = [a.format(id=job_id) for a in view]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "que_core.cli", *args, "--dsn", dsn, "--adapter",
+             adapter.name], cwd=ROOT, env=clean_env(), stdin=subprocess.DEVNULL, stdout=slave,
+            stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(master)
+        assert proc.wait(30) == 0
+        seen = b"".join(chunks).decode("utf-8")
+        assert "Evil" in seen, seen
+        assert "\x1b" not in seen and "\x07" not in seen, (view, repr(seen))
+        assert not [ln for ln in seen.split("\r\n") if ln.startswith("FORGED")]
