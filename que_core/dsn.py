@@ -73,11 +73,13 @@ def parse_dsn(dsn: str) -> dict[str, str | int]:
     Raises :class:`~que_core.errors.ConfigurationError` for a DSN it cannot
     read; the message does not quote the DSN.
     """
-    params = _parse_url(dsn) if "://" in dsn else _parse_key_values(dsn)
+    params = _parse_url(dsn) if is_url(dsn) else _parse_key_values(dsn)
     if "port" in params:
         try:
             params["port"] = int(params["port"])
         except ValueError:
+            if _userinfo_cut(dsn):  # that "port" is a piece of the password: not shown
+                raise _bad_dsn("the port is not a number") from None
             raise _bad_dsn(f"port {params['port']!r} is not a number") from None
     host = params.get("host")
     if isinstance(host, str):
@@ -92,12 +94,27 @@ def parse_dsn(dsn: str) -> dict[str, str | int]:
 _SEVERAL_HOSTS = "several hosts are not supported"
 
 
+def is_url(dsn: str) -> bool:
+    """Whether *dsn* is a URL (``postgresql://...``) rather than ``key=value``
+    pairs, whose values may hold "://" too."""
+    return _SCHEME.match(dsn) is not None
+
+
+def _userinfo_cut(dsn: str) -> bool:
+    """Whether an unencoded "?" in a URL's password ended its authority early
+    (``postgresql://app:pw?x@host/db``): the user info, which libpq reads up
+    to the first "/", holds an "@" that the part before the "?" lacks."""
+    rest = dsn.partition("://")[2]
+    return is_url(dsn) and "@" not in rest.partition("?")[0].partition("/")[0] \
+        and "@" in rest.partition("/")[0]
+
+
 def check_url_userinfo(dsn: str) -> None:
     """Raise :class:`~que_core.errors.ConfigurationError` when a URL *dsn*'s
     user info has an unencoded ``@``: libpq would split the password at the
     first one and name the rest of it, as a host, in its error message."""
     netloc = dsn.partition("://")[2].partition("?")[0].partition("/")[0]
-    if netloc.count("@") > 1:
+    if is_url(dsn) and netloc.count("@") > 1:
         raise _bad_dsn("the user or password has an unencoded '@' (write it as %40)")
 
 
@@ -107,7 +124,7 @@ def _bad_dsn(why: str) -> ConfigurationError:
 
 
 def _parse_url(dsn: str) -> dict[str, str | int]:
-    scheme, _, rest = dsn.partition("://")
+    scheme, _, rest = dsn.strip().partition("://")
     if scheme.lower() not in ("postgresql", "postgres"):
         raise _bad_dsn(f"unknown scheme {scheme!r} (expected postgresql://)")
     rest, _, query = rest.partition("?")
@@ -141,6 +158,8 @@ def _parse_url(dsn: str) -> dict[str, str | int]:
             key, eq, value = item.partition("=")
             if not eq:
                 raise _bad_dsn("a query parameter has no value")
+            if not key:
+                raise _bad_dsn("a query parameter has no name")
             params[unquote(key)] = unquote(value)
     return params
 
