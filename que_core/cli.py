@@ -8,7 +8,6 @@ listed in ``que --help`` and below.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -390,7 +389,9 @@ def _revision(version: int, revision: int) -> str:
 @click.argument("modules", nargs=-1)
 def work(modules: tuple[str, ...], **opts: Any) -> None:
     """Work jobs until SIGINT/SIGTERM. MODULES are imported first: the
-    modules that define your Job classes ($QUE_MODULES, [tool.que] modules).
+    modules that define your Job classes ($QUE_MODULES, [tool.que] modules),
+    from the installed modules, else from the current directory (which is
+    not put on sys.path: nothing else is imported from it).
 
     A first SIGINT/SIGTERM stops taking jobs and lets running ones finish
     (for --shutdown-timeout seconds at most), then exits with status 0, or 5
@@ -402,11 +403,11 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
     cfg = Settings({**opts, "modules": modules})
     cfg.setup_logging()
     dsn = cfg.dsn()
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    from que_core.job_modules import import_job_module
+
     for name in cfg["modules"]:
         try:
-            importlib.import_module(name)
+            import_job_module(name, Path.cwd())
         except ImportError as exc:
             raise QueCliError(f"cannot import job module {name!r}: {exc}", EXIT_USAGE) from None
         except Exception as exc:  # the module itself raised: a bug or a setting of the app

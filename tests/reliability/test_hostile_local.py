@@ -537,3 +537,135 @@ def test_testdb_schema_name_cannot_inject_sql(
         admin.close()
     assert injected == 0
     assert emptied is True
+
+
+# -- 3. code and settings from another user's directory ----------------------------------------
+
+QUE_SCRIPT = Path(sys.executable).parent / "que"  # what users run: no directory on sys.path
+PLANTED = '''
+import pathlib
+pathlib.Path(__file__).with_suffix(".imported").write_text("planted code ran")
+'''
+CWD_JOBS = '''
+import pathlib
+from que_core import Job
+
+class FromCwd(Job):
+    job_name = "hostile_local.FromCwd"
+    def run(self, marker):
+        pathlib.Path(marker).write_text("worked")
+'''
+
+
+def _demote(user: str) -> Any:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+
+    def demote() -> None:
+        os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+    return demote
+
+
+def test_work_imports_nothing_but_its_job_modules_from_the_current_directory(
+    adapter: Adapter, dsn: str, conn: Connection, tmp_path: Path
+) -> None:
+    """A shared directory with a planted module for every name the worker
+    imports after start-up (the driver, the adapter, pluggy)."""
+    import signal
+
+    planted = {"pluggy", "psycopg", "psycopg2", "pg8000", "prometheus_client"}
+    planted |= {name.split(":")[0].split(".")[0] for name in (
+        ep.value for ep in _entry_points("que.adapters"))}
+    for name in planted:
+        (tmp_path / f"{name}.py").write_text(PLANTED, encoding="utf-8")
+    (tmp_path / "hostile_local_cwd_jobs.py").write_text(CWD_JOBS, encoding="utf-8")
+    proc = subprocess.Popen(
+        [str(QUE_SCRIPT), "work", "--dsn", dsn, "--adapter", adapter.name, "-i", "0.2",
+         "hostile_local_cwd_jobs"], cwd=tmp_path, env=clean_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    marker = tmp_path / "job-ran"
+    try:
+        wait_for(lambda: proc.poll() is not None
+                 or scalar(conn, "SELECT count(*) FROM que_lockers") == 1, timeout=30)
+        assert proc.poll() is None, (sorted(p.name for p in tmp_path.glob("*.imported")),
+                                     proc.communicate()[1])
+        conn.execute("INSERT INTO que_jobs (job_class, args, job_schema_version) "
+                     "VALUES ('hostile_local.FromCwd', %s::jsonb, 2)", (json.dumps([str(marker)]),))
+        wait_for(marker.exists, timeout=30)  # the named job module came from the directory
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    ran = sorted(p.stem for p in tmp_path.glob("*.imported"))
+    assert ran == [], (ran, err)
+    assert proc.returncode == 0, err
+
+
+def _entry_points(group: str) -> list[Any]:
+    from importlib.metadata import entry_points
+
+    return list(entry_points(group=group))
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("owner, mode", [("nobody", 0o644), ("root", 0o666)],
+                         ids=["another-users-file", "world-writable"])
+def test_settings_another_user_could_write_are_refused(
+    tmp_path: Path, dsn: str, adapter: Adapter, owner: str, mode: int
+) -> None:
+    """A pyproject.toml planted in a sticky world-writable directory (as /tmp)
+    by another user, naming the modules, the DSN and the metrics port."""
+    import pwd
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "pyproject.toml"
+    planted.write_text('[tool.que]\nmodules = ["this"]\ndsn = "postgresql://mallory@127.0.0.1:1/x"'
+                       "\nmetrics_port = 9999\n", encoding="utf-8")
+    entry = pwd.getpwnam(owner)
+    os.chown(planted, entry.pw_uid, entry.pw_gid)
+    planted.chmod(mode)
+    for args in (["config"], ["config", "--json"],
+                 ["work", "--dsn", dsn, "--adapter", adapter.name]):
+        out = subprocess.run([str(QUE_SCRIPT), *args], cwd=shared, env=clean_env(),
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert f"refusing the settings in {planted}" in out.stderr
+        assert ("owned by nobody" if owner == "nobody" else "every user may write") in out.stderr
+        assert "Zen of Python" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.fixture
+def public_dir() -> Any:
+    """A directory every user can enter (pytest's tmp_path is root's alone)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="que-hostile-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@ROOT_ONLY
+def test_settings_owned_by_root_or_the_user_are_read(public_dir: Path) -> None:
+    """The refusal is only for files another user controls: `que config` run
+    as nobody reads a root-owned pyproject.toml and its own."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    tmp_path = public_dir
+    for owner in ("root", "nobody"):
+        project = tmp_path / owner
+        project.mkdir(mode=0o755)
+        (project / "pyproject.toml").write_text("[tool.que]\nworkers = 3\n", encoding="utf-8")
+        if owner == "nobody":
+            os.chown(project / "pyproject.toml", nobody.pw_uid, nobody.pw_gid)
+        out = subprocess.run([str(QUE_SCRIPT), "config", "--json"], cwd=project,
+                             env=clean_env(HOME=str(project)), capture_output=True, text=True,
+                             timeout=30, preexec_fn=_demote("nobody"))
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["settings"]["workers"]["value"] == 3
