@@ -27,6 +27,7 @@ from que_core import Job, logs
 from que_core.connection import Adapter, Connection
 from que_core.dsn import MASK, mask_password, parse_dsn
 from que_core.errors import CannotConnect, ConfigurationError, InvalidJob
+from tests import django_support
 from tests.helpers import job_count, scalar, wait_for
 from tests.test_cli_admin import ROOT, clean_env, que
 
@@ -669,3 +670,141 @@ def test_settings_owned_by_root_or_the_user_are_read(public_dir: Path) -> None:
                              timeout=30, preexec_fn=_demote("nobody"))
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["settings"]["workers"]["value"] == 3
+
+
+# -- 4. names from the database get imported (Django) ------------------------------------------
+
+
+django_db = django_support.django_db  # the fixture (it skips without Django)
+
+
+def _planted_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
+    """A module on sys.path that nothing imported yet, recording its import."""
+    import uuid
+
+    name = f"que_hostile_planted_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / f"{name}.imported"
+    (tmp_path / f"{name}.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\ns = 'x'\n",
+        encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name, marker
+
+
+def test_a_task_row_never_imports_the_path_it_names(
+    django_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forged TaskJob rows naming `this.s` (the Zen of Python) and a module
+    planted on sys.path: neither the worker nor get_result imports them."""
+    from que_core.contrib.django.tasks import TaskJob, api
+    from que_core.testing import drain
+
+    name, marker = _planted_module(tmp_path, monkeypatch)
+    assert "this" not in sys.modules
+    backend = api.task_backends["default"]
+    ids = [TaskJob.enqueue(path, "default", [], {}).id for path in (f"{name}.s", "this.s")]
+    for job_id in ids:
+        with pytest.raises(api.TaskResultDoesNotExist):
+            backend.get_result(str(job_id))
+    drain(raise_errors=False)
+    assert not marker.exists() and name not in sys.modules
+    assert "this" not in sys.modules
+    rows = django_db.conn.execute(
+        "SELECT last_error_message FROM que_jobs WHERE id = ANY(%s) ORDER BY id", (ids,))
+    assert [("not a Task known" in (r[0] or "")) for r in rows] == [True, True], rows
+
+
+SETTINGS_MODULE = '''
+from tests.django_settings import *  # noqa: F403
+
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"  # not que-core's
+EMAIL_FILE_PATH = {mail_dir!r}
+QUE = {{"EMAIL_BACKEND": EMAIL_BACKEND, "POLL_INTERVAL": 0.2}}
+TASKS = {{"default": {{"BACKEND": {immediate!r}}}}}
+INSTALLED_APPS = ["que_core.contrib.django", "tests.django_app"]
+'''
+
+
+def test_que_work_runs_email_and_task_jobs_only_where_configured(
+    django_db: Any, tmp_path: Path
+) -> None:
+    """A project that sends mail straight through a real backend, with no
+    que-core task backend: a forged SendEmailJob row must not send a mail,
+    nor a forged TaskJob row run a task."""
+    import signal
+
+    from que_core.contrib.django.mail import SendEmailJob, serialize
+    from que_core.contrib.django.tasks import TaskJob, api
+
+    immediate = f"{api.package}.backends.immediate.ImmediateBackend"
+    mail_dir = tmp_path / "mail"
+    mail_dir.mkdir()
+    (tmp_path / "hostile_settings.py").write_text(
+        SETTINGS_MODULE.format(mail_dir=str(mail_dir), immediate=immediate), encoding="utf-8")
+    from django.core.mail import EmailMessage
+
+    message = serialize(EmailMessage("forged", "sent by a forged row", "a@example.com",
+                                     ["victim@example.com"]))
+    conn = django_db.conn
+    for job_class, args in ((SendEmailJob.job_name, [message]),
+                            (TaskJob.job_name, ["tests.django_app.tasks.add", "default", [1, 2],
+                                                {}])):
+        conn.execute("INSERT INTO que_jobs (job_class, args, job_schema_version) "
+                     "VALUES (%s, %s::jsonb, 2)", (job_class, json.dumps(args)))
+    env = dict(os.environ, QUE_DJANGO_DATABASE_URL=django_db.dsn,
+               DJANGO_SETTINGS_MODULE="hostile_settings",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, "-m", "django", "que_work", "-i", "0.2"], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: proc.poll() is not None or scalar(  # both rows worked (or gone)
+            conn, "SELECT count(*) FROM que_jobs WHERE error_count = 0 AND finished_at IS NULL"
+            " AND expired_at IS NULL") == 0, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert list(mail_dir.iterdir()) == [], out
+    errors = [r[0] for r in conn.execute("SELECT last_error_message FROM que_jobs ORDER BY id")]
+    assert len(errors) == 2 and all("not registered" in (e or "") or "nknown" in (e or "")
+                                    for e in errors), (errors, out)
+    assert proc.returncode == 0, out
+
+
+# -- 9. Django get_result on malformed rows --------------------------------------------------
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
+    | st.sampled_from(["tests.django_app.tasks.add", "default", "2030-01-01T00:00:00+00:00",
+                       "not a time"]),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
+        st.sampled_from(["django_task", "enqueued_at", "started_at", "finished_at", "errors",
+                         "worker_ids", "deferred", "return_value", "exception_class_path",
+                         "traceback", "x"]), inner, max_size=5),
+    max_leaves=12,
+)
+# que_jobs' constraints keep args an array and data an object.
+ROW_ARGS = st.lists(JSONISH, max_size=5) | st.tuples(
+    st.sampled_from(["tests.django_app.tasks.add", "this.s", "os.system"]),
+    st.sampled_from(["default", "retrying", "nope"]), JSONISH, JSONISH,
+).map(list)
+ROW_DATA = st.dictionaries(st.sampled_from(["django_task", "x"]), JSONISH, max_size=2)
+
+
+@SETTINGS
+@given(args=ROW_ARGS, data=ROW_DATA, priority=st.integers(-32768, 32767),
+       finished=st.booleans())
+def test_get_result_of_a_malformed_row_is_task_result_does_not_exist(
+    django_db: Any, args: Any, data: Any, priority: int, finished: bool
+) -> None:
+    from que_core.contrib.django.tasks import TaskJob, api
+
+    row = django_db.conn.execute(
+        "INSERT INTO que_jobs (job_class, args, data, priority, finished_at, job_schema_version)"
+        " VALUES (%s, %s::jsonb, %s::jsonb, %s, CASE WHEN %s THEN now() END, 2) RETURNING id",
+        (TaskJob.job_name, json.dumps(args), json.dumps(data), priority, finished))
+    try:
+        result = api.task_backends["default"].get_result(str(row[0][0]))
+    except api.TaskResultDoesNotExist:
+        return
+    assert result.id == str(row[0][0])
+    assert result.task.module_path == "tests.django_app.tasks.add"
