@@ -219,7 +219,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _option("--embedded/--no-embedded", default=None,
                 help=_env_help("embedded") + " (data kept between runs)"),
         _option("--embedded-dir", default=None, metavar="DIR",
-                help=_env_help("embedded_dir") + " [default ~/.local/share/que-core/pgdata]"),
+                help=_env_help("embedded_dir")
+                + " [default ~/.local/share/que-core/pgdata; as root /var/lib/que-core/pgdata]"),
         _option("--connect-timeout", type=click.IntRange(min=0), default=None,
                 metavar="SECONDS", help=_env_help("connect_timeout")),
         _option("--log-level", default=None,

@@ -808,3 +808,185 @@ def test_get_result_of_a_malformed_row_is_task_result_does_not_exist(
         return
     assert result.id == str(row[0][0])
     assert result.task.module_path == "tests.django_app.tasks.add"
+
+
+# -- 2. the embedded server's socket ------------------------------------------------------------
+
+EMBEDDED = pytest.mark.skipif(
+    os.geteuid() != 0 or not __import__("importlib").util.find_spec("pgserver"),
+    reason="needs root (acts as two local users) and pgserver")
+
+
+def _pg_bin(name: str) -> str:
+    import pgserver
+
+    return str(Path(pgserver.__file__).parent / "pginstall" / "bin" / name)
+
+
+def _long_dir(base: Path, length: int = 115) -> Path:
+    """A data directory path of *length* characters: too long for a socket in it."""
+    return base / ("d" * (length - len(str(base)) - 1))
+
+
+def _socket_dir(data_dir: Path) -> Path | None:
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    return Path(lines[4]) if len(lines) > 4 and lines[4] else None
+
+
+def _as(user: str, *cmd: str, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, cwd="/",
+                          env=env, preexec_fn=None if user == "root" else _demote(user))
+
+
+def _superuser_as(user: str, socket_dir: Path) -> subprocess.CompletedProcess[str]:
+    """psql to the socket as *user*: what another local user could do."""
+    return _as(user, _pg_bin("psql"), "-h", str(socket_dir), "-U", "postgres", "-Atc",
+               "SELECT rolsuper FROM pg_roles WHERE rolname = current_user", "postgres",
+               timeout=30)
+
+
+def _embedded_env(home: Path, **extra: str) -> dict[str, str]:
+    env = clean_env(HOME=str(home), **extra)
+    for name in ("XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture
+def servers() -> Any:
+    """Data directories whose servers the test stops at the end, and
+    directories of /tmp it may have made (pgserver's and ours)."""
+    import shutil
+
+    started: list[tuple[str, Path]] = []
+    made = [Path(f"/tmp/{prefix}-{uid}")
+            for prefix in ("runtime", "que-core") for uid in (0, 65534)]
+    before = {p for p in made if p.exists()}
+    yield started
+    for user, data_dir in started:
+        if (data_dir / "postmaster.pid").exists():
+            _as(user, _pg_bin("pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop")
+        sock = _socket_dir(data_dir)
+        if sock is not None and "python_PostgresServer" in str(sock):
+            shutil.rmtree(sock, ignore_errors=True)
+    for p in made:
+        if p not in before:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+@EMBEDDED
+@pytest.mark.slow
+def test_embedded_server_of_a_long_data_dir_as_root(public_dir: Path, servers: Any) -> None:
+    """Root runs `que migrate --embedded --embedded-dir <115 characters>`;
+    another user then tries the server's socket."""
+    data_dir = _long_dir(public_dir)
+    servers.append(("pgserver", data_dir))
+    out = _as("root", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir", str(data_dir),
+              env=_embedded_env(public_dir))
+    assert "Traceback" not in out.stderr, out.stderr
+    sock = _socket_dir(data_dir)
+    if sock is not None:
+        got = _superuser_as("nobody", sock)
+        assert got.returncode != 0 and got.stdout.strip() != "t", (sock, got.stdout)
+    else:
+        assert out.returncode == 2 and "too long for its socket" in out.stderr, out.stderr
+
+
+@EMBEDDED
+@pytest.mark.slow
+def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers: Any) -> None:
+    """nobody runs the embedded server from a long path; daemon, another
+    local user, tries its socket."""
+    import pwd
+
+    home = public_dir / "home"
+    home.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    data_dir = _long_dir(home)
+    servers.append(("nobody", data_dir))
+    out = _as("nobody", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir",
+              str(data_dir), env=_embedded_env(home))
+    assert out.returncode == 0, out.stderr
+    sock = _socket_dir(data_dir)
+    assert sock is not None
+    assert _superuser_as("nobody", sock).stdout.strip() == "t"  # its owner's server
+    got = _superuser_as("daemon", sock)
+    assert got.returncode != 0 and "Permission denied" in got.stderr, (sock, got.stdout)
+
+
+@EMBEDDED
+@pytest.mark.slow
+def test_a_running_embedded_server_with_an_open_socket_is_refused(
+    public_dir: Path, servers: Any
+) -> None:
+    """A server an older que-core left running with its socket in pgserver's
+    shared runtime directory is not used (nor migrated) again."""
+    import pwd
+
+    home = public_dir / "home"
+    home.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    data_dir = _long_dir(home)
+    servers.append(("nobody", data_dir))
+    old = _as("nobody", sys.executable, "-c",
+              f"import pgserver; pgserver.get_server({str(data_dir)!r}, cleanup_mode=None)",
+              env=_embedded_env(home))
+    assert old.returncode == 0, old.stderr
+    sock = _socket_dir(data_dir)
+    assert sock is not None and "python_PostgresServer" in str(sock)
+    out = _as("nobody", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir",
+              str(data_dir), env=_embedded_env(home))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"its socket is in {sock}, which other users can reach" in out.stderr
+    tables = _as("nobody", _pg_bin("psql"), "-h", str(sock), "-U", "postgres", "-Atc",
+                 "SELECT count(*) FROM pg_tables WHERE tablename = 'que_jobs'", "postgres")
+    assert tables.stdout.strip() == "0"
+
+
+@EMBEDDED
+@pytest.mark.parametrize("content", [False, True], ids=["empty", "with-a-file"])
+def test_embedded_server_never_chowns_a_directory_it_did_not_create(
+    public_dir: Path, servers: Any, content: bool
+) -> None:
+    existing = public_dir / "existing"
+    existing.mkdir(mode=0o700)
+    if content:
+        (existing / "notes.txt").write_text("root's", encoding="utf-8")
+    servers.append(("pgserver", existing))
+    out = _as("root", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir", str(existing),
+              env=_embedded_env(public_dir))
+    st = existing.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and "would chown the directory" in out.stderr
+
+
+@EMBEDDED
+def test_embedded_server_as_root_never_opens_a_private_directory(
+    public_dir: Path, servers: Any
+) -> None:
+    """Root's home is 0700: a data directory under it (the old default,
+    ~/.local/share/que-core/pgdata) would have it opened to every user."""
+    home = public_dir / "root-home"
+    home.mkdir(mode=0o700)
+    data_dir = home / ".local" / "share" / "que-core" / "pgdata"
+    servers.append(("pgserver", data_dir))
+    out = _as("root", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir",
+              str(data_dir), env=_embedded_env(home))
+    assert home.stat().st_mode & 0o7777 == 0o700
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and f"{home} is owned by root, mode 0700" in out.stderr
+    # As root the default needs no such change: it is outside home, under
+    # root's directories that everyone may already enter.
+    shown = _as("root", str(QUE_SCRIPT), "config", "--json", env=_embedded_env(home))
+    default = Path(json.loads(shown.stdout)["settings"]["embedded_dir"]["value"])
+    assert home not in default.parents
+    for parent in (p for p in default.parents if p.exists()):
+        st = parent.stat()
+        assert st.st_uid == 0 and st.st_mode & 0o055 == 0o055 and not st.st_mode & 0o002
