@@ -412,26 +412,41 @@ def _hostile_rows(conn: Connection, text: str) -> int:
 CLI_VIEWS = [["jobs", "list"], ["jobs", "show", "{id}"], ["stats"]]
 
 
+def _invoke(args: list[str]) -> Any:
+    """`que` in this process, as a terminal sees it (click strips some
+    escapes from pipes); the logging handler it installs removed after."""
+    import logging
+
+    from click.testing import CliRunner
+
+    from que_core.cli import main
+
+    root = logging.getLogger()
+    handlers, level, installed = list(root.handlers), root.level, logs._installed
+    try:
+        return CliRunner().invoke(main, args, color=True)
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        logs._installed = installed
+
+
 @SETTINGS
 @given(text=HOSTILE)
 def test_cli_views_escape_text_from_rows(
     adapter: Adapter, dsn: str, conn: Connection, text: str
 ) -> None:
-    from click.testing import CliRunner
-
-    from que_core.cli import main
-
     text = "x" + text  # a line starting with FORGED can only be a forged one
     job_id = _hostile_rows(conn, text)
     for view in CLI_VIEWS:
         args = [a.format(id=job_id) for a in view] + ["--dsn", dsn, "--adapter", adapter.name]
-        # color=True: what a terminal gets (click strips some escapes from pipes).
-        shown = CliRunner().invoke(main, args, color=True)
+        shown = _invoke(args)
         assert shown.exit_code == 0, (view, shown.output)
         assert _controls(shown.output.replace("\n", "")) == [], (view, repr(shown.output))
         assert shown.output.splitlines() == shown.output.rstrip("\n").split("\n")
         assert not [ln for ln in shown.output.split("\n") if ln.startswith(("FORGED", "2030-"))]
-        as_json = CliRunner().invoke(main, [*args, "--json"], color=True)
+        as_json = _invoke([*args, "--json"])
         assert as_json.exit_code == 0, (view, as_json.output)
         assert _controls(as_json.output.rstrip("\n")) == [], (view, repr(as_json.output))
         data = json.loads(as_json.output)  # the data itself, intact
