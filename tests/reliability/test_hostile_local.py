@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from que_core import Job, logs
@@ -29,14 +29,17 @@ from que_core.dsn import MASK, mask_password, parse_dsn
 from que_core.errors import CannotConnect, ConfigurationError, InvalidJob
 from tests import django_support
 from tests.helpers import job_count, scalar, wait_for
+from tests.reliability.harness import scaled
 from tests.test_cli_admin import ROOT, clean_env, que
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=scaled(60, 600),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
     database=None,
 )
+# For properties that run `que` or a database round trip per example.
+DB_SETTINGS = settings(SETTINGS, max_examples=scaled(20, 200))
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: acts as two local users")
 
 
@@ -143,13 +146,23 @@ def test_cannot_connect_errors_show_no_secret(adapter: Adapter, bad: str) -> Non
     assert _secrets_in(str(info.value)) == [], str(info.value)
 
 
+def _que_shows_no_secret(*args: str) -> None:
+    out = que(*args, "--connect-timeout", "2", env=clean_env())
+    assert _secrets_in(out.stdout + out.stderr) == [], (args, out.stdout + out.stderr)
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("bad", SECRET_DSNS)
-def test_que_commands_show_no_secret(adapter: Adapter, bad: str) -> None:
-    for args in (["config"], ["config", "--json"], ["stats", "--adapter", adapter.name],
-                 ["work", "--adapter", adapter.name, "this_module_is_never_reached"]):
-        out = que(*args, "--dsn", bad, "--connect-timeout", "2", env=clean_env())
-        assert _secrets_in(out.stdout + out.stderr) == [], (args, out.stdout + out.stderr)
-        assert "Traceback" not in out.stderr
+def test_que_config_shows_no_secret(bad: str) -> None:
+    _que_shows_no_secret("config", "--dsn", bad)
+    _que_shows_no_secret("config", "--json", "--dsn", bad)
+
+
+@pytest.mark.parametrize("bad", SECRET_DSNS)
+def test_que_cannot_connect_shows_no_secret(adapter: Adapter, bad: str) -> None:
+    _que_shows_no_secret("stats", "--adapter", adapter.name, "--dsn", bad)
+    if "sslpassword" in bad:
+        _que_shows_no_secret("work", "--adapter", adapter.name, "--dsn", bad, "never_imported")
 
 
 def test_worker_started_line_masks_every_secret(
@@ -240,8 +253,11 @@ class DeepJob(Job):
     job_name = "hostile_local.DeepJob"
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(depth=st.integers(1, 6000), dicts=st.booleans(), as_kwarg=st.booleans())
+@example(depth=100, dicts=False, as_kwarg=False)
+@example(depth=101, dicts=True, as_kwarg=True)
+@example(depth=5000, dicts=False, as_kwarg=False)
 def test_enqueue_of_deeply_nested_args_is_an_invalid_job(
     conn: Connection, depth: int, dicts: bool, as_kwarg: bool
 ) -> None:
@@ -432,7 +448,7 @@ def _invoke(args: list[str]) -> Any:
         logs._installed = installed
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(text=HOSTILE)
 def test_cli_views_escape_text_from_rows(
     adapter: Adapter, dsn: str, conn: Connection, text: str
@@ -504,7 +520,7 @@ def _schemas(conn: Connection) -> list[str]:
         "AND left(nspname, 3) <> 'pg_'"))
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(names=st.lists(SCHEMA_NAMES, min_size=1, max_size=3, unique=True))
 def test_testdb_empties_schemas_of_any_name(
     adapter: Adapter, server_dsn: str, empty_dsn: str, names: list[str]
@@ -788,7 +804,8 @@ def test_que_work_runs_email_and_task_jobs_only_where_configured(
 # -- 9. Django get_result on malformed rows --------------------------------------------------
 
 JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8)
+    st.none() | st.booleans() | st.integers(-10**6, 10**6)
+    | st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=8)
     | st.sampled_from(["tests.django_app.tasks.add", "default", "2030-01-01T00:00:00+00:00",
                        "not a time"]),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(
@@ -805,7 +822,7 @@ ROW_ARGS = st.lists(JSONISH, max_size=5) | st.tuples(
 ROW_DATA = st.dictionaries(st.sampled_from(["django_task", "x"]), JSONISH, max_size=2)
 
 
-@SETTINGS
+@DB_SETTINGS
 @given(args=ROW_ARGS, data=ROW_DATA, priority=st.integers(-32768, 32767),
        finished=st.booleans())
 def test_get_result_of_a_malformed_row_is_task_result_does_not_exist(
