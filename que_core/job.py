@@ -27,6 +27,22 @@ registry: dict[str, type[Job]] = {}
 _bulk: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("que_bulk", default=None)
 
 
+def register_job(cls: type[J]) -> type[J]:
+    """Put *cls* in the :data:`registry` under its ``job_name`` (done for
+    every Job subclass unless it says ``register=False``)."""
+    other = registry.get(cls.job_name)
+    if other is not None and (other.__module__, other.__qualname__) != (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        raise ConfigurationError(
+            f"job name {cls.job_name!r} is already used by "
+            f"{other.__module__}.{other.__qualname__}"
+        )
+    registry[cls.job_name] = cls
+    return cls
+
+
 class JobAlreadyResolved(QueError):
     """``destroy()``, ``finish()``, ``expire()`` or ``retry_in()`` found the
     job's row no longer waiting: another run got there first."""
@@ -77,23 +93,18 @@ class Job:
     _problem: str | None = None
     _unknown: bool = False
 
-    def __init_subclass__(cls, **kw: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
+        """``class MyJob(Job, register=False)`` leaves it out of the
+        :data:`registry` until :func:`register_job` is called: workers in this
+        process will not run rows naming it."""
         super().__init_subclass__(**kw)
         if "job_name" not in cls.__dict__:
             cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
         validation.check_job_name(cls.job_name)
         validation.check_priority(cls.priority)
         validation.check_queue(cls.queue)
-        other = registry.get(cls.job_name)
-        if other is not None and (other.__module__, other.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ConfigurationError(
-                f"job name {cls.job_name!r} is already used by "
-                f"{other.__module__}.{other.__qualname__}"
-            )
-        registry[cls.job_name] = cls
+        if register:
+            register_job(cls)
 
     def __init__(
         self,

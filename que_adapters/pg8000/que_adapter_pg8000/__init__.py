@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import io
+import math
 import re
 import select
 import ssl
@@ -179,6 +180,18 @@ _SSLMODES: dict[str, Any] = {"disable": False, "allow": None, "prefer": None, "r
 _STARTUP = ("options", "client_encoding")
 
 
+def _timeout(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+        if math.isnan(seconds) or math.isinf(seconds):
+            raise ValueError(value)
+    except ValueError:
+        raise errors.ConfigurationError(
+            f"connect_timeout {value!r} in the DSN is not a number of seconds"
+        ) from None
+    return seconds if seconds > 0 else None
+
+
 def connect_args(dsn: str) -> dict[str, Any]:
     """pg8000's keyword arguments for *dsn* (libpq URL or key=value form)."""
     params = parse_dsn(dsn)
@@ -191,7 +204,12 @@ def connect_args(dsn: str) -> dict[str, Any]:
     if sslmode in _SSLMODES:
         kwargs["ssl_context"] = _SSLMODES[sslmode]
     elif sslmode in ("verify-ca", "verify-full"):
-        context = ssl.create_default_context(cafile=str(rootcert) if rootcert else None)
+        try:
+            context = ssl.create_default_context(cafile=str(rootcert) if rootcert else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise errors.ConfigurationError(
+                f"cannot use sslrootcert {rootcert!r}: {exc.strerror or exc}"
+            ) from None
         context.check_hostname = sslmode == "verify-full"
         kwargs["ssl_context"] = context
     else:
@@ -202,7 +220,7 @@ def connect_args(dsn: str) -> dict[str, Any]:
         elif key == "dbname":
             kwargs["database"] = value
         elif key == "connect_timeout":
-            kwargs["timeout"] = float(value) if float(value) > 0 else None
+            kwargs["timeout"] = _timeout(value)
         else:
             raise errors.ConfigurationError(f"the pg8000 adapter does not support {key!r} in a DSN")
     return kwargs

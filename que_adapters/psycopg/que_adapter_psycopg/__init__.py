@@ -11,7 +11,7 @@ from psycopg import pq
 
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password
+from que_core.dsn import check_url_userinfo, mask_password
 
 
 def _translate(exc: psycopg.Error, raw: psycopg.Connection[Any]) -> errors.DatabaseError:
@@ -105,6 +105,7 @@ class PsycopgAdapter:
     name = "psycopg"
 
     def connect(self, dsn: str) -> PsycopgConnection:
+        check_url_userinfo(dsn)
         try:
             raw = psycopg.connect(dsn, autocommit=True)
         except psycopg.ProgrammingError as exc:  # libpq could not read the DSN

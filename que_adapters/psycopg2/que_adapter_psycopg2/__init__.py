@@ -14,7 +14,7 @@ import psycopg2.extensions as ext
 
 from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password
+from que_core.dsn import check_url_userinfo, mask_password
 from que_core.transactions import Transactions, TransactionStatus
 
 _STATUS = {
@@ -140,6 +140,7 @@ class Psycopg2Adapter:
     name = "psycopg2"
 
     def connect(self, dsn: str) -> Psycopg2Connection:
+        check_url_userinfo(dsn)
         try:
             raw = psycopg2.connect(dsn)
             raw.autocommit = True
