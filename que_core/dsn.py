@@ -51,6 +51,10 @@ def mask_password(text: str) -> str:
     """*text* with the secret of every DSN in it replaced by ``****``: the
     password of a URL's user info, and every :data:`SECRET_PARAMETERS` value,
     in ``key=value`` form (quoted or not) or as a URL query parameter."""
+    if "://" not in text and "%" not in text:  # no URL, no encoded key: look for a key
+        lowered = text.lower()
+        if "pass" not in lowered and "secret" not in lowered and "scram" not in lowered:
+            return text  # the usual log line: spared three regular expressions
     # key=value first: a quoted value may hold anything, a URL included.
     text = _KV_SECRET.sub(lambda m: m["head"] + MASK, text)
     text = _QUERY_PARAM.sub(_mask_query, text)

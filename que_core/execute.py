@@ -215,20 +215,26 @@ def left_in_transaction(outcome: Outcome) -> Outcome:
 _EVENTS = {"retry_job": "retried", "expire_job": "expired"}
 
 
+def _log(level: int, msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> None:
+    """log.log(level, msg, *args, extra=extra), without logging's search of
+    the stack for the caller's file and line (a line per job: it counts)."""
+    if log.isEnabledFor(level):
+        log.handle(log.makeRecord(log.name, level, __file__, 0, msg, args, None, None, extra))
+
+
 def report(outcome: Outcome) -> None:
     """Log the outcome (one line) and call the hooks; once it is committed."""
     job, duration = outcome.job, outcome.duration
     if outcome.kind in (ERROR, EXPIRE):
         name = "expired" if outcome.kind == EXPIRE else "errored"
         retry = "" if outcome.kind == EXPIRE else f" retry_in={outcome.delay:g}s"
-        log.warning(
-            "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s error=%s%s",
-            name, job.job_class, job.id, job.queue, duration, name, outcome.message, retry,
-            extra={"que_event": name, "job_id": job.id, "job_class": job.job_class,
-                   "queue": job.queue, "duration": round(duration, 6), "outcome": name,
-                   "error": outcome.message,
-                   "retry_in": None if outcome.kind == EXPIRE else outcome.delay},
-        )
+        _log(logging.WARNING,
+             "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s error=%s%s",
+             (name, job.job_class, job.id, job.queue, duration, name, outcome.message, retry),
+             {"que_event": name, "job_id": job.id, "job_class": job.job_class,
+              "queue": job.queue, "duration": round(duration, 6), "outcome": name,
+              "error": outcome.message,
+              "retry_in": None if outcome.kind == EXPIRE else outcome.delay})
         if outcome.kind == EXPIRE:
             call_hook("que_job_expired", job=job, error=outcome.error, duration=duration)
         else:
@@ -238,13 +244,10 @@ def report(outcome: Outcome) -> None:
     # A job that asked to run again later, or expired itself, says so.
     event = _EVENTS.get(job._resolved_by or "", "worked")
     result = "succeeded" if event == "worked" else event
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s",
-            event, job.job_class, job.id, job.queue, duration, result,
-            extra={"que_event": event, "job_id": job.id, "job_class": job.job_class,
-                   "queue": job.queue, "duration": round(duration, 6), "outcome": result},
-        )
+    _log(logging.INFO, "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s",
+         (event, job.job_class, job.id, job.queue, duration, result),
+         {"que_event": event, "job_id": job.id, "job_class": job.job_class,
+          "queue": job.queue, "duration": round(duration, 6), "outcome": result})
     call_hook("que_job_succeeded", job=job, duration=duration)
 
 

@@ -26,12 +26,16 @@ def _escaped(m: re.Match[str]) -> str:
 
 def escape(text: str) -> str:
     """*text* on one line, with every control and line separator escaped."""
+    if text.isprintable():  # none of them (the usual case, and a C loop)
+        return text
     return _UNSAFE.sub(_escaped, text)
 
 
 def escape_lines(text: str, indent: str = "  ") -> str:
     """Multi-line *text* (a traceback) kept on its lines, each escaped, every
     line after the first indented: none of them can pass for a line of its own."""
+    if "\n" not in text:
+        return escape(text)
     first, *rest = text.split("\n")
     return "\n".join([escape(first), *(indent + escape(line) for line in rest)])
 

@@ -9,11 +9,15 @@ is large the test is property-based (hypothesis)."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -574,6 +578,51 @@ def test_testdb_schema_name_cannot_inject_sql(
 # -- 3. code and settings from another user's directory ----------------------------------------
 
 QUE_SCRIPT = Path(sys.executable).parent / "que"  # what users run: no directory on sys.path
+
+
+def _reachable_by_all(path: Path) -> bool:
+    """Whether every directory above *path* lets any user through."""
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+
+
+_LAUNCHER = """
+import runpy, site, sys
+site.addsitedir(sys.argv.pop(1))  # this venv's site-packages, .pth files and all
+if sys.argv[1] == "-c":
+    code = sys.argv[2]
+    sys.argv = ["-c", *sys.argv[3:]]
+    exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+else:  # -m module
+    module = sys.argv[2]
+    sys.argv = [module, *sys.argv[3:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def _python_for(user: str) -> list[str]:
+    """This venv's Python as *user* can run it. Another user may not reach its
+    interpreter (pyenv's lies under /root, 0700 on a normal machine): then the
+    system's Python of the same version runs with this venv's site-packages."""
+    if user == "root" or _reachable_by_all(Path(sys.executable).resolve()):
+        return [sys.executable]
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        pytest.skip(f"{user} cannot reach {Path(sys.executable).resolve()} and there is no "
+                    f"{system} to run que-core with")
+    launcher = Path(tempfile.gettempdir()) / f"que-test-launcher-{os.getpid()}.py"
+    if not launcher.exists():
+        launcher.write_text(_LAUNCHER, encoding="utf-8")
+        launcher.chmod(0o644)
+        atexit.register(launcher.unlink, missing_ok=True)
+    return [str(system), str(launcher), sysconfig.get_paths()["purelib"]]
+
+
+def _que_for(user: str) -> list[str]:
+    """The `que` command as *user* runs it (see _python_for)."""
+    python = _python_for(user)
+    return [str(QUE_SCRIPT)] if python == [sys.executable] else [*python, "-m", "que_core.cli"]
+
+
 PLANTED = '''
 import pathlib
 pathlib.Path(__file__).with_suffix(".imported").write_text("planted code ran")
@@ -696,7 +745,7 @@ def test_settings_owned_by_root_or_the_user_are_read(public_dir: Path) -> None:
         (project / "pyproject.toml").write_text("[tool.que]\nworkers = 3\n", encoding="utf-8")
         if owner == "nobody":
             os.chown(project / "pyproject.toml", nobody.pw_uid, nobody.pw_gid)
-        out = subprocess.run([str(QUE_SCRIPT), "config", "--json"], cwd=project,
+        out = subprocess.run([*_que_for("nobody"), "config", "--json"], cwd=project,
                              env=clean_env(HOME=str(project)), capture_output=True, text=True,
                              timeout=30, preexec_fn=_demote("nobody"))
         assert out.returncode == 0, out.stderr
@@ -941,7 +990,7 @@ def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers:
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     data_dir = _long_dir(home)
     servers.append(("nobody", data_dir))
-    out = _as("nobody", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir",
+    out = _as("nobody", *_que_for("nobody"), "migrate", "--embedded", "--embedded-dir",
               str(data_dir), env=_embedded_env(home))
     assert out.returncode == 0, out.stderr
     sock = _socket_dir(data_dir)
@@ -966,13 +1015,13 @@ def test_a_running_embedded_server_with_an_open_socket_is_refused(
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     data_dir = _long_dir(home)
     servers.append(("nobody", data_dir))
-    old = _as("nobody", sys.executable, "-c",
+    old = _as("nobody", *_python_for("nobody"), "-c",
               f"import pgserver; pgserver.get_server({str(data_dir)!r}, cleanup_mode=None)",
               env=_embedded_env(home))
     assert old.returncode == 0, old.stderr
     sock = _socket_dir(data_dir)
     assert sock is not None and "python_PostgresServer" in str(sock)
-    out = _as("nobody", str(QUE_SCRIPT), "migrate", "--embedded", "--embedded-dir",
+    out = _as("nobody", *_que_for("nobody"), "migrate", "--embedded", "--embedded-dir",
               str(data_dir), env=_embedded_env(home))
     assert out.returncode == 2, out.stdout + out.stderr
     assert f"its socket is in {sock}, which other users can reach" in out.stderr
