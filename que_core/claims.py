@@ -21,6 +21,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
 from que_core import execute
 from que_core.connection import Connection, Row
@@ -99,6 +101,9 @@ class Claims:
         self.held: set[int] = set()
         self._pending: list[Outcome] = []  # to write in the next call
         self._release: list[int] = []  # to unlock in the next call
+        #: Per queue, the (priority, run_at, id) of the last job taken from it:
+        #: the next walk starts there (see que_core_next_jobs), unless full.
+        self.after: dict[str, tuple[int, datetime, int]] = {}
 
     @property
     def owes(self) -> bool:
@@ -113,9 +118,18 @@ class Claims:
         """Claimed jobs that were not run (stopping): released by the next call."""
         self._release.extend(i for i in ids if i in self.held)
 
-    def next(self, max_priority: int | None, limit: int, exclude: Sequence[int] = ()) -> list[Row]:
+    def lowest_bound(self) -> int | None:
+        """The most important priority a walk starts after, if any: a new job
+        more important than that lies before the walk (and needs a full one)."""
+        return min((b[0] for b in self.after.values()), default=None)
+
+    def next(self, max_priority: int | None, limit: int, exclude: Sequence[int] = (),
+             full: bool = True) -> list[Row]:
         """Write what is owed and claim up to *limit* jobs of priority up to
-        *max_priority* (None: any); their rows, most important first.
+        *max_priority* (None: any); their rows, most important first. Unless
+        *full*, each queue's walk starts after the last job taken from it:
+        jobs before it (released by a lost session, more important ones that
+        came later) wait for a full walk.
 
         A :class:`~que_core.errors.DatabaseError` leaves the outcomes owed:
         call :meth:`settle`, then (the session lost or broken) :meth:`recover`
@@ -126,14 +140,23 @@ class Claims:
         excluded = self.held.difference(unlock)
         excluded.update(exclude)
         excluded.update(self.set_aside.ids())
+        bounds: list[Any] = [None, None, None]
+        if not full and limit > 0 and self.queues and self.after:
+            starts = [self.after.get(name) for name in self.queues]
+            bounds = [[b[k] if b else None for b in starts] for k in range(3)]
         rows = self.conn.execute(q("next_jobs"), (
             finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
             self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
-            sorted(excluded),
+            sorted(excluded), *bounds,
         ))
         self._pending, self._release = [], [o.job_id for o in pending]
         self.held.difference_update(unlock)
         self.held.update(r[0] for r in rows)
+        if limit > 0:
+            if full:
+                self.after.clear()
+            for row in rows:  # in the order taken: the last of each queue is its bound
+                self.after[row[4]] = (row[1], row[2], row[0])
         for outcome in pending:
             execute.report(outcome)
         return rows
@@ -158,6 +181,7 @@ class Claims:
             self.set_aside.drop(outcome.job_id)
         self._pending, self._release = [], []
         self.held.clear()
+        self.after.clear()
 
     def settle(self) -> bool:
         """The last call failed: write the owed outcomes one at a time, on
@@ -202,6 +226,7 @@ class Claims:
         self.conn = conn
         self._pending, self._release = [], []
         self.held.clear()
+        self.after.clear()  # what the old session held is free again: walk it all
         if not pending:
             return
         ids = [o.job_id for o in pending]

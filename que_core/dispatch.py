@@ -15,8 +15,11 @@ claim again instead of sleeping.
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 ANY_PRIORITY = 32767
+#: The most important priority there is: of a notification of unknown priority.
+TOP_PRIORITY = -32768
 
 
 class Dispatcher:
@@ -26,19 +29,33 @@ class Dispatcher:
         self._stopped = False
         #: Counts notifications; a thread reads it before it claims.
         self.generation = 0
+        # (generation, priority) of the latest notifications.
+        self._recent: deque[tuple[int, int]] = deque(maxlen=1024)
 
     def wait(self, wake: threading.Event, max_priority: int | None, seen: int,
-             timeout: float) -> None:
+             timeout: float) -> bool:
         """Sleep until woken or *timeout*, unless a notification came since
-        the thread read ``generation`` (*seen*) or the worker stops."""
+        the thread read ``generation`` (*seen*) or the worker stops. False
+        when the time ran out (time to poll)."""
         with self._lock:
             if self._stopped or self.generation != seen:
-                return
+                return True
             wake.clear()
             self._idle[wake] = ANY_PRIORITY if max_priority is None else max_priority
-        wake.wait(timeout)
+        woken = wake.wait(timeout)
         with self._lock:
             self._idle.pop(wake, None)
+        return woken
+
+    def lowest_since(self, seen: int) -> int | None:
+        """The most important priority notified since generation *seen*
+        (None: no notification since)."""
+        with self._lock:
+            if self.generation == seen:
+                return None
+            if not self._recent or self._recent[0][0] > seen + 1:
+                return TOP_PRIORITY  # some were forgotten: assume the most important
+            return min(p for g, p in self._recent if g > seen)
 
     def notify(self, priority: int | None = None) -> None:
         """A job of *priority* may be waiting: wake one idle thread that
@@ -46,6 +63,7 @@ class Dispatcher:
         wake the least restricted idle thread."""
         with self._lock:
             self.generation += 1
+            self._recent.append((self.generation, TOP_PRIORITY if priority is None else priority))
             if not self._idle:
                 return
             if priority is None:

@@ -30,9 +30,11 @@ SELECT set_config('que.skip_notify', %s, true)
 -- jobs it ran, release the locks of outcomes committed by its last call,
 -- and lock and return the next jobs (see migrations/7.2/up.sql). Params:
 -- deleted ids, other outcomes (JSON), ids to unlock, queues (NULL: any),
--- max priority, limit, ids to skip.
+-- max priority, limit, ids to skip, and per queue where to start
+-- (priority, run_at and id arrays; NULL: from the start).
 SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text[],
-                                 %s::integer, %s::integer, %s::bigint[])
+                                 %s::integer, %s::integer, %s::bigint[],
+                                 %s::integer[], %s::timestamptz[], %s::bigint[])
 
 -- name: relock_jobs
 -- After a session was replaced: lock again the jobs whose outcomes it still

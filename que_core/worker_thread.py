@@ -89,6 +89,8 @@ class WorkerThread(threading.Thread):
         self.current: Job | None = None
         #: Backend pid of this thread's session (ended if a job outlives shutdown).
         self.backend_pid: int | None = None
+        #: The next claim walks every queue from its start (see Claims.next).
+        self._full = True
 
     def run(self) -> None:
         try:
@@ -111,12 +113,18 @@ class WorkerThread(threading.Thread):
         assert self.claims is not None
         seen = self.dispatcher.generation
         limit = self._limit()
-        rows = self.claims.next(self.max_priority, limit)
+        rows = self.claims.next(self.max_priority, limit, full=self._full)
+        self._full = False
         if not rows:
             if self.claims.held or self.claims.owes:
                 self.claims.flush()  # hold nothing while asleep
-            self.dispatcher.wait(self._wake, self.max_priority, seen,
-                                 self.poll_interval * random.uniform(0.9, 1.1))
+            polled = not self.dispatcher.wait(self._wake, self.max_priority, seen,
+                                              self.poll_interval * random.uniform(0.9, 1.1))
+            # A poll walks each queue from the start: it finds what a walk
+            # from the last job taken cannot (jobs a lost session let go, due
+            # ones ahead of it); so does a notification of a job ahead of it.
+            lowest, bound = self.dispatcher.lowest_since(seen), self.claims.lowest_bound()
+            self._full = polled or (lowest is not None and bound is not None and lowest < bound)
             return
         if len(rows) >= limit:  # there may be more: pass the word on
             self.dispatcher.notify(rows[-1][1])
@@ -223,6 +231,7 @@ class WorkerThread(threading.Thread):
             return
         if isinstance(why, ConnectionLost):
             log.warning("%s: session lost (%s); reconnected", self.name, why)
+        self._full = True
         try:
             self.claims.recover(conn, why)
         except ConnectionLost as exc:

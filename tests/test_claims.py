@@ -26,10 +26,10 @@ def my_locks(conn: Connection) -> list[int]:
 def claim(conn: Connection, queues: Sequence[str] | None = ("default",),
           max_priority: int = 32767, exclude: Sequence[int] = (), limit: int = 5,
           finished: Sequence[int] = (), outcomes: list[dict[str, Any]] | None = None,
-          unlock: Sequence[int] = ()) -> list[int]:
+          unlock: Sequence[int] = (), after: Sequence[Any] = (None, None, None)) -> list[int]:
     rows = conn.execute(q("next_jobs"), (
         list(finished), json.dumps(outcomes) if outcomes else None, list(unlock),
-        None if queues is None else list(queues), max_priority, limit, list(exclude)))
+        None if queues is None else list(queues), max_priority, limit, list(exclude), *after))
     return [r[0] for r in rows]
 
 
@@ -90,4 +90,42 @@ def test_outcomes_are_written_and_unlocked_only_when_told(conn: Connection) -> N
                     (d.id, False, True, 1, False, "x")]
     assert my_locks(conn) == sorted(got)  # still held: the commit was this call's
     claim(conn, unlock=got, limit=0)
+    assert my_locks(conn) == []
+
+
+def test_a_walk_after_a_bound_starts_there(conn: Connection) -> None:
+    jobs = PlainJob.enqueue_many([[i] for i in range(6)], conn=conn.raw)
+    urgent = PlainJob.enqueue("urgent", conn=conn.raw, priority=1)
+    rows = conn.execute("SELECT priority, run_at, id FROM que_jobs WHERE id = %s", (jobs[2].id,))
+    ((priority, run_at, job_id),) = rows
+    after = ([priority], [run_at], [job_id])
+    # From the bound: the jobs after it; neither the earlier ones nor a more
+    # important one that came later (a full walk finds those).
+    assert claim(conn, after=after, limit=10) == [j.id for j in jobs[3:]]
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    assert claim(conn, limit=10) == [urgent.id] + [j.id for j in jobs]
+    conn.execute("SELECT pg_advisory_unlock_all()")
+    # A bound per queue, aligned with the queues (NULL: from the start).
+    other = PlainJob.enqueue("other", conn=conn.raw, queue="other")
+    got = claim(conn, queues=["other", "default"], limit=3,
+                after=([None, priority], [None, run_at], [None, job_id]))
+    assert got == [other.id, jobs[3].id, jobs[4].id]
+
+
+def test_claims_keep_each_queues_bound_and_a_full_walk_resets_them(conn: Connection) -> None:
+    from que_core.claims import Claims
+
+    jobs = PlainJob.enqueue_many([[i] for i in range(5)], conn=conn.raw)
+    claims = Claims(conn, ["default"])
+    first = claims.next(None, 2)
+    assert [r[0] for r in first] == [jobs[0].id, jobs[1].id]
+    assert claims.after["default"][2] == jobs[1].id
+    released = [r[0] for r in first]
+    claims.skip(released)  # let them go unrun: they lie before the bound now
+    later = claims.next(None, 5, full=False)
+    assert [r[0] for r in later] == [j.id for j in jobs[2:]]
+    claims.skip(r[0] for r in later)
+    claims.next(None, 0)
+    assert [r[0] for r in claims.next(None, 5)] == [j.id for j in jobs]  # full
+    claims.flush()
     assert my_locks(conn) == []

@@ -20,7 +20,15 @@ CREATE FUNCTION que_core_next_jobs(
   lim integer,
   -- ids never to lock (held by this session already: advisory locks are
   -- re-entrant; or set aside)
-  exclude bigint[]
+  exclude bigint[],
+  -- per queue (aligned with queues; NULL: from the start), where the walk
+  -- starts: after this (priority, run_at, id), the last job this session took
+  -- from it. Jobs before it were taken already, and the rows of those done are
+  -- dead until vacuumed: walking through them on every call made a drain
+  -- slower the longer it ran.
+  after_priority integer[] DEFAULT NULL,
+  after_run_at timestamptz[] DEFAULT NULL,
+  after_id bigint[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, priority smallint, run_at timestamptz, job_class text,
                  queue text, error_count integer, args text, kwargs text, data text)
 LANGUAGE plpgsql
@@ -32,6 +40,10 @@ DECLARE
   locked bigint[] := '{}';
   fresh bigint[] := '{}';
   qname text;
+  qi integer;
+  bp integer;
+  br timestamptz;
+  bi bigint;
   candidate bigint;
   walk refcursor;
 BEGIN
@@ -69,11 +81,16 @@ BEGIN
     RETURN;
   END IF;
 
-  -- Walk the ready jobs in que_poll_idx order, queue by queue, and try-lock
-  -- each until lim are ours. The lock is taken here, in the loop, never in
+  -- Walk the ready jobs in que_poll_idx order, queue by queue (from where
+  -- the session left it, if told), and try-lock each until lim are ours. The lock is taken here, in the loop, never in
   -- a query's WHERE clause: a lock taken on a row the planner drops would
   -- leak. Two queries, so that the cached plan of each uses the index.
-  FOREACH qname IN ARRAY coalesce(queues, ARRAY[NULL::text]) LOOP
+  FOR qi IN 1 .. coalesce(cardinality(queues), 1) LOOP
+    qname := queues[qi];
+    -- (priority, run_at, id) > (-32769, ...) holds for every row: no bound.
+    bp := coalesce(after_priority[qi], -32769);
+    br := coalesce(after_run_at[qi], '-infinity');
+    bi := coalesce(after_id[qi], 0);
     IF qname IS NULL THEN
       OPEN walk FOR
         SELECT j.id FROM que_jobs AS j
@@ -85,6 +102,7 @@ BEGIN
       OPEN walk FOR
         SELECT j.id FROM que_jobs AS j
         WHERE j.job_schema_version = 2 AND j.queue = qname AND j.priority <= max_priority
+          AND (j.priority, j.run_at, j.id) > (bp, br, bi)
           AND j.run_at <= now() AND j.finished_at IS NULL AND j.expired_at IS NULL
           AND NOT (j.id = ANY(skip))
         ORDER BY j.priority, j.run_at, j.id;
