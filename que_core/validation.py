@@ -22,6 +22,9 @@ MAX_JOB_CLASS = 200
 MAX_DEPTH = 100
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _lone_surrogate(text: str) -> bool:
     """Whether *text* holds a lone surrogate (from ``surrogateescape``, say),
     which UTF-8, and so PostgreSQL, cannot encode."""
@@ -34,39 +37,55 @@ def _lone_surrogate(text: str) -> bool:
     return False
 
 
-def _walk(value: Any, where: str, depth: int = 0, top: str = "") -> Any:
-    """Return *value* as plain JSON data, or raise naming what is wrong
-    (*where* it is; *top*, the argument it is in, when *depth* > 0)."""
-    if value is None or isinstance(value, (bool, int)):
+def _where(path: tuple[Any, ...]) -> str:
+    """``argument 0[2]['key']`` for the path (0, 2, 'key'); a keyword argument's
+    path starts with its name."""
+    head, *rest = path
+    name = f"argument {head}" if isinstance(head, int) else f"keyword argument {head!r}"
+    return name + "".join(f"[{p!r}]" for p in rest)
+
+
+def _walk(value: Any, path: tuple[Any, ...]) -> Any:
+    """Return *value* as plain JSON data, or raise naming what is wrong and
+    where (*path*: the argument, then the keys and indexes into it)."""
+    kind = type(value)
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is str and value.isascii() and "\x00" not in value:
+        return value  # the usual strings, spared the checks below
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise InvalidJob(f"{where} is {value!r}, which JSON cannot represent")
+            raise InvalidJob(f"{_where(path)} is {value!r}, which JSON cannot represent")
         return value
     if isinstance(value, str):
         if "\x00" in value:
-            raise InvalidJob(f"{where} contains a NUL character, which PostgreSQL jsonb refuses")
+            raise InvalidJob(f"{_where(path)} contains a NUL character, which PostgreSQL "
+                             "jsonb refuses")
         if _lone_surrogate(value):
-            raise InvalidJob(f"{where} contains a lone surrogate, which UTF-8 cannot encode")
+            raise InvalidJob(f"{_where(path)} contains a lone surrogate, which UTF-8 cannot "
+                             "encode")
         return value
-    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
-        raise InvalidJob(f"{top} is nested more than {MAX_DEPTH} levels deep")
-    top = top or where
+    if isinstance(value, (list, tuple, dict)) and len(path) > MAX_DEPTH:
+        raise InvalidJob(f"{_where(path[:1])} is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, (list, tuple)):
-        return [_walk(v, f"{where}[{i}]", depth + 1, top) for i, v in enumerate(value)]
+        return [_walk(v, (*path, i)) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
             if not isinstance(k, str):
-                raise InvalidJob(f"{where} has key {k!r}: JSON object keys must be strings")
+                raise InvalidJob(f"{_where(path)} has key {k!r}: JSON object keys must be "
+                                 "strings")
             if "\x00" in k:
-                raise InvalidJob(f"{where} has a key containing a NUL character")
+                raise InvalidJob(f"{_where(path)} has a key containing a NUL character")
             if _lone_surrogate(k):
-                raise InvalidJob(f"{where} has a key containing a lone surrogate")
-            out[k] = _walk(v, f"{where}[{k!r}]", depth + 1, top)
+                raise InvalidJob(f"{_where(path)} has a key containing a lone surrogate")
+            out[k] = _walk(v, (*path, k))
         return out
     raise InvalidJob(
-        f"{where} is {value!r} of type {type(value).__name__}, which is not JSON-serialisable"
+        f"{_where(path)} is {value!r} of type {type(value).__name__}, which is not "
+        "JSON-serialisable"
     )
 
 
@@ -86,7 +105,7 @@ def check_args(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[list[Any], dict[str, Any]]:
     """Job arguments as plain JSON data, checked to round-trip exactly."""
-    a = [_walk(v, f"argument {i}") for i, v in enumerate(args)]
+    a = [_walk(v, (i,)) for i, v in enumerate(args)]
     k = {}
     for name, v in kwargs.items():
         if not isinstance(name, str):
@@ -95,7 +114,7 @@ def check_args(
             raise InvalidJob(f"keyword argument name {name!r} contains a NUL character")
         if _lone_surrogate(name):
             raise InvalidJob(f"keyword argument name {name!r} contains a lone surrogate")
-        k[name] = _walk(v, f"keyword argument {name!r}")
+        k[name] = _walk(v, (name,))
     return a, k
 
 
@@ -108,7 +127,7 @@ def dumps(value: Any) -> str:
     value). Such floats are written out in full with ``.0``, which jsonb
     keeps. Only text that has an ``e+`` somewhere takes the slow path.
     """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _ENCODER.encode(value)
     if "e+" in text:
         text = "".join(_encode(value))
     return text
