@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    installed = sorted(plugins.adapters())
+    installed = sorted(plugins.installed_adapters())
     names = [n.strip() for opt in args.adapter for n in opt.split(",") if n.strip()]
     unknown = [n for n in names if n not in installed]
     if unknown or not (names or installed):

@@ -67,6 +67,7 @@ _LISTEN = re.compile(
     r'\s*(UN)?LISTEN\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*|\*)\s*;?\s*', re.I
 )
 _GONE = (OSError, asyncio.TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)
+_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, *_GONE)
 
 
 @lru_cache(maxsize=512)
@@ -128,7 +129,10 @@ class AsyncpgConnection:
     def _translate(self, exc: BaseException) -> errors.DatabaseError:
         if isinstance(exc, asyncpg.PostgresError):
             error = errors.from_sqlstate(exc.sqlstate, _message(exc))
-        elif isinstance(exc, _GONE) or self.closed:
+        elif isinstance(exc, (*_GONE, asyncpg.InternalClientError)) or self.closed:
+            # InternalClientError: asyncpg's protocol is in a state it cannot
+            # leave (seen when a terminated session's last message races a
+            # statement); the session is no use any more.
             error = errors.ConnectionLost(_message(exc))
         else:  # misuse the driver refused (InterfaceError, DataError, ...)
             error = errors.DatabaseError(_message(exc))
@@ -143,7 +147,7 @@ class AsyncpgConnection:
         """Run a transaction-control statement by the simple protocol."""
         try:
             tag = await self.raw.execute(sql)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_GONE) as exc:
+        except _ERRORS as exc:
             raise self._translate(exc) from exc
         if sql == "COMMIT" and tag == "ROLLBACK":  # the transaction had failed
             raise aborted()
@@ -162,7 +166,7 @@ class AsyncpgConnection:
                 await self.raw.execute(sql)
                 return []
             return [tuple(r) for r in await self.raw.fetch(sql)]
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_GONE) as exc:
+        except _ERRORS as exc:
             raise self._translate(exc) from exc
 
     async def _listen(self, unlisten: bool, name: str) -> None:
@@ -215,7 +219,7 @@ class AsyncpgConnection:
             return
         try:
             await self.raw.close()
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_GONE):
+        except _ERRORS:
             self.raw.terminate()
 
     @property
@@ -291,7 +295,7 @@ class AsyncpgAdapter:
         kwargs = connect_args(dsn)
         try:
             raw = await asyncpg.connect(**kwargs)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, *_GONE) as exc:
+        except _ERRORS as exc:
             raise errors.CannotConnect(
                 f"cannot connect to {mask_password(dsn)}: {mask_password(_message(exc))}"
             ) from None
