@@ -136,9 +136,14 @@ class Transactions(_Blocks[Any]):
     :param execute: runs one statement (without parameters) on the session,
         raising :mod:`que_core.errors` exceptions; a statement it is given may
         be two (``ROLLBACK TO SAVEPOINT s; RELEASE SAVEPOINT s``).
-    :param status: where the session is now (see :class:`TransactionStatus`).
     :param closed: true when the session is closed: a block then raises
         :class:`~que_core.errors.ConnectionLost` before doing anything.
+    :param status: where the session is now (see :class:`TransactionStatus`).
+        A caller's connection with autocommit off that is idle counts as
+        ``IN_TRANSACTION``: the driver begins the caller's transaction before
+        the next statement, so a block is a savepoint in it and the caller
+        commits (a BEGIN/COMMIT of its own would commit the caller's earlier
+        work, or its own, early).
     :param implicit: true when the driver begins a transaction by itself
         before the next statement (a DB-API connection with autocommit off).
         A top-level block then sends no ``BEGIN`` and ends with *commit* or

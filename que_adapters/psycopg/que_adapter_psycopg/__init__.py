@@ -4,7 +4,12 @@ and ``psycopg.AsyncConnection`` (async)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 import psycopg
@@ -13,7 +18,12 @@ from psycopg import pq
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password
-from que_core.transactions import aborted
+from que_core.transactions import (
+    AsyncTransactions,
+    Transactions,
+    TransactionStatus,
+    aborted,
+)
 
 Raw = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
@@ -37,6 +47,19 @@ def _failed(raw: Raw) -> bool:
     # A body that swallowed a database error leaves the transaction aborted;
     # COMMIT would quietly roll back. Say so instead.
     return raw.info.transaction_status == pq.TransactionStatus.INERROR
+
+
+def _joins(raw: Raw, owned: bool) -> bool:
+    """Whether a block must be a savepoint in the caller's transaction that
+    psycopg begins before the next statement (a caller's connection with
+    autocommit off, idle): ``raw.transaction()`` would BEGIN and COMMIT one
+    of its own, committing the job before the caller does."""
+    idle = raw.info.transaction_status == pq.TransactionStatus.IDLE
+    return not owned and not raw.autocommit and idle
+
+
+def _in_callers_transaction() -> TransactionStatus:
+    return TransactionStatus.IN_TRANSACTION
 
 
 def _needs_reset(raw: Raw) -> bool:
@@ -63,6 +86,7 @@ class PsycopgConnection:
     def __init__(self, raw: psycopg.Connection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
+        self._joined = Transactions(self.execute, _in_callers_transaction)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -71,8 +95,13 @@ class PsycopgConnection:
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
+    def transaction(self) -> AbstractContextManager[None]:
+        if _joins(self.raw, self._owned):
+            return self._joined.transaction()
+        return self._transaction()
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[None]:
         try:
             with self.raw.transaction():
                 yield
@@ -115,6 +144,7 @@ class AsyncPsycopgConnection:
     def __init__(self, raw: psycopg.AsyncConnection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
+        self._joined = AsyncTransactions(self.execute, _in_callers_transaction)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -123,8 +153,13 @@ class AsyncPsycopgConnection:
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
+    def atransaction(self) -> AbstractAsyncContextManager[None]:
+        if _joins(self.raw, self._owned):
+            return self._joined.atransaction()
+        return self._atransaction()
+
     @asynccontextmanager
-    async def atransaction(self) -> AsyncIterator[None]:
+    async def _atransaction(self) -> AsyncIterator[None]:
         try:
             async with self.raw.transaction():
                 yield
