@@ -11,8 +11,8 @@ It works for the ``postgresql+psycopg``, ``postgresql+psycopg2`` and
 ``postgresql+pg8000`` dialects alike: the adapter is found from the driver
 connection under SQLAlchemy's (so that adapter must be installed). The job
 joins the transaction SQLAlchemy has open on that connection (one is begun
-if none is), and bulk enqueues use a savepoint (``begin_nested``) rather
-than a transaction of their own. A ``scoped_session`` works too. An
+if none is), and bulk enqueues use a savepoint (the connection's
+``begin_nested``) rather than a transaction of their own. A ``scoped_session`` works too. An
 ``Engine`` is refused: it has no transaction to join.
 
 ``aenqueue`` takes an ``AsyncSession`` (or ``async_scoped_session``) or an
@@ -110,7 +110,9 @@ def _wrap(obj: Any) -> Connection | None:
     if isinstance(obj, Session):
         session = obj
         sa_conn = session.connection()  # begins the session's transaction if needed
-        return FrameworkConnection(_driver(sa_conn), session.begin_nested, owner=session)
+        # The Connection's begin_nested, not the Session's: that one sends its
+        # SAVEPOINT only before the Session's next statement, which ours are not.
+        return FrameworkConnection(_driver(sa_conn), sa_conn.begin_nested, owner=session)
     if isinstance(obj, SAConnection):
         sa_conn = obj
         if sa_conn.closed:
@@ -164,7 +166,7 @@ def _awrap(obj: Any) -> Awaitable[AsyncConnection] | None:
 async def _session(session: AsyncSession) -> AsyncConnection:
     sa_conn = await session.connection()  # begins the session's transaction if needed
     inner = await _adriver(sa_conn)
-    return AsyncFrameworkConnection(inner, session.begin_nested, owner=session)
+    return AsyncFrameworkConnection(inner, sa_conn.begin_nested, owner=session)
 
 
 async def _async_connection(sa_conn: SAAsyncConnection) -> AsyncConnection:
