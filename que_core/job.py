@@ -26,7 +26,17 @@ J = TypeVar("J", bound="Job")
 #: here: a name from the database is never imported or evaluated.
 registry: dict[str, type[Job]] = {}
 
-_bulk: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("que_bulk", default=None)
+class _Bulk:
+    """The jobs a bulk block collects. A task started inside an async block
+    shares it (tasks copy the context); once the block has ended it takes no
+    more, so a late enqueue inserts its job rather than losing it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.open = True
+
+
+_bulk: contextvars.ContextVar[_Bulk | None] = contextvars.ContextVar("que_bulk", default=None)
 
 
 class JobAlreadyResolved(QueError):
@@ -317,9 +327,9 @@ class Job:
         inserted now."""
         _check_storable(type(self))
         pending = _bulk.get()
-        if pending is None:
+        if pending is None or not pending.open:
             return False
-        pending.append(self)
+        pending.jobs.append(self)
         return True
 
     def _insert(self) -> tuple[str, tuple[Any, ...]]:
@@ -482,11 +492,12 @@ async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
 def _collecting() -> Iterator[list[Job]]:
     """Inside the block, ``enqueue`` and ``aenqueue`` add their jobs to the
     list this yields instead of inserting them."""
-    jobs: list[Job] = []
-    token = _bulk.set(jobs)
+    bulk = _Bulk()
+    token = _bulk.set(bulk)
     try:
-        yield jobs
+        yield bulk.jobs
     finally:
+        bulk.open = False
         _bulk.reset(token)
 
 
