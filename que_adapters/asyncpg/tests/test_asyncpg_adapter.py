@@ -94,7 +94,7 @@ async def raw(dsn: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-async def _stored_args(raw: asyncpg.Connection) -> list[str]:
+async def _stored_args(raw: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> list[str]:
     return [r[0] for r in await raw.fetch("SELECT args::text FROM que_jobs ORDER BY id")]
 
 
