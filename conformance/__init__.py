@@ -36,14 +36,17 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from que_core import plugins
 from que_core.connection import Adapter, AsyncAdapter
 from que_core.errors import ConfigurationError
+
+T = TypeVar("T")
 
 #: The reason prefix of a skip for a capability the adapter declares it lacks.
 DECLARED_UNSUPPORTED = "declared unsupported"
@@ -57,23 +60,22 @@ def declared_unsupported(what: str) -> NoReturn:
 def sync_side(name: str) -> Adapter:
     """The sync side of the installed adapter *name*, or this test is
     declared unsupported when the adapter has none."""
-    try:
-        return plugins.get_adapter(name)
-    except ConfigurationError:
-        if name not in plugins.installed_adapters():
-            raise
-    declared_unsupported("the sync side (Adapter: connect, wrap)")
+    return _side(name, plugins.get_adapter, "the sync side (Adapter: connect, wrap)")
 
 
 def async_side(name: str) -> AsyncAdapter:
     """The async side of the installed adapter *name*, or this test is
     declared unsupported when the adapter has none."""
+    return _side(name, plugins.get_async_adapter, "the async side (AsyncAdapter: aconnect, awrap)")
+
+
+def _side(name: str, get: Callable[[str], T], what: str) -> T:
     try:
-        return plugins.get_async_adapter(name)
+        return get(name)
     except ConfigurationError:
         if name not in plugins.installed_adapters():
             raise
-    declared_unsupported("the async side (AsyncAdapter: aconnect, awrap)")
+    declared_unsupported(what)
 
 
 def suite_modules() -> list[ModuleType]:

@@ -449,6 +449,14 @@ def _bulk_steps(jobs: Sequence[Job]) -> Generator[Statement, list[Row], None]:
         job.id, job.run_at = job_id, run_at
 
 
+def _then(steps: Generator[Statement, list[Row], None], rows: list[Row]) -> Statement | None:
+    """The statement after the one that returned *rows*; None after the last."""
+    try:
+        return steps.send(rows)
+    except StopIteration:
+        return None
+
+
 def _storable(jobs: Sequence[Job]) -> bool:
     """Whether there is anything to insert; raises for a job that cannot be stored."""
     for cls in {type(j) for j in jobs}:
@@ -463,13 +471,9 @@ def insert_many(jobs: Sequence[Job], conn: Any) -> None:
     c = _connection(conn)
     steps = _bulk_steps(jobs)
     with c.transaction():
-        statement = next(steps)
-        while True:
-            rows = c.execute(*statement)
-            try:
-                statement = steps.send(rows)
-            except StopIteration:
-                break
+        statement: Statement | None = next(steps)
+        while statement is not None:
+            statement = _then(steps, c.execute(*statement))
 
 
 async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
@@ -479,13 +483,9 @@ async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
     c = await _aconnection(conn)
     steps = _bulk_steps(jobs)
     async with c.atransaction():
-        statement = next(steps)
-        while True:
-            rows = await c.execute(*statement)
-            try:
-                statement = steps.send(rows)
-            except StopIteration:
-                break
+        statement: Statement | None = next(steps)
+        while statement is not None:
+            statement = _then(steps, await c.execute(*statement))
 
 
 @contextmanager
