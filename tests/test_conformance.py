@@ -51,7 +51,7 @@ def test_the_runner_prints_no_assert_rewrite_warning(server_dsn: str) -> None:
 
     from que_core import plugins
 
-    name = sorted(plugins.adapters())[0]
+    name = sorted(plugins.installed_adapters())[0]
     out = subprocess.run(
         [sys.executable, "-m", "conformance", "--adapter", name, "--dsn", server_dsn,
          "--", "-k", "registered_under_its_name or close_twice"],
