@@ -119,12 +119,12 @@ class AsyncpgConnection:
         self.raw = raw
         self._owned = owned
         self._lost = False
-        self._transactions = AsyncTransactions(
-            self._control, self._status, closed=lambda: self.closed
-        )
+        # Made when first needed: a wrapper is made per aenqueue.
+        self._transactions: AsyncTransactions | None = None
         self._queue: deque[Notification] = deque()
-        self._arrived = asyncio.Event()
+        self._arrived: asyncio.Event | None = None
         self._channels: set[str] = set()
+        self._watching = False  # for the session's end, once something LISTENs
 
     def _translate(self, exc: BaseException) -> errors.DatabaseError:
         if isinstance(exc, asyncpg.PostgresError):
@@ -170,7 +170,8 @@ class AsyncpgConnection:
             raise self._translate(exc) from exc
 
     async def _listen(self, unlisten: bool, name: str) -> None:
-        if not self._channels:
+        if not self._watching:
+            self._watching = True
             self.raw.add_termination_listener(self._on_termination)
         if not unlisten:
             channel = _identifier(name)
@@ -186,18 +187,26 @@ class AsyncpgConnection:
 
     def _on_notification(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self._queue.append(Notification(channel, payload, pid))
-        self._arrived.set()
+        if self._arrived is not None:
+            self._arrived.set()
 
     def _on_termination(self, conn: Any) -> None:
-        self._arrived.set()  # wakes a wait, which then finds the session gone
+        if self._arrived is not None:
+            self._arrived.set()  # wakes a wait, which then finds the session gone
 
     def atransaction(self) -> AbstractAsyncContextManager[None]:
+        if self._transactions is None:
+            self._transactions = AsyncTransactions(
+                self._control, self._status, closed=lambda: self.closed
+            )
         return self._transactions.atransaction()
 
     async def notifications(self, timeout: float) -> list[Notification]:
         if not self._queue:
             await asyncio.sleep(0)  # asyncpg hands them over with call_soon
         if not self._queue and timeout > 0 and not self.closed:
+            if self._arrived is None:  # the first wait
+                self._arrived = asyncio.Event()
             self._arrived.clear()
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), timeout)

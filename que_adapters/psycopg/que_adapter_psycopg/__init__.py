@@ -86,7 +86,7 @@ class PsycopgConnection:
     def __init__(self, raw: psycopg.Connection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
-        self._joined = Transactions(self.execute, _in_callers_transaction)
+        self._joined: Transactions | None = None  # made when first needed: wrap is per enqueue
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -97,6 +97,8 @@ class PsycopgConnection:
 
     def transaction(self) -> AbstractContextManager[None]:
         if _joins(self.raw, self._owned):
+            if self._joined is None:
+                self._joined = Transactions(self.execute, _in_callers_transaction)
             return self._joined.transaction()
         return self._transaction()
 
@@ -144,7 +146,7 @@ class AsyncPsycopgConnection:
     def __init__(self, raw: psycopg.AsyncConnection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
-        self._joined = AsyncTransactions(self.execute, _in_callers_transaction)
+        self._joined: AsyncTransactions | None = None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -155,6 +157,8 @@ class AsyncPsycopgConnection:
 
     def atransaction(self) -> AbstractAsyncContextManager[None]:
         if _joins(self.raw, self._owned):
+            if self._joined is None:
+                self._joined = AsyncTransactions(self.execute, _in_callers_transaction)
             return self._joined.atransaction()
         return self._atransaction()
 
