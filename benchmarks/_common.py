@@ -144,6 +144,17 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The peak resident set size of process *pid* so far (VmHWM), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def describe() -> str:
     """One line about what is measured where: que_core's commit, the machine."""
     import platform

@@ -37,6 +37,7 @@ from benchmarks._common import (
     describe,
     exit_cleanly_on_sigterm,
     median,
+    peak_rss_mb,
     server_dsn,
     table,
 )
@@ -85,6 +86,7 @@ def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
                 "AND pid <> pg_backend_pid()"
             )]
             cpu_worker = cpu_seconds(worker.proc.pid)
+            rss = peak_rss_mb(worker.proc.pid)
             cpu_pg = [cpu_seconds(b) for b in backends]
         finally:
             worker.stop()
@@ -95,6 +97,7 @@ def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
         "seconds": elapsed,
         "rate": jobs / elapsed,
         "startup": t0 - worker.started,
+        "peak_rss_mb": rss if rss is not None else float("nan"),
         "first": (first or t1) - t0,
         # per job, microseconds; the worker figure includes its start-up
         "cpu_worker": cpu_worker * 1e6 / jobs if cpu_worker is not None else float("nan"),
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r['seconds']:.2f} s = {r['rate']:.0f} jobs/s "
                     f"(worker start-up {r['startup']:.2f} s, first job gone after "
                     f"{r['first'] * 1000:.0f} ms; CPU per job: worker process "
-                    f"{r['cpu_worker']:.0f} us, its postgres backends {r['cpu_pg']:.0f} us)",
+                    f"{r['cpu_worker']:.0f} us, its postgres backends {r['cpu_pg']:.0f} us; "
+                    f"worker peak RSS {r['peak_rss_mb']:.1f} MB)",
                     flush=True,
                 )
         results[name] = rates

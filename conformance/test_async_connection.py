@@ -789,6 +789,47 @@ async def test_async_notification_from_a_transaction_arrives_after_its_commit(
     assert [n.payload for n in await acollect(listener, 1)] == ["committed"]
 
 
+# -- copy_in: COPY ... FROM STDIN ----------------------------------------------------------
+
+
+@asyncio_test
+async def test_async_copy_in_sends_rows_of_every_value_kind(aconn: AsyncConnection) -> None:
+    await aconn.execute("CREATE TABLE copied (n bigint, t text, at timestamptz, j jsonb)")
+    when = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    texts = ["plain", "tab\\there", "new\nline", "back\\slash", "cr\rhere", "\\N", "", "é 😀"]
+    await aconn.copy_in(
+        "COPY copied (n, t, at, j) FROM STDIN",
+        [(i, text, when if i else None, json.dumps({"v": text})) for i, text in enumerate(texts)]
+        + [(2**62, None, None, None)],
+    )
+    rows = await aconn.execute("SELECT n, t, at, j::text FROM copied ORDER BY n")
+    assert [r[1] for r in rows] == [*texts, None]
+    assert rows[1][2] == when and rows[0][2] is None
+    assert [json.loads(r[3])["v"] for r in rows[:-1]] == texts
+    assert rows[-1][0] == 2**62
+
+
+@asyncio_test
+async def test_async_copy_in_joins_the_callers_transaction(aconnect: AConnect) -> None:
+    conn, other = await aconnect(), await aconnect()
+    await conn.execute("CREATE TABLE copied (n bigint)")
+    with pytest.raises(RuntimeError):
+        async with conn.atransaction():
+            await conn.copy_in("COPY copied (n) FROM STDIN", [(1,), (2,)])
+            assert await conn.execute("SELECT count(*) FROM copied") == [(2,)]
+            raise RuntimeError("roll it back")
+    assert await other.execute("SELECT count(*) FROM copied") == [(0,)]
+
+
+@asyncio_test
+async def test_async_copy_in_errors_are_que_errors(aconn: AsyncConnection) -> None:
+    await aconn.execute("CREATE TABLE copied (n bigint NOT NULL)")
+    with pytest.raises(errors.DatabaseError) as raised:
+        await aconn.copy_in("COPY copied (n) FROM STDIN", [(1,), (None,)])
+    assert raised.value.sqlstate == "23502"  # not_null_violation
+    assert await aconn.execute("SELECT count(*) FROM copied") == [(0,)]
+
+
 # -- reset: a session a job left in a transaction ----------------------------------------
 
 

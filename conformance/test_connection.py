@@ -705,3 +705,38 @@ def test_reset_turns_autocommit_back_on(conn: Connection, connect: Connect) -> N
     assert items.reset() is True
     items.execute("INSERT INTO items (id) VALUES (3)")
     assert _ids(connect()) == [3]
+
+
+# -- copy_in: COPY ... FROM STDIN ----------------------------------------------------------
+
+
+def test_copy_in_sends_rows_of_every_value_kind(conn: Connection) -> None:
+    conn.execute("CREATE TABLE copied (n bigint, t text, at timestamptz, j jsonb)")
+    when = datetime(2030, 5, 6, 7, 8, 9, 123456, tzinfo=timezone(timedelta(hours=2)))
+    texts = ["plain", "tab\\there", "new\nline", "back\\slash", "cr\rhere", "\\N", "", "é 😀"]
+    conn.copy_in("COPY copied (n, t, at, j) FROM STDIN",
+                 [(i, text, when if i else None, json.dumps({"v": text}))
+                  for i, text in enumerate(texts)] + [(2**62, None, None, None)])
+    rows = conn.execute("SELECT n, t, at, j::text FROM copied ORDER BY n")
+    assert [r[1] for r in rows] == [*texts, None]
+    assert rows[1][2] == when and rows[0][2] is None
+    assert [json.loads(r[3])["v"] for r in rows[:-1]] == texts
+    assert rows[-1][0] == 2**62
+
+
+def test_copy_in_joins_the_callers_transaction(conn: Connection, connect: Connect) -> None:
+    conn.execute("CREATE TABLE copied (n bigint)")
+    other = connect()
+    with pytest.raises(RuntimeError), conn.transaction():
+        conn.copy_in("COPY copied (n) FROM STDIN", [(1,), (2,)])
+        assert conn.execute("SELECT count(*) FROM copied") == [(2,)]
+        raise RuntimeError("roll it back")
+    assert other.execute("SELECT count(*) FROM copied") == [(0,)]
+
+
+def test_copy_in_errors_are_que_errors_naming_the_row(conn: Connection) -> None:
+    conn.execute("CREATE TABLE copied (n bigint NOT NULL)")
+    with pytest.raises(errors.DatabaseError) as raised:
+        conn.copy_in("COPY copied (n) FROM STDIN", [(1,), (None,)])
+    assert raised.value.sqlstate == "23502"  # not_null_violation
+    assert conn.execute("SELECT count(*) FROM copied") == [(0,)]  # the statement's own

@@ -177,7 +177,14 @@ class JobFilter:
 
 
 def _load(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    """JSON from a row; left as its text when nested too deeply for Python
+    (another program may have written it)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        return text
 
 
 def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ connection, run to its end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +53,9 @@ class BlockingConnection:
     def notifications(self, timeout: float) -> list[Notification]:
         got: list[Notification] = self._run(self._inner.notifications(timeout))
         return got
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._run(self._inner.copy_in(sql, rows))
 
     def reset(self) -> bool:
         return bool(self._run(self._inner.reset()))

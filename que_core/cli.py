@@ -8,7 +8,6 @@ listed in ``que --help`` and below.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -220,7 +219,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         _option("--embedded/--no-embedded", default=None,
                 help=_env_help("embedded") + " (data kept between runs)"),
         _option("--embedded-dir", default=None, metavar="DIR",
-                help=_env_help("embedded_dir") + " [default ~/.local/share/que-core/pgdata]"),
+                help=_env_help("embedded_dir")
+                + " [default ~/.local/share/que-core/pgdata; as root /var/lib/que-core/pgdata]"),
         _option("--connect-timeout", type=click.IntRange(min=0), default=None,
                 metavar="SECONDS", help=_env_help("connect_timeout")),
         _option("--log-level", default=None,
@@ -273,7 +273,9 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, ensure_ascii=False, default=str))
+    from que_core.printable import dumps
+
+    click.echo(dumps(value))
 
 
 # -- the group ------------------------------------------------------------------
@@ -388,7 +390,9 @@ def _revision(version: int, revision: int) -> str:
 @click.argument("modules", nargs=-1)
 def work(modules: tuple[str, ...], **opts: Any) -> None:
     """Work jobs until SIGINT/SIGTERM. MODULES are imported first: the
-    modules that define your Job classes ($QUE_MODULES, [tool.que] modules).
+    modules that define your Job classes ($QUE_MODULES, [tool.que] modules),
+    from the installed modules, else from the current directory (which is
+    not put on sys.path: nothing else is imported from it).
 
     A first SIGINT/SIGTERM stops taking jobs and lets running ones finish
     (for --shutdown-timeout seconds at most), then exits with status 0, or 5
@@ -400,11 +404,11 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
     cfg = Settings({**opts, "modules": modules})
     cfg.setup_logging()
     dsn = cfg.dsn()
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    from que_core.job_modules import import_job_module
+
     for name in cfg["modules"]:
         try:
-            importlib.import_module(name)
+            import_job_module(name, Path.cwd())
         except ImportError as exc:
             raise QueCliError(f"cannot import job module {name!r}: {exc}", EXIT_USAGE) from None
         except Exception as exc:  # the module itself raised: a bug or a setting of the app
@@ -490,7 +494,10 @@ def _age(seconds: float | None) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int]) -> str:
-    cells = [[str(h) for h in headers], *[["-" if v is None else str(v) for v in r] for r in rows]]
+    from que_core.printable import escape
+
+    cells = [[str(h) for h in headers],
+             *[["-" if v is None else escape(str(v)) for v in r] for r in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -504,6 +511,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int
 
 def _render_stats(s: Any) -> str:
     from que_core.admin import STATES
+    from que_core.printable import escape
 
     headers = ["QUEUE", "CLASS", *(n.upper() for n in STATES), "OLDEST READY"]
     rows = [
@@ -518,10 +526,10 @@ def _render_stats(s: Any) -> str:
     threads = sum(lk.worker_count for lk in s.lockers)
     out.append(f"workers: {len(s.lockers)} process(es), {threads} thread(s)")
     for lk in s.lockers:
-        out.append(
+        out.append(escape(
             f"  pid {lk.process_pid} on {lk.hostname}: {lk.worker_count} threads, "
             f"queues {','.join(lk.queues)}{'' if lk.listening else ' (not listening)'}"
-        )
+        ))
     return "\n".join(out)
 
 
@@ -576,10 +584,20 @@ class JsonParam(click.ParamType):  # type: ignore[type-arg, unused-ignore]
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         if not isinstance(value, str):
             return value
+        from que_core.validation import MAX_DEPTH, depth
+
         try:
-            return json.loads(value)
+            parsed = json.loads(value)
         except ValueError as exc:
-            self.fail(f"{value!r} is not JSON: {exc}", param, ctx)
+            self.fail(f"{value[:100]!r} is not JSON: {exc}", param, ctx)
+        except RecursionError:
+            parsed = None
+        else:
+            # No job's args nest deeper (the args array adds one level).
+            if depth(parsed) <= MAX_DEPTH + 1:
+                return parsed
+        self.fail(f"{value[:40]!r}... is nested too deeply (at most {MAX_DEPTH + 1} levels)",
+                  param, ctx)
 
 
 def filter_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -667,7 +685,9 @@ def jobs_list(limit: int, as_json: bool, **opts: Any) -> None:
 def _short(text: str | None, width: int) -> str | None:
     if text is None:
         return None
-    text = " ".join(text.split())
+    from que_core.printable import escape
+
+    text = escape(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -692,16 +712,18 @@ def jobs_show(job_id: int, as_json: bool, **opts: Any) -> None:
     if as_json:
         _echo_json(job)
         return
+    from que_core.printable import escape
+
     for key, value in job.items():
         if key == "last_error_backtrace":
             continue
         if isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False)
-        click.echo(f"{key + ':':<21} {'-' if value is None else value}")
+        click.echo(f"{key + ':':<21} {'-' if value is None else escape(str(value))}")
     if job["last_error_backtrace"]:
         click.echo("last_error_backtrace:")
-        for line in str(job["last_error_backtrace"]).rstrip().splitlines():
-            click.echo(f"  {line}")
+        for line in str(job["last_error_backtrace"]).rstrip().split("\n"):
+            click.echo(f"  {escape(line)}")
 
 
 _VERBS = {

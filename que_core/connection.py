@@ -29,7 +29,7 @@ one ``execute`` are allowed only without parameters (migrations use that).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -85,6 +85,14 @@ class Connection(Protocol):
         """Return the notifications received so far, waiting up to *timeout*
         seconds for the first one when none is pending (however the driver
         can: a driver that cannot block may wait on the socket, then read)."""
+        ...
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run *sql*, a ``COPY ... FROM STDIN`` (text format), sending *rows*:
+        tuples of ``None``, ``int``, ``str`` or timezone-aware ``datetime``, in
+        the order of the statement's columns. Inside the caller's transaction
+        as ``execute`` would be; :mod:`que_core.copying` formats rows for a
+        driver that takes the data as a file."""
         ...
 
     def reset(self) -> bool:
@@ -156,6 +164,11 @@ class AsyncConnection(Protocol):
     async def notifications(self, timeout: float) -> list[Notification]:
         """The notifications received so far, waiting up to *timeout* seconds
         for the first one when none is pending, without blocking the loop."""
+        ...
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """As :meth:`Connection.copy_in`: run *sql*, a ``COPY ... FROM STDIN``,
+        sending *rows* (the async bulk enqueue uses it)."""
         ...
 
     async def reset(self) -> bool:

@@ -7,19 +7,54 @@ from urllib.parse import unquote
 
 from que_core.errors import ConfigurationError
 
-# postgresql://user:secret@host/db  and  key=value form: password=secret
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?=@)", re.I)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&\s]*)", re.I)
+#: libpq's connection parameters whose values are secrets: those libpq itself
+#: hides ("*" in PQconndefaults: password, sslpassword, oauth_client_secret)
+#: and the SCRAM keys, which authenticate like a password.
+SECRET_PARAMETERS = frozenset(
+    {"password", "sslpassword", "oauth_client_secret", "scram_client_key", "scram_server_key"}
+)
+_SECRET_KEY = "|".join(sorted(SECRET_PARAMETERS, key=len, reverse=True))
+
+# scheme://user:secret@host: the authority runs to the first "/" or space, and
+# its user info to the LAST "@" in it, so an unencoded "@" in the password
+# does not leave the rest of it in view.
+_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<authority>[^/\s]*)", re.I)
+# key=value form: password=secret, sslpassword='quoted \' secret', password=a\ b;
+# an unterminated quote hides everything after it.
+_KV_SECRET = re.compile(
+    rf"(?P<head>(?<![\w?&])(?:{_SECRET_KEY})\s*=\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*(?:'|\\?\Z)|(?:\\.|[^\s\\])+\\?|\\)",
+    re.I | re.S,
+)
+# URL query parameters: ?sslpassword=secret&..., the key maybe percent-encoded.
+_QUERY_PARAM = re.compile(r"(?P<head>[?&](?P<key>[^=&\s]*)=)(?P<value>[^&\s]*)")
 
 MASK = "****"
 
 
+def _mask_authority(m: re.Match[str]) -> str:
+    authority = m["authority"]
+    userinfo, at, hostport = authority.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not at or not colon or not password:
+        return m[0]
+    return f"{m['scheme']}{user}:{MASK}@{hostport}"
+
+
+def _mask_query(m: re.Match[str]) -> str:
+    if unquote(m["key"]).lower() in SECRET_PARAMETERS:
+        return m["head"] + MASK
+    return m[0]
+
+
 def mask_password(text: str) -> str:
-    """*text* with every DSN password in it replaced by ``****``."""
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + (MASK if m["pw"] else ""), text)
-    text = _QUERY_PASSWORD.sub(lambda m: m["head"] + MASK, text)
-    return _KV_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+    """*text* with the secret of every DSN in it replaced by ``****``: the
+    password of a URL's user info, and every :data:`SECRET_PARAMETERS` value,
+    in ``key=value`` form (quoted or not) or as a URL query parameter."""
+    # key=value first: a quoted value may hold anything, a URL included.
+    text = _KV_SECRET.sub(lambda m: m["head"] + MASK, text)
+    text = _QUERY_PARAM.sub(_mask_query, text)
+    return _URL.sub(_mask_authority, text)
 
 
 def parse_dsn(dsn: str) -> dict[str, str | int]:
@@ -38,11 +73,13 @@ def parse_dsn(dsn: str) -> dict[str, str | int]:
     Raises :class:`~que_core.errors.ConfigurationError` for a DSN it cannot
     read; the message does not quote the DSN.
     """
-    params = _parse_url(dsn) if "://" in dsn else _parse_key_values(dsn)
+    params = _parse_url(dsn) if is_url(dsn) else _parse_key_values(dsn)
     if "port" in params:
         try:
             params["port"] = int(params["port"])
         except ValueError:
+            if _userinfo_cut(dsn):  # that "port" is a piece of the password: not shown
+                raise _bad_dsn("the port is not a number") from None
             raise _bad_dsn(f"port {params['port']!r} is not a number") from None
     host = params.get("host")
     if isinstance(host, str):
@@ -57,18 +94,43 @@ def parse_dsn(dsn: str) -> dict[str, str | int]:
 _SEVERAL_HOSTS = "several hosts are not supported"
 
 
+def is_url(dsn: str) -> bool:
+    """Whether *dsn* is a URL (``postgresql://...``) rather than ``key=value``
+    pairs, whose values may hold "://" too."""
+    return _SCHEME.match(dsn) is not None
+
+
+def _userinfo_cut(dsn: str) -> bool:
+    """Whether an unencoded "?" in a URL's password ended its authority early
+    (``postgresql://app:pw?x@host/db``): the user info, which libpq reads up
+    to the first "/", holds an "@" that the part before the "?" lacks."""
+    rest = dsn.partition("://")[2]
+    return is_url(dsn) and "@" not in rest.partition("?")[0].partition("/")[0] \
+        and "@" in rest.partition("/")[0]
+
+
+def check_url_userinfo(dsn: str) -> None:
+    """Raise :class:`~que_core.errors.ConfigurationError` when a URL *dsn*'s
+    user info has an unencoded ``@``: libpq would split the password at the
+    first one and name the rest of it, as a host, in its error message."""
+    netloc = dsn.partition("://")[2].partition("?")[0].partition("/")[0]
+    if is_url(dsn) and netloc.count("@") > 1:
+        raise _bad_dsn("the user or password has an unencoded '@' (write it as %40)")
+
+
 def _bad_dsn(why: str) -> ConfigurationError:
     # Not the DSN itself: a malformed one may hide a password from mask_password.
     return ConfigurationError(f"cannot read the DSN: {why}")
 
 
 def _parse_url(dsn: str) -> dict[str, str | int]:
-    scheme, _, rest = dsn.partition("://")
+    scheme, _, rest = dsn.strip().partition("://")
     if scheme.lower() not in ("postgresql", "postgres"):
         raise _bad_dsn(f"unknown scheme {scheme!r} (expected postgresql://)")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     params: dict[str, str | int] = {}
+    check_url_userinfo(dsn)
     userinfo, at, hostport = netloc.rpartition("@")
     if at:
         user, colon, password = userinfo.partition(":")
@@ -96,6 +158,8 @@ def _parse_url(dsn: str) -> dict[str, str | int]:
             key, eq, value = item.partition("=")
             if not eq:
                 raise _bad_dsn("a query parameter has no value")
+            if not key:
+                raise _bad_dsn("a query parameter has no name")
             params[unquote(key)] = unquote(value)
     return params
 

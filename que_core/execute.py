@@ -123,7 +123,10 @@ def build(row: Row, conn: Connection | None) -> Job:
     job_id, priority, run_at, job_class, queue, error_count, args, kwargs, data = row
     problem = None
     try:
-        a, k, d = json.loads(args), json.loads(kwargs), json.loads(data)
+        # Most jobs have no kwargs and no tags: spare decoding "{}" twice.
+        a = json.loads(args)
+        k = {} if kwargs == "{}" else json.loads(kwargs)
+        d = {} if data == "{}" else json.loads(data)
     except (ValueError, RecursionError) as exc:
         # Nesting deeper than Python's json takes, an integer of more digits
         # than int() converts: the row is the job's problem, not the worker's.

@@ -39,6 +39,22 @@ class _Bulk:
 _bulk: contextvars.ContextVar[_Bulk | None] = contextvars.ContextVar("que_bulk", default=None)
 
 
+def register_job(cls: type[J]) -> type[J]:
+    """Put *cls* in the :data:`registry` under its ``job_name`` (done for
+    every Job subclass unless it says ``register=False``)."""
+    other = registry.get(cls.job_name)
+    if other is not None and (other.__module__, other.__qualname__) != (
+        cls.__module__,
+        cls.__qualname__,
+    ):
+        raise ConfigurationError(
+            f"job name {cls.job_name!r} is already used by "
+            f"{other.__module__}.{other.__qualname__}"
+        )
+    registry[cls.job_name] = cls
+    return cls
+
+
 class JobAlreadyResolved(QueError):
     """``destroy()``, ``finish()``, ``expire()`` or ``retry_in()`` found the
     job's row no longer waiting: another run got there first."""
@@ -89,23 +105,18 @@ class Job:
     _problem: str | None = None
     _unknown: bool = False
 
-    def __init_subclass__(cls, **kw: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
+        """``class MyJob(Job, register=False)`` leaves it out of the
+        :data:`registry` until :func:`register_job` is called: workers in this
+        process will not run rows naming it."""
         super().__init_subclass__(**kw)
         if "job_name" not in cls.__dict__:
             cls.job_name = f"{cls.__module__}.{cls.__qualname__}"
         validation.check_job_name(cls.job_name)
         validation.check_priority(cls.priority)
         validation.check_queue(cls.queue)
-        other = registry.get(cls.job_name)
-        if other is not None and (other.__module__, other.__qualname__) != (
-            cls.__module__,
-            cls.__qualname__,
-        ):
-            raise ConfigurationError(
-                f"job name {cls.job_name!r} is already used by "
-                f"{other.__module__}.{other.__qualname__}"
-            )
-        registry[cls.job_name] = cls
+        if register:
+            register_job(cls)
 
     def __init__(
         self,
@@ -217,14 +228,19 @@ class Job:
     ) -> J:
         """A checked, not yet enqueued job of this class."""
         a, k = validation.check_args(tuple(args), dict(kwargs or {}))
-        return cls(
-            a,
-            k,
-            queue=validation.check_queue(queue if queue is not None else cls.queue),
-            priority=validation.check_priority(priority if priority is not None else cls.priority),
-            run_at=validation.check_run_at(run_at),
-            tags=validation.check_tags(tags),
-        )
+        return cls(a, k, **cls._options(priority, queue, run_at, tags))
+
+    @classmethod
+    def _options(cls, priority: int | None, queue: str | None, run_at: datetime | None,
+                 tags: Sequence[str] | None) -> dict[str, Any]:
+        """enqueue's own options, checked, with the class's defaults."""
+        return {
+            "queue": validation.check_queue(queue if queue is not None else cls.queue),
+            "priority": validation.check_priority(
+                priority if priority is not None else cls.priority),
+            "run_at": validation.check_run_at(run_at),
+            "tags": validation.check_tags(tags),
+        }
 
     @classmethod
     def enqueue(
@@ -286,8 +302,8 @@ class Job:
         tags: Sequence[str] | None = None,
     ) -> list[J]:
         """Enqueue one job per element of *args_list* (each a sequence of
-        positional arguments) in a single statement."""
-        jobs = cls._build_many(args_list, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        positional arguments) with one COPY."""
+        jobs = cls._build_many(args_list, priority, queue, run_at, tags)
         if settings.run_mode is RunMode.INLINE:
             for job in jobs:
                 job._run_inline(conn)
@@ -307,7 +323,7 @@ class Job:
         tags: Sequence[str] | None = None,
     ) -> list[J]:
         """:meth:`enqueue_many` from async code, on an async connection."""
-        jobs = cls._build_many(args_list, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        jobs = cls._build_many(args_list, priority, queue, run_at, tags)
         if settings.run_mode is RunMode.INLINE:
             for job in jobs:
                 await job._arun_inline(conn)
@@ -317,9 +333,16 @@ class Job:
 
     @classmethod
     def _build_many(
-        cls: type[J], args_list: Iterable[Sequence[Any]], **options: Any
+        cls: type[J],
+        args_list: Iterable[Sequence[Any]],
+        priority: int | None,
+        queue: str | None,
+        run_at: datetime | None,
+        tags: Sequence[str] | None,
     ) -> list[J]:
-        return [cls.build(a, None, **options) for a in args_list]
+        """Checked jobs, one per element of *args_list*; the shared options checked once."""
+        options = cls._options(priority, queue, run_at, tags)
+        return [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
 
     def _collected(self) -> bool:
         """Check that the job can be stored; True when a bulk block took it
@@ -417,42 +440,39 @@ async def _aconnection(conn: Any) -> AsyncConnection:
     return await awrap_connection(conn)
 
 
-#: One statement of a bulk insert: SQL and parameters. The steps generator
-#: gets each statement's rows back.
-Statement = tuple[str, tuple[Any, ...]]
+#: One step of a bulk insert: the Connection method (``execute`` or
+#: ``copy_in``), the SQL and its parameters or rows. The steps generator gets
+#: each step's result back.
+Step = tuple[str, str, Any]
 
 
-def _bulk_steps(jobs: Sequence[Job]) -> Generator[Statement, list[Row], None]:
-    """The statements of a bulk insert of *jobs*, in order, inside one
-    transaction block; sets the jobs' ids at the end.
+def _bulk_steps(jobs: Sequence[Job]) -> Generator[Step, Any, None]:
+    """The statements of a bulk insert of *jobs* with one COPY, in order,
+    inside one transaction block; sets the jobs' ids at the end.
 
-    The per-job NOTIFY is skipped for the batch: lockers find bulk-inserted
+    The per-job NOTIFY is skipped for the batch: workers find bulk-inserted
     jobs by polling, which takes many at a time.
     """
-    rows = [
-        {
-            "queue": j.queue,
-            "priority": j.priority,
-            "run_at": j.run_at.isoformat() if j.run_at else None,
-            "job_class": type(j).job_name,
-            "args": j.args,
-            "kwargs": j.kwargs,
-            "data": j._data(),
-        }
-        for j in jobs
-    ]
-    ((before,),) = yield q("get_skip_notify"), ()
-    yield q("set_skip_notify"), ("true",)
-    inserted = yield q("insert_jobs"), (validation.dumps(rows),)
-    yield q("set_skip_notify"), (before,)
-    for job, (job_id, run_at) in zip(jobs, sorted(inserted), strict=True):
-        job.id, job.run_at = job_id, run_at
+    dumps = validation.dumps
+    ((before,),) = yield "execute", q("get_skip_notify"), ()
+    yield "execute", q("set_skip_notify"), ("true",)
+    ((now, ids),) = yield "execute", q("reserve_job_ids"), (len(jobs),)
+    yield "copy_in", q("copy_jobs"), (
+        (job_id, j.queue, j.priority, j.run_at or now, type(j).job_name, dumps(j.args),
+         dumps(j.kwargs) if j.kwargs else "{}", dumps(j._data()) if j.tags else "{}", 2)
+        for job_id, j in zip(ids, jobs, strict=True)
+    )
+    yield "execute", q("set_skip_notify"), (before,)
+    for job, job_id in zip(jobs, ids, strict=True):
+        job.id = job_id
+        if job.run_at is None:
+            job.run_at = now
 
 
-def _then(steps: Generator[Statement, list[Row], None], rows: list[Row]) -> Statement | None:
-    """The statement after the one that returned *rows*; None after the last."""
+def _then(steps: Generator[Step, Any, None], result: Any) -> Step | None:
+    """The step after the one that gave *result*; None after the last."""
     try:
-        return steps.send(rows)
+        return steps.send(result)
     except StopIteration:
         return None
 
@@ -465,15 +485,16 @@ def _storable(jobs: Sequence[Job]) -> bool:
 
 
 def insert_many(jobs: Sequence[Job], conn: Any) -> None:
-    """Insert *jobs* (of any classes) in one statement; sets their ids."""
+    """Insert *jobs* (of any classes) with one COPY; sets their ids."""
     if not _storable(jobs):
         return
     c = _connection(conn)
     steps = _bulk_steps(jobs)
     with c.transaction():
-        statement: Statement | None = next(steps)
-        while statement is not None:
-            statement = _then(steps, c.execute(*statement))
+        step: Step | None = next(steps)
+        while step is not None:
+            method, sql, arg = step
+            step = _then(steps, getattr(c, method)(sql, arg))
 
 
 async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
@@ -483,9 +504,10 @@ async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
     c = await _aconnection(conn)
     steps = _bulk_steps(jobs)
     async with c.atransaction():
-        statement: Statement | None = next(steps)
-        while statement is not None:
-            statement = _then(steps, await c.execute(*statement))
+        step: Step | None = next(steps)
+        while step is not None:
+            method, sql, arg = step
+            step = _then(steps, await getattr(c, method)(sql, arg))
 
 
 @contextmanager

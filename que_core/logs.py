@@ -11,18 +11,20 @@ errors) whose record carries these ``extra`` fields:
 :func:`setup` installs a handler on the root logger, so your jobs' own log
 lines come out the same way. Libraries embedding que-core configure logging
 their own way; :class:`JsonFormatter` and :class:`TextFormatter` are usable
-on any handler. Both mask the password of every DSN in a line.
+on any handler. Both mask the password of every DSN in a line, and keep
+each record on its line: controls and line separators from job rows are
+escaped (see :mod:`que_core.printable`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import datetime, timezone
 from typing import IO, Any
 
 from que_core.dsn import mask_password
+from que_core.printable import dumps, escape, escape_lines
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -47,13 +49,29 @@ def _masked(value: Any) -> Any:
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-05-01 12:00:00,123 INFO que_core.worker: job worked: ...``, passwords masked."""
+    """``2024-05-01 12:00:00,123 INFO que_core.worker: job worked: ...``, passwords masked.
+
+    A record is one line: controls and line separators in the message are
+    escaped (``\n``, ``\x1b``); a traceback follows on lines of its own,
+    escaped and indented, so that no text from a job row can pass for a record.
+    """
 
     def __init__(self, fmt: str = TEXT_FORMAT) -> None:
         super().__init__(fmt)
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_password(super().format(record))
+        # logging.Formatter.format, with the message escaped.
+        record.message = escape(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text += "\n" + record.exc_text
+        if record.stack_info:
+            text += "\n" + self.formatStack(record.stack_info)
+        return mask_password(escape_lines(text))
 
 
 class JsonFormatter(logging.Formatter):
@@ -78,7 +96,7 @@ class JsonFormatter(logging.Formatter):
             out["exc_info"] = mask_password(record.exc_text)
         if record.stack_info:
             out["stack_info"] = mask_password(self.formatStack(record.stack_info))
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return dumps(out)
 
 
 _installed: logging.Handler | None = None

@@ -6,16 +6,18 @@ INSERT INTO que_jobs (queue, priority, run_at, job_class, args, kwargs, data, jo
 VALUES (%s, %s, coalesce(%s::timestamptz, now()), %s, %s::jsonb, %s::jsonb, %s::jsonb, 2)
 RETURNING id, run_at
 
--- name: insert_jobs
--- Bulk enqueue: one statement for many jobs, rows given as a JSON array.
-INSERT INTO que_jobs (queue, priority, run_at, job_class, args, kwargs, data, job_schema_version)
-SELECT j.queue, j.priority, coalesce(j.run_at, now()), j.job_class, j.args, j.kwargs, j.data, 2
-FROM ROWS FROM (
-  jsonb_to_recordset(%s::jsonb) AS (queue text, priority smallint, run_at timestamptz,
-                                    job_class text, args jsonb, kwargs jsonb, data jsonb)
-) WITH ORDINALITY AS j(queue, priority, run_at, job_class, args, kwargs, data, ordinality)
-ORDER BY j.ordinality
-RETURNING id, run_at
+-- name: reserve_job_ids
+-- Bulk enqueue by COPY, which returns nothing: the ids its rows take, in
+-- order, and the run_at of those that name none (the transaction's now(),
+-- as the column's default would give them).
+SELECT now(), array_agg(nextval(s.seq) ORDER BY i)
+FROM (SELECT pg_get_serial_sequence('que_jobs', 'id')::regclass AS seq) AS s,
+     generate_series(1, %s::integer) AS i
+GROUP BY s.seq
+
+-- name: copy_jobs
+COPY que_jobs (id, queue, priority, run_at, job_class, args, kwargs, data, job_schema_version)
+FROM STDIN
 
 -- name: get_skip_notify
 SELECT coalesce(current_setting('que.skip_notify', true), '')

@@ -5,7 +5,8 @@ Every setting is looked up in this order, the first one found wins:
 1. a command-line flag (``--dsn``, ``--workers``, ...);
 2. an environment variable (``QUE_DSN`` or ``DATABASE_URL``, ``QUE_WORKERS``, ...);
 3. the ``[tool.que]`` table of ``pyproject.toml`` (the first one found in the
-   current directory or above it);
+   current directory or above it; refused when another user owns it, or
+   everyone may write to it: :func:`check_owner`);
 4. the built-in default.
 
 :func:`resolve` returns every setting with its value and its source, which
@@ -15,6 +16,7 @@ Every setting is looked up in this order, the first one found wins:
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -179,15 +181,50 @@ def find_pyproject(start: Path | None = None) -> Path | None:
     here = (start or Path.cwd()).resolve()
     for directory in (here, *here.parents):
         candidate = directory / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a directory this user may not look into: none there for it
+            continue
     return None
 
 
+def _user(uid: int) -> str:
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def check_owner(path: Path, st: os.stat_result) -> None:
+    """Refuse a settings file that another user could have written: one not
+    owned by the user running que (or root), or writable by everyone. Its
+    ``modules`` would run as this user, its ``dsn`` take this user's jobs."""
+    if not hasattr(os, "geteuid"):  # Windows: no such owners
+        return
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        you = "you (root)" if me == 0 else f"you ({_user(me)}) or root"
+        why = f"it is owned by {_user(st.st_uid)}, not by {you}"
+    elif st.st_mode & stat.S_IWOTH:
+        why = "every user may write to it"
+    else:
+        return
+    raise ConfigurationError(
+        f"refusing the settings in {path}: {why}, and its [tool.que] could run code "
+        "(modules) or pick the database (dsn) for you. Change its owner or mode, or run "
+        "que from a directory without it."
+    )
+
+
 def read_pyproject(path: Path) -> dict[str, Any]:
-    """The ``[tool.que]`` table of *path* (empty when it has none)."""
+    """The ``[tool.que]`` table of *path* (empty when it has none), after
+    :func:`check_owner`."""
     try:
         with path.open("rb") as f:
+            check_owner(path, os.fstat(f.fileno()))
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigurationError(f"cannot read {path}: {exc}") from None

@@ -37,12 +37,17 @@ def with_database(dsn: str, dbname: str) -> str:
     return f"{dsn} dbname={dbname}"
 
 
+def quote_ident(name: str) -> str:
+    """*name* as a PostgreSQL identifier (what ``format('%I')`` gives)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def create_database(adapter: Adapter, dsn: str, prefix: str = "que_test") -> str:
     """Create a database with a unique name on *dsn*'s server; return its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = adapter.connect(dsn)
     try:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(f"CREATE DATABASE {quote_ident(name)}")
     finally:
         admin.close()
     return with_database(dsn, name)
@@ -53,7 +58,7 @@ def drop_database(adapter: Adapter, dsn: str, db_dsn: str) -> None:
     name = urlsplit(db_dsn).path.lstrip("/") if "://" in db_dsn else db_dsn.rsplit("=", 1)[1]
     admin = adapter.connect(dsn)
     try:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
     finally:
         admin.close()
 
@@ -95,7 +100,7 @@ def _empty(adapter: Adapter, server: str, db: str) -> bool:
         try:
             schemas = [r[0] for r in conn.execute(_USER_SCHEMAS)]
             for schema in schemas:
-                conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+                conn.execute(f"DROP SCHEMA {quote_ident(schema)} CASCADE")
             conn.execute("CREATE SCHEMA public")
             conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
         finally:

@@ -16,6 +16,10 @@ MAX_QUEUE = 100
 MAX_TAGS = 5
 MAX_TAG = 100
 MAX_JOB_CLASS = 200
+#: How deep lists and dicts may nest in an argument: far more than any job
+#: needs, and far below Python's recursion limit, so that every reader
+#: (the worker, ``que jobs``, json) can load the row back.
+MAX_DEPTH = 100
 
 
 def _lone_surrogate(text: str) -> bool:
@@ -30,8 +34,9 @@ def _lone_surrogate(text: str) -> bool:
     return False
 
 
-def _walk(value: Any, where: str) -> Any:
-    """Return *value* as plain JSON data, or raise naming what is wrong."""
+def _walk(value: Any, where: str, depth: int = 0, top: str = "") -> Any:
+    """Return *value* as plain JSON data, or raise naming what is wrong
+    (*where* it is; *top*, the argument it is in, when *depth* > 0)."""
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
@@ -44,8 +49,11 @@ def _walk(value: Any, where: str) -> Any:
         if _lone_surrogate(value):
             raise InvalidJob(f"{where} contains a lone surrogate, which UTF-8 cannot encode")
         return value
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise InvalidJob(f"{top} is nested more than {MAX_DEPTH} levels deep")
+    top = top or where
     if isinstance(value, (list, tuple)):
-        return [_walk(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_walk(v, f"{where}[{i}]", depth + 1, top) for i, v in enumerate(value)]
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -55,11 +63,23 @@ def _walk(value: Any, where: str) -> Any:
                 raise InvalidJob(f"{where} has a key containing a NUL character")
             if _lone_surrogate(k):
                 raise InvalidJob(f"{where} has a key containing a lone surrogate")
-            out[k] = _walk(v, f"{where}[{k!r}]")
+            out[k] = _walk(v, f"{where}[{k!r}]", depth + 1, top)
         return out
     raise InvalidJob(
         f"{where} is {value!r} of type {type(value).__name__}, which is not JSON-serialisable"
     )
+
+
+def depth(value: Any) -> int:
+    """How deep lists and dicts nest in *value* (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict)
+                                                   else item))
+    return deepest
 
 
 def check_args(

@@ -932,7 +932,7 @@ def test_revision_7_1_comes_with_version_7_and_goes_before_6(empty_conn: Connect
     assert migrate(empty_conn, 6) == 6
     assert current_revision(empty_conn) == 0
     source = empty_conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'que_job_notify'")
-    assert "pg_stat_activity" not in source[0][0]
+    assert "pg_stat_get_activity" not in source[0][0]
     # Version 7 as Ruby Que's migrations leave it: no que-core revision.
     empty_conn.execute(resources.files("que_core.migrations").joinpath("7/up.sql").read_text())
     empty_conn.execute("COMMENT ON TABLE que_jobs IS '7'")
@@ -943,4 +943,4 @@ def test_revision_7_1_comes_with_version_7_and_goes_before_6(empty_conn: Connect
     assert migrate(empty_conn) == 7
     assert current_revision(empty_conn) == LATEST_REVISION
     source = empty_conn.execute("SELECT prosrc FROM pg_proc WHERE proname = 'que_job_notify'")
-    assert "pg_stat_activity" in source[0][0]
+    assert "pg_stat_get_activity" in source[0][0]

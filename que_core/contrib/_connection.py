@@ -11,7 +11,7 @@ never commits that transaction early.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Any
 
@@ -61,6 +61,9 @@ class FrameworkConnection(_Framework):
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
 
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._inner.copy_in(sql, rows)
+
     def reset(self) -> bool:
         """Does nothing: the framework owns the session and its transaction."""
         return False
@@ -94,6 +97,9 @@ class AsyncFrameworkConnection(_Framework):
 
     async def notifications(self, timeout: float) -> list[Notification]:
         return await self._inner.notifications(timeout)
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._inner.copy_in(sql, rows)
 
     async def reset(self) -> bool:
         """Does nothing: the framework owns the session and its transaction."""

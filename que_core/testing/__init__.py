@@ -24,7 +24,7 @@ Django app installed), so in a Django test they see the test's transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -191,6 +191,9 @@ class _Unowned:
 
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._inner.copy_in(sql, rows)
 
     def reset(self) -> bool:
         return False  # the caller's transaction is the caller's

@@ -29,15 +29,20 @@ What asyncpg does its own way, and what the adapter does about it:
   ``LISTEN name`` (``UNLISTEN name``, ``UNLISTEN *``) statement given to
   ``execute`` becomes that call, and ``notifications()`` returns what the
   listener collected.
+* **COPY** goes through ``copy_to_table``, which writes the statement itself:
+  ``copy_in`` takes ``COPY table (columns) FROM STDIN``, the form the core
+  sends, and sends the rows in the text format (:mod:`que_core.copying`), so
+  no codec of the application's sees them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from functools import lru_cache
 from itertools import count
@@ -45,7 +50,7 @@ from typing import Any
 
 import asyncpg
 
-from que_core import errors, hookimpl
+from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password, parse_dsn
 from que_core.transactions import AsyncTransactions, TransactionStatus, aborted
@@ -65,6 +70,9 @@ _TOKENS = re.compile(
 )
 _LISTEN = re.compile(
     r'\s*(UN)?LISTEN\s+("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*|\*)\s*;?\s*', re.I
+)
+_COPY = re.compile(
+    r"\s*COPY\s+(?:([A-Za-z_]\w*)\.)?([A-Za-z_]\w*)\s*\(([\w\s,]+)\)\s+FROM\s+STDIN\s*;?\s*", re.I
 )
 _GONE = (OSError, asyncio.TimeoutError, asyncpg.exceptions.ConnectionDoesNotExistError)
 _ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, *_GONE)
@@ -166,6 +174,25 @@ class AsyncpgConnection:
                 await self.raw.execute(sql)
                 return []
             return [tuple(r) for r in await self.raw.fetch(sql)]
+        except _ERRORS as exc:
+            raise self._translate(exc) from exc
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if self.closed:
+            raise errors.ConnectionLost("the connection is closed")
+        copy = _COPY.fullmatch(sql)
+        if copy is None:
+            raise errors.DatabaseError(
+                f"the asyncpg adapter copies with COPY table (columns) FROM STDIN, not {sql!r}"
+            )
+        # Unquoted names, folded as PostgreSQL does; copy_to_table quotes them.
+        schema = copy[1].lower() if copy[1] else None
+        table, columns = copy[2].lower(), [c.strip().lower() for c in copy[3].split(",")]
+        try:
+            await self.raw.copy_to_table(
+                table, schema_name=schema, columns=columns, format="text",
+                source=io.BytesIO(copying.text(rows).encode()),  # bytes would be a path
+            )  # fmt: skip
         except _ERRORS as exc:
             raise self._translate(exc) from exc
 

@@ -10,11 +10,13 @@ readable, then sends an empty query to read them.
 from __future__ import annotations
 
 import getpass
+import io
+import math
 import re
 import select
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, suppress
 from functools import partial
 from itertools import count
@@ -24,7 +26,7 @@ import pg8000.core
 import pg8000.exceptions
 import pg8000.native
 
-from que_core import errors, hookimpl
+from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import mask_password, parse_dsn
 from que_core.transactions import Transactions, TransactionStatus
@@ -96,12 +98,13 @@ class Pg8000Connection:
     def _transaction_status(self) -> TransactionStatus:
         return _STATUS.get(self._status(), TransactionStatus.IDLE)
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _run(self, sql: str, params: Sequence[Any] = (), stream: Any = None) -> Any:
         if self.closed:
             raise errors.ConnectionLost("the connection is closed")
         try:
-            if params:
-                return self.raw.execute_unnamed(_sql(sql), vals=[_param(p) for p in params])
+            if params or stream is not None:
+                return self.raw.execute_unnamed(_sql(sql), vals=[_param(p) for p in params],
+                                                stream=stream)
             return self.raw.execute_simple(sql)
         except _ERRORS as exc:
             if exc.args and isinstance(exc.args[0], dict):
@@ -145,6 +148,14 @@ class Pg8000Connection:
             got.append(Notification(channel, payload, pid))
         return got
 
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        if getattr(self.raw, "autocommit", True) is False and self._status() not in (
+            _IN_TRANSACTION,
+            _FAILED,
+        ):
+            self._run("BEGIN")
+        self._run(sql, stream=io.StringIO(copying.text(rows)))
+
     def reset(self) -> bool:
         autocommit = getattr(self.raw, "autocommit", True)
         if autocommit is not False and self._status() not in (_IN_TRANSACTION, _FAILED):
@@ -169,6 +180,18 @@ _SSLMODES: dict[str, Any] = {"disable": False, "allow": None, "prefer": None, "r
 _STARTUP = ("options", "client_encoding")
 
 
+def _timeout(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+        if math.isnan(seconds) or math.isinf(seconds):
+            raise ValueError(value)
+    except ValueError:
+        raise errors.ConfigurationError(
+            f"connect_timeout {value!r} in the DSN is not a number of seconds"
+        ) from None
+    return seconds if seconds > 0 else None
+
+
 def connect_args(dsn: str) -> dict[str, Any]:
     """pg8000's keyword arguments for *dsn* (libpq URL or key=value form)."""
     params = parse_dsn(dsn)
@@ -181,7 +204,12 @@ def connect_args(dsn: str) -> dict[str, Any]:
     if sslmode in _SSLMODES:
         kwargs["ssl_context"] = _SSLMODES[sslmode]
     elif sslmode in ("verify-ca", "verify-full"):
-        context = ssl.create_default_context(cafile=str(rootcert) if rootcert else None)
+        try:
+            context = ssl.create_default_context(cafile=str(rootcert) if rootcert else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise errors.ConfigurationError(
+                f"cannot use sslrootcert {rootcert!r}: {exc.strerror or exc}"
+            ) from None
         context.check_hostname = sslmode == "verify-full"
         kwargs["ssl_context"] = context
     else:
@@ -192,7 +220,7 @@ def connect_args(dsn: str) -> dict[str, Any]:
         elif key == "dbname":
             kwargs["database"] = value
         elif key == "connect_timeout":
-            kwargs["timeout"] = float(value) if float(value) > 0 else None
+            kwargs["timeout"] = _timeout(value)
         else:
             raise errors.ConfigurationError(f"the pg8000 adapter does not support {key!r} in a DSN")
     return kwargs

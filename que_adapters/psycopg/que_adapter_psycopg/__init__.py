@@ -3,7 +3,7 @@ and ``psycopg.AsyncConnection`` (async)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -17,7 +17,7 @@ from psycopg import pq
 
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password
+from que_core.dsn import check_url_userinfo, mask_password
 from que_core.transactions import (
     AsyncTransactions,
     Transactions,
@@ -46,7 +46,7 @@ def _rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
 def _failed(raw: Raw) -> bool:
     # A body that swallowed a database error leaves the transaction aborted;
     # COMMIT would quietly roll back. Say so instead.
-    return raw.info.transaction_status == pq.TransactionStatus.INERROR
+    return raw.pgconn.transaction_status == pq.TransactionStatus.INERROR
 
 
 def _joins(raw: Raw, owned: bool) -> bool:
@@ -54,7 +54,7 @@ def _joins(raw: Raw, owned: bool) -> bool:
     psycopg begins before the next statement (a caller's connection with
     autocommit off, idle): ``raw.transaction()`` would BEGIN and COMMIT one
     of its own, committing the job before the caller does."""
-    idle = raw.info.transaction_status == pq.TransactionStatus.IDLE
+    idle = raw.pgconn.transaction_status == pq.TransactionStatus.IDLE
     return not owned and not raw.autocommit and idle
 
 
@@ -63,7 +63,8 @@ def _in_callers_transaction() -> TransactionStatus:
 
 
 def _needs_reset(raw: Raw) -> bool:
-    return not (raw.autocommit and raw.info.transaction_status == pq.TransactionStatus.IDLE)
+    # pgconn's status, not raw.info's: that builds an object per call.
+    return not (raw.autocommit and raw.pgconn.transaction_status == pq.TransactionStatus.IDLE)
 
 
 def _notification(n: psycopg.Notify) -> Notification:
@@ -118,6 +119,14 @@ class PsycopgConnection:
             if got:  # drain whatever else already arrived
                 got += [_notification(n) for n in self.raw.notifies(timeout=0)]
             return got
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            with self.raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
@@ -184,6 +193,14 @@ class AsyncPsycopgConnection:
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            async with self.raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
     async def reset(self) -> bool:
         if not _needs_reset(self.raw):
             return False
@@ -207,6 +224,7 @@ class PsycopgAdapter:
     name = "psycopg"
 
     def connect(self, dsn: str) -> PsycopgConnection:
+        check_url_userinfo(dsn)
         try:
             raw = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
@@ -219,6 +237,7 @@ class PsycopgAdapter:
         return None
 
     async def aconnect(self, dsn: str) -> AsyncPsycopgConnection:
+        check_url_userinfo(dsn)
         try:
             raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         except psycopg.Error as exc:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions as ext
 
-from que_core import errors, hookimpl
+from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password
+from que_core.dsn import check_url_userinfo, mask_password
 from que_core.transactions import Transactions, TransactionStatus
 
 _STATUS = {
@@ -102,6 +103,13 @@ class Psycopg2Connection:
         except (psycopg2.Error, OSError, ValueError) as exc:
             raise _translate(exc, raw) from exc
 
+    def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            with self.raw.cursor() as cur:
+                cur.copy_expert(sql, io.StringIO(copying.text(rows)))
+        except psycopg2.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
     def reset(self) -> bool:
         raw = self.raw
         if raw.autocommit and raw.info.transaction_status == ext.TRANSACTION_STATUS_IDLE:
@@ -132,6 +140,7 @@ class Psycopg2Adapter:
     name = "psycopg2"
 
     def connect(self, dsn: str) -> Psycopg2Connection:
+        check_url_userinfo(dsn)
         try:
             raw = psycopg2.connect(dsn)
             raw.autocommit = True

@@ -20,11 +20,28 @@ class QueConfig(AppConfig):
 
         checks.register(que_checks.check_settings, checks.Tags.database)
         install()
-        # Register the integration's own job classes for in-process workers.
-        from que_core.contrib.django import mail  # noqa: F401
+        register_builtin_jobs()
 
-        with contextlib.suppress(ImportError):  # no Tasks framework installed
-            from que_core.contrib.django import tasks  # noqa: F401
+
+def register_builtin_jobs() -> None:
+    """Register the integration's own jobs where their backends are
+    configured: :class:`~que_core.contrib.django.mail.SendEmailJob` when
+    email goes through que-core, and
+    :class:`~que_core.contrib.django.tasks.TaskJob` (with the apps' tasks
+    modules imported, so that their tasks are known) when a task backend is
+    que-core's. Elsewhere a worker does not run rows naming them."""
+    from que_core.contrib.django import mail
+    from que_core.job import register_job
+
+    if mail.configured():
+        register_job(mail.SendEmailJob)
+    try:
+        from que_core.contrib.django import tasks
+    except ImportError:  # no Tasks framework installed
+        return
+    if tasks.configured():
+        register_job(tasks.TaskJob)
+        tasks.import_task_modules()
 
 
 def install() -> None:

@@ -139,9 +139,31 @@ def deserialize(data: dict[str, Any]) -> EmailMessage:
     return message
 
 
-class SendEmailJob(Job):
+def configured() -> bool:
+    """Whether Django sends email through :class:`EmailBackend`
+    (``EMAIL_BACKEND``, or a ``MAILERS`` entry on Django 6.1+)."""
+    from django.conf import settings
+
+    paths = [getattr(settings, "EMAIL_BACKEND", None)]
+    mailers = getattr(settings, "MAILERS", None)
+    if isinstance(mailers, dict):
+        paths += [m.get("BACKEND") for m in mailers.values() if isinstance(m, dict)]
+    for path in paths:
+        try:
+            backend = import_string(path) if isinstance(path, str) else None
+        except ImportError:
+            continue
+        if isinstance(backend, type) and issubclass(backend, EmailBackend):
+            return True
+    return False
+
+
+class SendEmailJob(Job, register=False):
     """Sends one serialized message through the ``mailer`` alias of
-    ``MAILERS`` (Django 6.1+) if given, else ``QUE["EMAIL_BACKEND"]``."""
+    ``MAILERS`` (Django 6.1+) if given, else ``QUE["EMAIL_BACKEND"]``.
+
+    Registered (workers run it) only where :func:`configured`: elsewhere a
+    forged row cannot send mail through ``QUE["EMAIL_BACKEND"]``."""
 
     job_name = "que_core.contrib.django.mail.SendEmailJob"
 

@@ -23,8 +23,11 @@ Task results stay in ``que_jobs`` (finished or expired rows, with the
 return value or errors in ``data``) for ``get_result`` and ``refresh``;
 delete old ones when you no longer need them.
 
-The task function is found by its module path, which must name a ``Task``
-(a function decorated with ``@task``): nothing else is ever imported or run.
+A row names its task by module path, which is looked up among the tasks
+this process knows, never imported: every ``@task`` on a que-core backend
+registers itself when defined, and the apps' ``tasks`` modules are imported
+at start-up (:func:`import_task_modules`). A row naming anything else fails
+with an error, and ``get_result`` raises ``TaskResultDoesNotExist``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import importlib
 import json
 import os
 import socket
+import threading
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -68,6 +72,8 @@ def _load_api() -> Any:
             TaskError=base.TaskError,
             BaseTaskBackend=backends.BaseTaskBackend,
             TaskResultDoesNotExist=exceptions.TaskResultDoesNotExist,
+            InvalidTask=getattr(exceptions, "InvalidTask", None)
+            or exceptions.InvalidTaskError,  # the backport's name
             task_backends=root.task_backends,
             signals=signals,
             normalize_json=normalize_json,
@@ -145,21 +151,56 @@ def _parse_time(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
-def _resolve_task(path: str) -> Any:
-    """The ``Task`` object at *path*; refuses anything else."""
+#: Tasks by module path: every Task a QueTaskBackend validated in this process.
+_known: dict[str, Any] = {}
+_known_lock = threading.Lock()
+
+
+def _register(task: Any) -> None:
+    with _known_lock:
+        _known.setdefault(task.module_path, task)
+
+
+def import_task_modules() -> None:
+    """Import each installed app's ``tasks`` module, so that its tasks are
+    known before any row is read (``manage.py que_work`` and the app's
+    ``ready()`` do this when a que-core task backend is configured)."""
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("tasks")
+
+
+def configured() -> bool:
+    """Whether a ``settings.TASKS`` backend is :class:`QueTaskBackend`."""
+    from django.conf import settings
     from django.utils.module_loading import import_string
 
-    try:
-        obj = import_string(path)
-    except ImportError as exc:
-        raise LookupError(f"cannot import the task {path!r}: {exc}") from None
-    if not isinstance(obj, api.Task):
-        raise LookupError(f"{path!r} is not a Task (a function decorated with @task)")
-    return obj
+    for options in (getattr(settings, "TASKS", None) or {}).values():
+        path = options.get("BACKEND") if isinstance(options, dict) else None
+        try:
+            backend = import_string(path) if isinstance(path, str) else None
+        except ImportError:
+            continue
+        if isinstance(backend, type) and issubclass(backend, QueTaskBackend):
+            return True
+    return False
 
 
-class TaskJob(Job):
-    """The que-core job that runs one Django task.
+def _resolve_task(path: Any) -> Any:
+    """The known ``Task`` at *path*; nothing is imported."""
+    task = _known.get(path) if isinstance(path, str) else None
+    if task is None:
+        raise LookupError(
+            f"{path!r} is not a Task known to this process (a function decorated with @task "
+            "on a que-core backend, in a module imported at start-up: an app's tasks module "
+            "or QUE['JOB_MODULES'])"
+        )
+    return task
+
+
+class TaskJob(Job, register=False):
+    """The que-core job that runs one Django task (registered by the Django
+    app when a que-core task backend is configured).
 
     Its arguments: the task's module path, the backend alias, the task's
     args and kwargs. Its row keeps the task's timestamps, workers, errors and
@@ -188,9 +229,10 @@ class TaskJob(Job):
         self, task_path: str, backend_alias: str, args: list[Any], kwargs: dict[str, Any]
     ) -> None:
         backend = api.task_backends[backend_alias]
-        if isinstance(backend, QueTaskBackend):
-            self.maximum_retry_count = backend.max_retries  # type: ignore[misc]
-            self.retry_interval = backend.retry_interval  # type: ignore[misc]
+        if not isinstance(backend, QueTaskBackend):
+            raise LookupError(f"the task backend {backend_alias!r} is not que-core's")
+        self.maximum_retry_count = backend.max_retries  # type: ignore[misc]
+        self.retry_interval = backend.retry_interval  # type: ignore[misc]
         task = _resolve_task(task_path)
         stored = self.id is not None and self.db is not None
         started = _now()
@@ -269,19 +311,35 @@ def _read_result(conn: Connection, result_id: str, alias: str) -> Any:
     except (TypeError, ValueError):
         raise missing from None
     rows = conn.execute(_RESULT_SQL, (job_id,))
-    if not rows:
+    if not rows or rows[0][0] != TaskJob.job_name:
         raise missing
-    (job_class, queue, priority, run_at, error_count, args_text, _kwargs_text, data_text, finished,
-     expired, locked) = rows[0]
-    if job_class != TaskJob.job_name:
+    try:
+        result = _result_from_row(job_id, alias, rows[0])
+    except (LookupError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        # Another program wrote the row, or an old version: not a result we can read.
+        raise api.TaskResultDoesNotExist(
+            f"task result {result_id!r} in backend {alias!r} cannot be read: {exc}"
+        ) from None
+    if result is None:
         raise missing
+    return result
+
+
+def _result_from_row(job_id: int, alias: str, row: Any) -> Any:
+    """The TaskResult of a TaskJob row (None when it is another backend's);
+    LookupError, ValueError or TypeError when the row is malformed."""
+    (_job_class, queue, priority, run_at, error_count, args_text, _kwargs_text, data_text,
+     finished, expired, locked) = row
     task_path, backend_alias, args, kwargs = json.loads(args_text)
     if backend_alias != alias:
-        raise missing
-    data = json.loads(data_text)
-    info = data.get("django_task") or {}
+        return None
+    if not (isinstance(args, list) and isinstance(kwargs, dict)):
+        raise TypeError("its args are not [task path, backend, args list, kwargs dict]")
+    info = json.loads(data_text).get("django_task") or {}
+    if not isinstance(info, dict):
+        raise TypeError("data.django_task is not an object")
     status = api.TaskResultStatus
-    worker_ids = list(info.get("worker_ids") or [])
+    worker_ids = [str(w) for w in info.get("worker_ids") or []]
     if expired:
         state = status.FAILED
     elif finished:
@@ -291,15 +349,14 @@ def _read_result(conn: Connection, result_id: str, alias: str) -> Any:
     else:
         state = status.READY
     try:
-        task = _resolve_task(task_path)
-    except LookupError as exc:
-        raise api.TaskResultDoesNotExist(str(exc)) from None
-    task = task.using(
-        priority=PRIORITY_OFFSET - priority,
-        queue_name=queue,
-        backend=alias,
-        run_after=run_at if info.get("deferred") else None,
-    )
+        task = _resolve_task(task_path).using(
+            priority=PRIORITY_OFFSET - priority,
+            queue_name=queue,
+            backend=alias,
+            run_after=run_at if info.get("deferred") else None,
+        )
+    except api.InvalidTask as exc:  # a priority or queue this backend refuses
+        raise ValueError(str(exc)) from None
     result = api.TaskResult(
         task=task,
         id=str(job_id),
@@ -313,8 +370,8 @@ def _read_result(conn: Connection, result_id: str, alias: str) -> Any:
         backend=alias,
         errors=[
             api.TaskError(
-                exception_class_path=e.get("exception_class_path", ""),
-                traceback=e.get("traceback", ""),
+                exception_class_path=str(e.get("exception_class_path", "")),
+                traceback=str(e.get("traceback", "")),
             )
             for e in info.get("errors") or []
         ],
@@ -340,6 +397,12 @@ class QueTaskBackend(_BaseTaskBackend):
         self.max_retries = int(options.get("MAX_RETRIES", 0))
         interval = options.get("RETRY_INTERVAL")
         self.retry_interval: float | None = None if interval is None else float(interval)
+
+    def validate_task(self, task: Any) -> None:
+        """The framework's checks; a valid task is then known by its path
+        (every Task is validated when defined, and again at enqueue)."""
+        super().validate_task(task)
+        _register(task)
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)

@@ -1,7 +1,8 @@
 """``manage.py que_work``: a que-core worker with Django set up.
 
 Job classes are found by importing each installed app's ``jobs`` module (and
-``QUE["JOB_MODULES"]``); Django tasks and queued emails need nothing more.
+``QUE["JOB_MODULES"]``). Django tasks (each app's ``tasks`` module) and
+queued emails are worked when their backends are que-core's, and only then.
 The worker's own sessions use ``QUE["DSN"]`` (default: built from
 ``DATABASES[QUE["DATABASE"]]``); jobs that use the ORM get Django's
 connections in their thread, closed when stale before and after each job.
@@ -11,7 +12,6 @@ are ``que work``'s (:mod:`que_core.foreground`).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 from typing import Any
 
@@ -25,11 +25,11 @@ from que_core.errors import QueError
 
 
 def import_job_modules() -> None:
-    """Register every Job class the project defines."""
-    import que_core.contrib.django.mail  # SendEmailJob
+    """Register every Job class the project defines, and the integration's
+    own where their backends are configured (email, tasks)."""
+    from que_core.contrib.django.apps import register_builtin_jobs
 
-    with contextlib.suppress(ImportError):  # no Tasks framework: no task jobs to run
-        import que_core.contrib.django.tasks  # noqa: F401  (TaskJob)
+    register_builtin_jobs()
     autodiscover_modules("jobs")
     for name in conf.get("JOB_MODULES") or []:
         try:
