@@ -47,7 +47,7 @@ WINDOWS = os.name == "nt"
 
 # Adapter packages under que_adapters/, each installed when its pyproject.toml
 # exists, with these extras.
-ADAPTERS = {"psycopg": "[binary]", "psycopg2": "", "pg8000": ""}
+ADAPTERS = {"psycopg": "[binary]", "psycopg2": "", "pg8000": "", "asyncpg": ""}
 # que-core's extras per dev.py purpose. Every venv gets "test": the demo needs
 # pgserver from it, and mypy the test libraries' types.
 CORE_EXTRAS = {"test": "test", "lint": "lint"}

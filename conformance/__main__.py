@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    installed = sorted(plugins.adapters())
+    installed = sorted(plugins.installed_adapters())
     names = [n.strip() for opt in args.adapter for n in opt.split(",") if n.strip()]
     unknown = [n for n in names if n not in installed]
     if unknown or not (names or installed):
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
     extra = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
     pytest_args = [str(Path(__file__).resolve().parent), "-p", "conformance.plugin"]
+    # pytest-asyncio (the async tests') warns unless told; not every checkout has our ini.
+    pytest_args += ["-o", "asyncio_default_fixture_loop_scope=function"]
     for name in names:
         pytest_args += ["--adapter", name]
     if args.dsn:

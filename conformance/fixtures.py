@@ -1,21 +1,24 @@
 """Fixtures and helpers of the conformance suite.
 
-The fixtures build on two that the host provides: ``adapter`` and
-``server_dsn`` (see :mod:`conformance`). Every test gets a database of its own,
-created on the server and dropped after it.
+The fixtures build on those the host provides: ``adapter``,
+``async_adapter`` and ``server_dsn`` (see :mod:`conformance`). Every test gets
+a database of its own, created on the server and dropped after it. The async
+fixtures and helpers (``aconnect``, ``ascalar``, ...) mirror the sync ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
 from typing import Any, TypeVar
 
 import pytest
+import pytest_asyncio
 
 from que_core import testdb
-from que_core.connection import Adapter, Connection, Notification
+from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection, Notification
 
 T = TypeVar("T")
 
@@ -57,6 +60,39 @@ def connect(adapter: Adapter, db_dsn: str) -> Iterator[Callable[[], Connection]]
 def conn(connect: Callable[[], Connection]) -> Connection:
     """A session on the test's database."""
     return connect()
+
+
+@pytest.fixture
+def adb_dsn(async_adapter: AsyncAdapter, server_dsn: str) -> Iterator[str]:
+    """:func:`db_dsn` for the async tests (made through the sync side, or
+    through the async one on an event loop of its own when there is none)."""
+    with testdb.temporary_database(async_adapter, server_dsn) as dsn:
+        yield dsn
+
+
+AConnect = Callable[[], Awaitable[AsyncConnection]]
+
+
+@pytest_asyncio.fixture
+async def aconnect(async_adapter: AsyncAdapter, adb_dsn: str) -> AsyncIterator[AConnect]:
+    """Open another async session on the test's database; all closed after the test."""
+    opened: list[AsyncConnection] = []
+
+    async def open_session() -> AsyncConnection:
+        conn = await async_adapter.aconnect(adb_dsn)
+        opened.append(conn)
+        return conn
+
+    yield open_session
+    for conn in opened:
+        with suppress(Exception):
+            await conn.close()
+
+
+@pytest_asyncio.fixture
+async def aconn(aconnect: AConnect) -> AsyncConnection:
+    """An async session on the test's database."""
+    return await aconnect()
 
 
 def scalar(conn: Connection, sql: str, *params: Any) -> Any:
@@ -108,3 +144,55 @@ def collect(
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+# -- the async twins ---------------------------------------------------------------
+
+
+async def ascalar(conn: AsyncConnection, sql: str, *params: Any) -> Any:
+    """The single value *sql* returns."""
+    rows = await conn.execute(sql, params)
+    assert len(rows) == 1 and len(rows[0]) == 1, rows
+    return rows[0][0]
+
+
+async def await_until(predicate: Callable[[], Awaitable[T]], within: float = 10.0) -> T:
+    """Poll the coroutine function *predicate* until its value is truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def abackend_pid(conn: AsyncConnection) -> int:
+    return int(await ascalar(conn, "SELECT pg_backend_pid()"))
+
+
+async def aterminate(victim: AsyncConnection, other: AsyncConnection) -> None:
+    """End *victim*'s server process from the session *other*; wait until it is gone."""
+    pid = await abackend_pid(victim)
+    assert await ascalar(other, "SELECT pg_terminate_backend(%s::int)", pid) is True
+
+    async def gone() -> bool:
+        sql = "SELECT 1 FROM pg_stat_activity WHERE pid = %s::int"
+        return not await other.execute(sql, [pid])
+
+    await await_until(gone)
+
+
+async def acollect(
+    listener: AsyncConnection, count: int, within: float = 10.0
+) -> list[Notification]:
+    """Receive notifications on *listener* until *count* came or *within* seconds passed."""
+    got: list[Notification] = []
+    deadline = time.monotonic() + within
+    while len(got) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        got += await listener.notifications(min(remaining, 1.0))
+    return got

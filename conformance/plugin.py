@@ -5,6 +5,8 @@ adapter) and ``--dsn`` (default: ``$QUE_TEST_DSN``, ``$DATABASE_URL``, else the
 embedded server), provides the host fixtures ``adapter`` (parametrised over
 the chosen adapters) and ``server_dsn``, registers the suite's fixtures, and
 ends the run with a summary per adapter: passed, failed, declared-unsupported.
+``async_adapter`` is parametrised the same way: each adapter's sync tests and
+async tests run, and a side it lacks is declared unsupported.
 
 Use it as ``pytest -p conformance.plugin --adapter NAME path/to/conformance``.
 """
@@ -16,13 +18,24 @@ from typing import Any
 
 import pytest
 
-from conformance import DECLARED_UNSUPPORTED
-from conformance.fixtures import conn, connect, db_dsn
+from conformance import DECLARED_UNSUPPORTED, async_side, sync_side
+from conformance.fixtures import aconn, aconnect, adb_dsn, conn, connect, db_dsn
 from que_core import plugins, testdb
-from que_core.connection import Adapter
-from que_core.errors import ConfigurationError
+from que_core.connection import Adapter, AsyncAdapter
 
-__all__ = ["adapter", "conn", "connect", "db_dsn", "server_dsn"]
+__all__ = [
+    "aconn",
+    "aconnect",
+    "adapter",
+    "adb_dsn",
+    "async_adapter",
+    "conn",
+    "connect",
+    "db_dsn",
+    "server_dsn",
+]
+#: The host fixtures the adapter names parametrise.
+SIDES = ("adapter", "async_adapter")
 
 _ADAPTERS = pytest.StashKey[list[str]]()
 
@@ -47,12 +60,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     names = [n.strip() for opt in config.getoption("adapter") for n in opt.split(",")]
-    names = [n for n in names if n] or sorted(plugins.adapters())
+    installed = plugins.installed_adapters()
+    names = [n for n in names if n] or sorted(installed)
     for name in names:
-        try:
-            plugins.get_adapter(name)
-        except ConfigurationError as exc:
-            raise pytest.UsageError(str(exc)) from None
+        if name not in installed:
+            raise pytest.UsageError(
+                f"adapter {name!r} is not installed "
+                f"(installed adapters: {', '.join(sorted(installed)) or 'none'})"
+            )
     if not names:
         raise pytest.UsageError("no que-core adapter is installed")
     config.stash[_ADAPTERS] = names
@@ -60,15 +75,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "adapter" in metafunc.fixturenames:
-        names = metafunc.config.stash[_ADAPTERS]
-        metafunc.parametrize("adapter", names, indirect=True, scope="session", ids=names)
+    names = metafunc.config.stash[_ADAPTERS]
+    for side in SIDES:
+        if side in metafunc.fixturenames:
+            metafunc.parametrize(side, names, indirect=True, scope="session", ids=names)
 
 
 @pytest.fixture(scope="session")
 def adapter(request: pytest.FixtureRequest) -> Adapter:
-    """The adapter under test."""
-    return plugins.get_adapter(request.param)
+    """The sync side of the adapter under test."""
+    return sync_side(request.param)
+
+
+@pytest.fixture(scope="session")
+def async_adapter(request: pytest.FixtureRequest) -> AsyncAdapter:
+    """The async side of the adapter under test."""
+    return async_side(request.param)
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +110,9 @@ class Summary:
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "adapter" in callspec.params:
-            self.adapter_of[item.nodeid] = str(callspec.params["adapter"])
+        for side in SIDES:
+            if callspec is not None and side in callspec.params:
+                self.adapter_of[item.nodeid] = str(callspec.params[side])
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         name = self.adapter_of.get(report.nodeid, "(no adapter)")

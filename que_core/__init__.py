@@ -1,20 +1,23 @@
 """que-core: a PostgreSQL job queue with advisory locks, for any Python driver."""
 
 from que_core.config import RunMode, run_mode, set_run_mode, settings
-from que_core.connection import Adapter, Connection, Notification
+from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection, Notification
 from que_core.hookspecs import hookimpl
-from que_core.job import Job, bulk_enqueue
+from que_core.job import Job, abulk_enqueue, bulk_enqueue
 from que_core.migrations import LATEST_VERSION, current_version, migrate
 from que_core.worker import Worker
 
 __all__ = [
     "LATEST_VERSION",
     "Adapter",
+    "AsyncAdapter",
+    "AsyncConnection",
     "Connection",
     "Job",
     "Notification",
     "RunMode",
     "Worker",
+    "abulk_enqueue",
     "bulk_enqueue",
     "current_version",
     "hookimpl",

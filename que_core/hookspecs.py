@@ -3,8 +3,9 @@
 Plugins are found through entry points, never a registry edited by hand:
 
 * group ``que.adapters``: database adapters. The entry point name is the
-  adapter's name (``psycopg``, ``psycopg2``, ``pg8000``, ...) and its value
-  a module implementing :func:`que_adapter` and :func:`que_wrap_connection`.
+  adapter's name (``psycopg``, ``psycopg2``, ``pg8000``, ``asyncpg``, ...)
+  and its value a module implementing :func:`que_adapter` (and, with a sync
+  side, :func:`que_wrap_connection`).
 * group ``que.plugins``: anything else (metrics, tracing, error reporting),
   implementing any of the lifecycle hooks below.
 
@@ -14,11 +15,12 @@ the same name.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import pluggy
 
-from que_core.connection import Adapter, Connection
+from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection
 
 PROJECT = "que"
 
@@ -27,8 +29,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def que_adapter() -> Adapter:  # type: ignore[empty-body]
-    """Return the :class:`~que_core.connection.Adapter` this plugin provides."""
+def que_adapter() -> Adapter | AsyncAdapter:  # type: ignore[empty-body]
+    """Return the adapter this plugin provides: an object with a sync side
+    (:class:`~que_core.connection.Adapter`), an async side
+    (:class:`~que_core.connection.AsyncAdapter`), or both."""
 
 
 @hookspec(firstresult=True)
@@ -37,6 +41,17 @@ def que_wrap_connection(raw: Any) -> Connection | None:
 
     Called to find the adapter for a connection passed as ``enqueue(conn=...)``;
     decide by the connection's type, cheaply, without touching the server.
+    """
+
+
+@hookspec(firstresult=True)
+def que_awrap_connection(raw: Any) -> AsyncConnection | Awaitable[AsyncConnection] | None:
+    """The async twin of :func:`que_wrap_connection`, for ``aenqueue(conn=...)``.
+
+    Adapters need not implement it (their ``awrap`` is asked first); a
+    framework plugin whose objects take a round trip to wrap (SQLAlchemy's
+    ``AsyncSession``) returns an awaitable of the connection. Decide whether
+    *raw* is yours by type, before any await: return None at once if not.
     """
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import inspect
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
-from que_core import validation
+from que_core import blocking, validation
 from que_core.config import RunMode, settings
-from que_core.connection import Connection
+from que_core.connection import AsyncConnection, Connection, Row
 from que_core.errors import ConfigurationError, InvalidJob, QueError
-from que_core.plugins import wrap_connection
+from que_core.plugins import awrap_connection, wrap_connection
 from que_core.sql import q
 
 log = logging.getLogger("que_core.job")
@@ -24,7 +26,17 @@ J = TypeVar("J", bound="Job")
 #: here: a name from the database is never imported or evaluated.
 registry: dict[str, type[Job]] = {}
 
-_bulk: contextvars.ContextVar[list[Job] | None] = contextvars.ContextVar("que_bulk", default=None)
+class _Bulk:
+    """The jobs a bulk block collects. A task started inside an async block
+    shares it (tasks copy the context); once the block has ended it takes no
+    more, so a late enqueue inserts its job rather than losing it."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.open = True
+
+
+_bulk: contextvars.ContextVar[_Bulk | None] = contextvars.ContextVar("que_bulk", default=None)
 
 
 def register_job(cls: type[J]) -> type[J]:
@@ -250,15 +262,32 @@ class Job:
         job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags)
         if settings.run_mode is RunMode.INLINE:
             job._run_inline(conn)
-            return job
-        _check_storable(cls)
-        pending = _bulk.get()
-        if pending is not None:
-            pending.append(job)
-            return job
-        c = _connection(conn)
-        ((job.id, job.run_at),) = c.execute(q("insert_job"), job._insert_params())
-        log.debug("enqueued %s", job)
+        elif not job._collected():
+            job._inserted(_connection(conn).execute(*job._insert()))
+        return job
+
+    @classmethod
+    async def aenqueue(
+        cls: type[J],
+        *args: Any,
+        conn: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        tags: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> J:
+        """:meth:`enqueue` from async code: the same options and checks, in
+        the transaction of the async connection *conn* (a
+        ``psycopg.AsyncConnection``, an ``asyncpg`` connection or pool
+        connection, a SQLAlchemy ``AsyncSession`` or ``AsyncConnection``, ...).
+        """
+        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        if settings.run_mode is RunMode.INLINE:
+            await job._arun_inline(conn)
+        elif not job._collected():
+            c = await _aconnection(conn)
+            job._inserted(await c.execute(*job._insert()))
         return job
 
     @classmethod
@@ -274,14 +303,65 @@ class Job:
     ) -> list[J]:
         """Enqueue one job per element of *args_list* (each a sequence of
         positional arguments) with one COPY."""
-        options = cls._options(priority, queue, run_at, tags)
-        jobs = [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
+        jobs = cls._build_many(args_list, priority, queue, run_at, tags)
         if settings.run_mode is RunMode.INLINE:
             for job in jobs:
                 job._run_inline(conn)
-            return jobs
-        insert_many(jobs, conn)
+        else:
+            insert_many(jobs, conn)
         return jobs
+
+    @classmethod
+    async def aenqueue_many(
+        cls: type[J],
+        args_list: Iterable[Sequence[Any]],
+        *,
+        conn: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        run_at: datetime | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> list[J]:
+        """:meth:`enqueue_many` from async code, on an async connection."""
+        jobs = cls._build_many(args_list, priority, queue, run_at, tags)
+        if settings.run_mode is RunMode.INLINE:
+            for job in jobs:
+                await job._arun_inline(conn)
+        else:
+            await ainsert_many(jobs, conn)
+        return jobs
+
+    @classmethod
+    def _build_many(
+        cls: type[J],
+        args_list: Iterable[Sequence[Any]],
+        priority: int | None,
+        queue: str | None,
+        run_at: datetime | None,
+        tags: Sequence[str] | None,
+    ) -> list[J]:
+        """Checked jobs, one per element of *args_list*; the shared options checked once."""
+        options = cls._options(priority, queue, run_at, tags)
+        return [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
+
+    def _collected(self) -> bool:
+        """Check that the job can be stored; True when a bulk block took it
+        (it is inserted when the block ends), False when it is to be
+        inserted now."""
+        _check_storable(type(self))
+        pending = _bulk.get()
+        if pending is None or not pending.open:
+            return False
+        pending.jobs.append(self)
+        return True
+
+    def _insert(self) -> tuple[str, tuple[Any, ...]]:
+        """The statement that inserts this job, and its parameters."""
+        return q("insert_job"), self._insert_params()
+
+    def _inserted(self, rows: list[Row]) -> None:
+        ((self.id, self.run_at),) = rows
+        log.debug("enqueued %s", self)
 
     def _insert_params(self) -> tuple[Any, ...]:
         return (
@@ -298,10 +378,32 @@ class Job:
         return {"tags": self.tags} if self.tags else {}
 
     def _run_inline(self, conn: Any) -> None:
+        if inspect.iscoroutinefunction(self.run):
+            raise ConfigurationError(
+                f"{type(self).__qualname__}.run is async def: in inline mode it runs from "
+                f"aenqueue (await {type(self).__qualname__}.aenqueue(...)), not from enqueue"
+            )
         if conn is not None:
             self.db = wrap_connection(conn)
             self.conn = self.db.raw
         self.run(*self.args, **self.kwargs)
+
+    async def _arun_inline(self, conn: Any) -> None:
+        adb = await awrap_connection(conn) if conn is not None else None
+        if adb is not None:
+            self.conn = adb.raw
+        if inspect.iscoroutinefunction(self.run):
+            # An async job gets the async session (until the worker runs them,
+            # this is the one place one runs).
+            self.db = adb  # type: ignore[assignment]
+            await self.run(*self.args, **self.kwargs)
+            return
+        # A sync job runs in a thread, as a worker would run it, and its
+        # statements go to the caller's session through the caller's loop,
+        # which stays free meanwhile.
+        if adb is not None:
+            self.db = blocking.on_loop(adb, asyncio.get_running_loop())
+        await asyncio.to_thread(self.run, *self.args, **self.kwargs)
 
 
 def _check_storable(cls: type[Job]) -> None:
@@ -330,32 +432,95 @@ def _connection(conn: Any) -> Connection:
     return wrap_connection(conn)
 
 
-def insert_many(jobs: Sequence[Job], conn: Any) -> None:
-    """Insert *jobs* (of any classes) with one COPY; sets their ids.
+async def _aconnection(conn: Any) -> AsyncConnection:
+    if conn is None:
+        raise ConfigurationError(
+            "aenqueue needs a connection: pass conn=<your async driver connection>"
+        )
+    return await awrap_connection(conn)
+
+
+#: One step of a bulk insert: the Connection method (``execute`` or
+#: ``copy_in``), the SQL and its parameters or rows. The steps generator gets
+#: each step's result back.
+Step = tuple[str, str, Any]
+
+
+def _bulk_steps(jobs: Sequence[Job]) -> Generator[Step, Any, None]:
+    """The statements of a bulk insert of *jobs* with one COPY, in order,
+    inside one transaction block; sets the jobs' ids at the end.
 
     The per-job NOTIFY is skipped for the batch: workers find bulk-inserted
     jobs by polling, which takes many at a time.
     """
-    if not jobs:
-        return
-    for cls in {type(j) for j in jobs}:
-        _check_storable(cls)
-    c = _connection(conn)
     dumps = validation.dumps
-    with c.transaction():
-        ((before,),) = c.execute(q("get_skip_notify"))
-        c.execute(q("set_skip_notify"), ("true",))
-        ((now, ids),) = c.execute(q("reserve_job_ids"), (len(jobs),))
-        c.copy_in(q("copy_jobs"), (
-            (job_id, j.queue, j.priority, j.run_at or now, type(j).job_name, dumps(j.args),
-             dumps(j.kwargs) if j.kwargs else "{}", dumps(j._data()) if j.tags else "{}", 2)
-            for job_id, j in zip(ids, jobs, strict=True)
-        ))
-        c.execute(q("set_skip_notify"), (before,))
+    ((before,),) = yield "execute", q("get_skip_notify"), ()
+    yield "execute", q("set_skip_notify"), ("true",)
+    ((now, ids),) = yield "execute", q("reserve_job_ids"), (len(jobs),)
+    yield "copy_in", q("copy_jobs"), (
+        (job_id, j.queue, j.priority, j.run_at or now, type(j).job_name, dumps(j.args),
+         dumps(j.kwargs) if j.kwargs else "{}", dumps(j._data()) if j.tags else "{}", 2)
+        for job_id, j in zip(ids, jobs, strict=True)
+    )
+    yield "execute", q("set_skip_notify"), (before,)
     for job, job_id in zip(jobs, ids, strict=True):
         job.id = job_id
         if job.run_at is None:
             job.run_at = now
+
+
+def _then(steps: Generator[Step, Any, None], result: Any) -> Step | None:
+    """The step after the one that gave *result*; None after the last."""
+    try:
+        return steps.send(result)
+    except StopIteration:
+        return None
+
+
+def _storable(jobs: Sequence[Job]) -> bool:
+    """Whether there is anything to insert; raises for a job that cannot be stored."""
+    for cls in {type(j) for j in jobs}:
+        _check_storable(cls)
+    return bool(jobs)
+
+
+def insert_many(jobs: Sequence[Job], conn: Any) -> None:
+    """Insert *jobs* (of any classes) with one COPY; sets their ids."""
+    if not _storable(jobs):
+        return
+    c = _connection(conn)
+    steps = _bulk_steps(jobs)
+    with c.transaction():
+        step: Step | None = next(steps)
+        while step is not None:
+            method, sql, arg = step
+            step = _then(steps, getattr(c, method)(sql, arg))
+
+
+async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
+    """:func:`insert_many` on an async connection."""
+    if not _storable(jobs):
+        return
+    c = await _aconnection(conn)
+    steps = _bulk_steps(jobs)
+    async with c.atransaction():
+        step: Step | None = next(steps)
+        while step is not None:
+            method, sql, arg = step
+            step = _then(steps, await getattr(c, method)(sql, arg))
+
+
+@contextmanager
+def _collecting() -> Iterator[list[Job]]:
+    """Inside the block, ``enqueue`` and ``aenqueue`` add their jobs to the
+    list this yields instead of inserting them."""
+    bulk = _Bulk()
+    token = _bulk.set(bulk)
+    try:
+        yield bulk.jobs
+    finally:
+        bulk.open = False
+        _bulk.reset(token)
 
 
 @contextmanager
@@ -367,10 +532,19 @@ def bulk_enqueue(conn: Any = None) -> Iterator[list[Job]]:
             for user in users:
                 SendEmail.enqueue(user.id)
     """
-    jobs: list[Job] = []
-    token = _bulk.set(jobs)
-    try:
+    with _collecting() as jobs:
         yield jobs
-    finally:
-        _bulk.reset(token)
     insert_many(jobs, conn)
+
+
+@asynccontextmanager
+async def abulk_enqueue(conn: Any = None) -> AsyncIterator[list[Job]]:
+    """:func:`bulk_enqueue` from async code, on an async connection::
+
+        async with abulk_enqueue(conn=c):
+            for user in users:
+                await SendEmail.aenqueue(user.id)
+    """
+    with _collecting() as jobs:
+        yield jobs
+    await ainsert_many(jobs, conn)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
-from que_core.connection import Adapter
+from que_core.blocking import sync_side
+from que_core.connection import Adapter, AsyncAdapter
 from que_core.errors import QueError
 
 
@@ -119,13 +120,16 @@ def _drop_idle() -> None:
 
 
 @contextmanager
-def temporary_database(adapter: Adapter, dsn: str | None = None) -> Iterator[str]:
+def temporary_database(adapter: Adapter | AsyncAdapter, dsn: str | None = None) -> Iterator[str]:
     """An empty database of its own for the duration of the block.
 
     It has a unique name; when the block ends its sessions are ended and its
     contents dropped, and the next block in this process may reuse it. All
-    are dropped when the process exits.
+    are dropped when the process exits. An adapter without a sync side makes
+    and empties it through its async side, on an event loop of its own
+    (so not from inside a running loop).
     """
+    adapter = sync_side(adapter)
     server = dsn or server_dsn()
     idle = _idle.setdefault(server, [])
     db = idle.pop() if idle else None

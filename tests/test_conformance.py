@@ -1,16 +1,24 @@
 """The adapter conformance suite (``conformance/``), run for every installed adapter.
 
-``conftest.py`` provides the host fixtures the suite needs: ``adapter`` (one
-per installed adapter; ``QUE_TEST_ADAPTERS`` narrows them) and ``server_dsn``.
-The suite brings its tests and other fixtures; a test module dropped into
-``conformance/`` is picked up here too. ``python -m conformance`` runs the
-same tests against one adapter, with a summary.
+The host fixtures the suite needs are ``adapter`` and ``async_adapter`` (here,
+each parametrised over every installed adapter, whichever sides it has;
+``QUE_TEST_ADAPTERS`` narrows them: a side an adapter lacks is declared
+unsupported) and ``server_dsn`` (``conftest.py``). The suite brings its tests
+and other fixtures; a test module dropped into ``conformance/`` is picked up
+here too. ``python -m conformance`` runs the same tests against one adapter,
+with a summary.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+import pytest
+
+from que_core import plugins
+from que_core.connection import Adapter, AsyncAdapter
 
 try:
     import conformance
@@ -21,12 +29,29 @@ except ImportError:  # the suite lives at the top of the repository, beside test
 globals().update(conformance.suite_namespace())
 
 
+def _names() -> list[str]:
+    wanted = os.environ.get("QUE_TEST_ADAPTERS")
+    if wanted:
+        return [n.strip() for n in wanted.split(",") if n.strip()]
+    return sorted(plugins.installed_adapters())
+
+
+@pytest.fixture(scope="session", params=_names())
+def adapter(request: pytest.FixtureRequest) -> Adapter:
+    return conformance.sync_side(request.param)
+
+
+@pytest.fixture(scope="session", params=_names())
+def async_adapter(request: pytest.FixtureRequest) -> AsyncAdapter:
+    return conformance.async_side(request.param)
+
+
 def test_the_runner_prints_no_assert_rewrite_warning(server_dsn: str) -> None:
     import subprocess
 
     from que_core import plugins
 
-    name = sorted(plugins.adapters())[0]
+    name = sorted(plugins.installed_adapters())[0]
     out = subprocess.run(
         [sys.executable, "-m", "conformance", "--adapter", name, "--dsn", server_dsn,
          "--", "-k", "registered_under_its_name or close_twice"],

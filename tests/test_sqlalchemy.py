@@ -15,32 +15,9 @@ orm = pytest.importorskip("sqlalchemy.orm")
 from que_core import bulk_enqueue, run_mode  # noqa: E402
 from que_core.connection import Adapter, Connection  # noqa: E402
 from que_core.contrib.sqlalchemy import enqueue_conn  # noqa: E402
-from que_core.dsn import parse_dsn  # noqa: E402
 from que_core.errors import ConfigurationError  # noqa: E402
-from tests.helpers import job_count, log_tags, wait_for  # noqa: E402
+from tests.helpers import job_count, log_tags, sqlalchemy_url, wait_for  # noqa: E402
 from tests.jobs import PlainJob  # noqa: E402
-
-
-def sqlalchemy_url(dsn: str, driver: str) -> Any:
-    """A SQLAlchemy URL for *dsn* with the dialect of *driver*."""
-    params = parse_dsn(dsn)
-    query: dict[str, str] = {}
-    host = params.pop("host", None)
-    sock = params.pop("unix_sock", None)
-    if sock is not None:  # the embedded server: a Unix socket
-        if driver == "pg8000":
-            query["unix_sock"] = str(sock)
-        else:
-            query["host"] = str(sock).rsplit("/", 1)[0]
-    return sa.engine.URL.create(
-        f"postgresql+{driver}",
-        username=str(params.pop("user")) if "user" in params else None,
-        password=str(params.pop("password")) if "password" in params else None,
-        host=str(host) if host else None,
-        port=int(params.pop("port")) if "port" in params else None,
-        database=str(params.pop("dbname")) if "dbname" in params else None,
-        query=query,
-    )
 
 
 @pytest.fixture
@@ -136,6 +113,9 @@ def test_enqueue_conn_runs_statements_in_the_session(engine: Any, conn: Connecti
         qc.execute("CREATE TABLE t (x int)")
         with qc.transaction():
             qc.execute("INSERT INTO t VALUES (%s)", (1,))
+        with pytest.raises(RuntimeError), qc.transaction():  # a savepoint, rolled back
+            qc.execute("INSERT INTO t VALUES (%s)", (2,))
+            raise RuntimeError
         assert qc.execute("SELECT x FROM t") == [(1,)]
         session.rollback()
     assert conn.execute("SELECT to_regclass('t')") == [(None,)]

@@ -1,4 +1,5 @@
-"""A que-core Connection over a framework's connection (Django, SQLAlchemy).
+"""A que-core Connection over a framework's connection (Django, SQLAlchemy),
+and its async twin (SQLAlchemy's ``AsyncSession`` and ``AsyncConnection``).
 
 Statements go straight to the driver connection under the framework's one,
 through that driver's adapter, so they join the framework's transaction.
@@ -10,14 +11,32 @@ never commits that transaction early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Any
 
-from que_core.connection import Connection, Notification, Row
+from que_core.connection import AsyncConnection, Connection, Notification, Row
 
 
-class FrameworkConnection:
+class _Framework:
+    _inner: Connection | AsyncConnection
+
+    def __init__(self, inner: Connection | AsyncConnection, owner: Any) -> None:
+        #: The driver's connection (psycopg, psycopg2, pg8000, asyncpg).
+        self.raw = inner.raw
+        #: The framework object it came from (Django wrapper, SQLAlchemy
+        #: Session, Connection, AsyncSession or AsyncConnection).
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} over {type(self.raw).__module__}.{type(self.raw).__name__}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+class FrameworkConnection(_Framework):
     """A :class:`~que_core.connection.Connection` that delegates statements to
     *inner* (the adapter's wrapper of the driver connection) and transaction
     blocks to *transaction*. Closing it closes nothing: the framework owns
@@ -29,16 +48,9 @@ class FrameworkConnection:
         transaction: Callable[[], AbstractContextManager[Any]],
         owner: Any = None,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner, owner)
+        self._inner: Connection = inner
         self._transaction = transaction
-        #: The driver's connection (psycopg, psycopg2 or pg8000).
-        self.raw = inner.raw
-        #: The framework object it came from (Django wrapper, SQLAlchemy
-        #: Session or Connection).
-        self.owner = owner
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} over {type(self.raw).__module__}.{type(self.raw).__name__}>"
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._inner.execute(sql, params)
@@ -59,6 +71,39 @@ class FrameworkConnection:
     def close(self) -> None:
         """Does nothing: the framework owns the session."""
 
-    @property
-    def closed(self) -> bool:
-        return self._inner.closed
+
+class AsyncFrameworkConnection(_Framework):
+    """The async twin of :class:`FrameworkConnection`: statements go to
+    *inner* (the adapter's async wrapper), blocks are *atransaction*'s (a
+    SQLAlchemy ``begin_nested``)."""
+
+    def __init__(
+        self,
+        inner: AsyncConnection,
+        atransaction: Callable[[], AbstractAsyncContextManager[Any]],
+        owner: Any = None,
+    ) -> None:
+        super().__init__(inner, owner)
+        self._inner: AsyncConnection = inner
+        self._atransaction = atransaction
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return await self._inner.execute(sql, params)
+
+    @asynccontextmanager
+    async def atransaction(self) -> AsyncIterator[None]:
+        async with self._atransaction():
+            yield
+
+    async def notifications(self, timeout: float) -> list[Notification]:
+        return await self._inner.notifications(timeout)
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._inner.copy_in(sql, rows)
+
+    async def reset(self) -> bool:
+        """Does nothing: the framework owns the session and its transaction."""
+        return False
+
+    async def close(self) -> None:
+        """Does nothing: the framework owns the session."""

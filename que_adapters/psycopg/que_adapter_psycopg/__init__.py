@@ -1,9 +1,15 @@
-"""que-core adapter for psycopg 3."""
+"""que-core adapter for psycopg 3: both sides, ``psycopg.Connection`` (sync)
+and ``psycopg.AsyncConnection`` (async)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 import psycopg
@@ -12,14 +18,67 @@ from psycopg import pq
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
 from que_core.dsn import check_url_userinfo, mask_password
+from que_core.transactions import (
+    AsyncTransactions,
+    Transactions,
+    TransactionStatus,
+    aborted,
+)
+
+Raw = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
-def _translate(exc: psycopg.Error, raw: psycopg.Connection[Any]) -> errors.DatabaseError:
+def _translate(exc: psycopg.Error, raw: Raw) -> errors.DatabaseError:
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) and (
         raw.broken or raw.closed or exc.sqlstate is None
     ):
         return errors.ConnectionLost(str(exc), exc.sqlstate)
     return errors.from_sqlstate(exc.sqlstate, str(exc))
+
+
+def _rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # The result status, not cur.description: that builds column objects, a
+    # measurable cost on the per-job path.
+    result = cur.pgresult
+    return result is not None and result.status == pq.ExecStatus.TUPLES_OK
+
+
+def _failed(raw: Raw) -> bool:
+    # A body that swallowed a database error leaves the transaction aborted;
+    # COMMIT would quietly roll back. Say so instead.
+    return raw.pgconn.transaction_status == pq.TransactionStatus.INERROR
+
+
+def _joins(raw: Raw, owned: bool) -> bool:
+    """Whether a block must be a savepoint in the caller's transaction that
+    psycopg begins before the next statement (a caller's connection with
+    autocommit off, idle): ``raw.transaction()`` would BEGIN and COMMIT one
+    of its own, committing the job before the caller does."""
+    idle = raw.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    return not owned and not raw.autocommit and idle
+
+
+def _in_callers_transaction() -> TransactionStatus:
+    return TransactionStatus.IN_TRANSACTION
+
+
+def _needs_reset(raw: Raw) -> bool:
+    # pgconn's status, not raw.info's: that builds an object per call.
+    return not (raw.autocommit and raw.pgconn.transaction_status == pq.TransactionStatus.IDLE)
+
+
+def _notification(n: psycopg.Notify) -> Notification:
+    return Notification(n.channel, n.payload, n.pid)
+
+
+def _cannot_connect(dsn: str, exc: psycopg.Error) -> errors.QueError:
+    if isinstance(exc, psycopg.ProgrammingError):  # libpq could not read the DSN
+        return errors.ConfigurationError(
+            f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc))}"
+        )
+    return errors.CannotConnect(
+        f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc))}"
+    )
 
 
 class PsycopgConnection:
@@ -28,46 +87,37 @@ class PsycopgConnection:
     def __init__(self, raw: psycopg.Connection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
+        self._joined: Transactions | None = None  # made when first needed: wrap is per enqueue
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
             cur = self.raw.execute(sql, params or None)
-            # The result status, not cur.description: that builds column
-            # objects, a measurable cost on the per-job path.
-            result = cur.pgresult
-            if result is None or result.status != pq.ExecStatus.TUPLES_OK:
-                return []
-            return cur.fetchall()
+            return cur.fetchall() if _rows(cur) else []
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
+    def transaction(self) -> AbstractContextManager[None]:
+        if _joins(self.raw, self._owned):
+            if self._joined is None:
+                self._joined = Transactions(self.execute, _in_callers_transaction)
+            return self._joined.transaction()
+        return self._transaction()
+
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def _transaction(self) -> Iterator[None]:
         try:
             with self.raw.transaction():
                 yield
-                # A body that swallowed a database error leaves the transaction
-                # aborted; COMMIT would quietly roll back. Say so instead.
-                if self.raw.info.transaction_status == pq.TransactionStatus.INERROR:
-                    raise errors.DatabaseError(
-                        "the transaction was aborted by an earlier error and has been "
-                        "rolled back",
-                        "25P02",
-                    )
+                if _failed(self.raw):
+                    raise aborted()
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
 
     def notifications(self, timeout: float) -> list[Notification]:
         try:
-            got = [
-                Notification(n.channel, n.payload, n.pid)
-                for n in self.raw.notifies(timeout=timeout, stop_after=1)
-            ]
+            got = [_notification(n) for n in self.raw.notifies(timeout=timeout, stop_after=1)]
             if got:  # drain whatever else already arrived
-                got += [
-                    Notification(n.channel, n.payload, n.pid)
-                    for n in self.raw.notifies(timeout=0)
-                ]
+                got += [_notification(n) for n in self.raw.notifies(timeout=0)]
             return got
         except psycopg.Error as exc:
             raise _translate(exc, self.raw) from exc
@@ -81,20 +131,89 @@ class PsycopgConnection:
             raise _translate(exc, self.raw) from exc
 
     def reset(self) -> bool:
-        raw = self.raw
-        # pgconn's status, not raw.info's: that builds an object per call.
-        if raw.autocommit and raw.pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        if not _needs_reset(self.raw):
             return False
         try:
-            raw.rollback()
-            raw.autocommit = True
+            self.raw.rollback()
+            self.raw.autocommit = True
         except psycopg.Error as exc:
-            raise _translate(exc, raw) from exc
+            raise _translate(exc, self.raw) from exc
         return True
 
     def close(self) -> None:
         if self._owned:
             self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
+
+
+class AsyncPsycopgConnection:
+    """A que-core AsyncConnection over a ``psycopg.AsyncConnection``."""
+
+    def __init__(self, raw: psycopg.AsyncConnection[Any], owned: bool) -> None:
+        self.raw = raw
+        self._owned = owned
+        self._joined: AsyncTransactions | None = None
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        try:
+            cur = await self.raw.execute(sql, params or None)
+            return await cur.fetchall() if _rows(cur) else []
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    def atransaction(self) -> AbstractAsyncContextManager[None]:
+        if _joins(self.raw, self._owned):
+            if self._joined is None:
+                self._joined = AsyncTransactions(self.execute, _in_callers_transaction)
+            return self._joined.atransaction()
+        return self._atransaction()
+
+    @asynccontextmanager
+    async def _atransaction(self) -> AsyncIterator[None]:
+        try:
+            async with self.raw.transaction():
+                yield
+                if _failed(self.raw):
+                    raise aborted()
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    async def notifications(self, timeout: float) -> list[Notification]:
+        try:
+            got = [
+                _notification(n)
+                async for n in self.raw.notifies(timeout=timeout, stop_after=1)
+            ]
+            if got:
+                got += [_notification(n) async for n in self.raw.notifies(timeout=0)]
+            return got
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            async with self.raw.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+
+    async def reset(self) -> bool:
+        if not _needs_reset(self.raw):
+            return False
+        try:
+            await self.raw.rollback()
+            await self.raw.set_autocommit(True)
+        except psycopg.Error as exc:
+            raise _translate(exc, self.raw) from exc
+        return True
+
+    async def close(self) -> None:
+        if self._owned:
+            await self.raw.close()
 
     @property
     def closed(self) -> bool:
@@ -108,19 +227,26 @@ class PsycopgAdapter:
         check_url_userinfo(dsn)
         try:
             raw = psycopg.connect(dsn, autocommit=True)
-        except psycopg.ProgrammingError as exc:  # libpq could not read the DSN
-            raise errors.ConfigurationError(
-                f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc))}"
-            ) from None
         except psycopg.Error as exc:
-            raise errors.CannotConnect(
-                f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc))}"
-            ) from None
+            raise _cannot_connect(dsn, exc) from None
         return PsycopgConnection(raw, owned=True)
 
     def wrap(self, raw: Any) -> PsycopgConnection | None:
         if isinstance(raw, psycopg.Connection):
             return PsycopgConnection(raw, owned=False)
+        return None
+
+    async def aconnect(self, dsn: str) -> AsyncPsycopgConnection:
+        check_url_userinfo(dsn)
+        try:
+            raw = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise _cannot_connect(dsn, exc) from None
+        return AsyncPsycopgConnection(raw, owned=True)
+
+    def awrap(self, raw: Any) -> AsyncPsycopgConnection | None:
+        if isinstance(raw, psycopg.AsyncConnection):
+            return AsyncPsycopgConnection(raw, owned=False)
         return None
 
 
