@@ -34,6 +34,10 @@ and other skips. An adapter declares a side it lacks by not implementing it
 
 from __future__ import annotations
 
+# isort: off
+from conformance import _requires  # noqa: F401 (first: without pytest, says what to install)
+
+# isort: on
 import importlib
 import pkgutil
 from collections.abc import Callable

@@ -4,8 +4,8 @@ Plugins are found through entry points, never a registry edited by hand:
 
 * group ``que.adapters``: database adapters. The entry point name is the
   adapter's name (``psycopg``, ``psycopg2``, ``pg8000``, ``asyncpg``, ...)
-  and its value a module implementing :func:`que_adapter` (and, with a sync
-  side, :func:`que_wrap_connection`).
+  and its value a module implementing :func:`que_adapter` (the core asks the
+  adapter's own ``wrap``/``awrap`` for the caller's connections).
 * group ``que.plugins``: anything else (metrics, tracing, error reporting),
   implementing any of the lifecycle hooks below.
 
@@ -37,9 +37,10 @@ def que_adapter() -> Adapter | AsyncAdapter:  # type: ignore[empty-body]
 
 @hookspec(firstresult=True)
 def que_wrap_connection(raw: Any) -> Connection | None:
-    """Wrap *raw* if it is a connection of this plugin's driver, else return None.
+    """Wrap *raw* if it is a connection of this plugin's framework, else return None.
 
-    Called to find the adapter for a connection passed as ``enqueue(conn=...)``;
+    Called for a connection passed as ``enqueue(conn=...)`` that no adapter's
+    ``wrap`` took (Django's connection, SQLAlchemy's sessions);
     decide by the connection's type, cheaply, without touching the server.
     """
 

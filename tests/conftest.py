@@ -1,13 +1,16 @@
 """Fixtures: every test gets its own database on a real PostgreSQL.
 
 The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``), else the embedded one.
-Tests that take ``adapter`` run once per installed adapter; set
-``QUE_TEST_ADAPTERS=psycopg,pg8000`` to narrow that.
+The adapters are :func:`que_core.testing.databases.adapter_names`
+(``QUE_TEST_ADAPTERS=psycopg,pg8000`` narrows them). A test that takes
+``adapter`` runs on the first of them, since the core does the same whatever
+the driver; one marked ``per_adapter`` (where the core meets a driver: its
+raw connections, errors, types, lost sessions) runs once per adapter with a
+sync side, as the conformance suite (``test_conformance.py``) does.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,12 +20,24 @@ from que_core.connection import Adapter, Connection
 from que_core.testing import databases
 
 
-def _adapter_names() -> list[str]:
-    wanted = os.environ.get("QUE_TEST_ADAPTERS")
-    installed = sorted(plugins.adapters())
-    if wanted:
-        return [n.strip() for n in wanted.split(",") if n.strip()]
-    return installed
+def _sync_adapter_names() -> list[str]:
+    with_sync = plugins.adapters()
+    return [n for n in databases.adapter_names() if n in with_sync]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "per_adapter: run once per adapter (where the core meets a driver)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "adapter" not in metafunc.fixturenames or metafunc.module.__name__.endswith(
+            "test_conformance"):  # the conformance suite's host parametrises its own
+        return
+    names = _sync_adapter_names()
+    if metafunc.definition.get_closest_marker("per_adapter") is None:
+        names = names[:1]
+    metafunc.parametrize("adapter", names, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +45,7 @@ def server_dsn() -> str:
     return databases.server_dsn()
 
 
-@pytest.fixture(scope="session", params=_adapter_names())
+@pytest.fixture(scope="session")
 def adapter(request: pytest.FixtureRequest) -> Adapter:
     return plugins.get_adapter(request.param)
 

@@ -162,6 +162,7 @@ def silent_server() -> Iterator[int]:
 @pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["migrate"], ["stats"],
                                  ["jobs", "list"], ["clear", "default", "--yes"],
                                  ["drop", "--yes"]])
+@pytest.mark.per_adapter
 def test_refused_connection_exits_3_with_the_password_masked(
     cmd: list[str], adapter: Adapter
 ) -> None:
@@ -175,6 +176,7 @@ def test_refused_connection_exits_3_with_the_password_masked(
     assert "****" in out.stderr
 
 
+@pytest.mark.per_adapter
 @pytest.mark.parametrize("form", ["url", "keywords"])
 def test_a_server_that_does_not_answer_fails_within_the_connect_timeout(
     silent_server: int, adapter: Adapter, form: str
@@ -376,6 +378,7 @@ def test_stats_watch_text_mode_repeats_with_a_timestamp(
 # -- jobs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.per_adapter
 def test_jobs_list_filters(db: Connection, dsn: str, adapter: Adapter) -> None:
     base = ["--dsn", dsn, "--adapter", adapter.name, "--json"]
     a1 = insert(db, args=[1, {"user": 7}], tags=["red", "blue"])

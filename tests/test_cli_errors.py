@@ -70,6 +70,7 @@ def _sqlalchemy_url(dsn: str, adapter: Adapter) -> str:
     return dsn.replace("postgresql://", f"postgresql+{adapter.name}://", 1)
 
 
+@pytest.mark.per_adapter
 def test_a_sqlalchemy_style_url_is_accepted(dsn: str, adapter: Adapter) -> None:
     url = _sqlalchemy_url(dsn, adapter)
     out = que("migrate", "--status", "--dsn", url, "--adapter", adapter.name)
@@ -92,6 +93,7 @@ def test_a_sqlalchemy_style_url_is_accepted(dsn: str, adapter: Adapter) -> None:
     ],
     ids=["mysql", "port", "ipv6", "key-without-value"],
 )
+@pytest.mark.per_adapter
 def test_a_dsn_that_cannot_work_exits_2_saying_why_and_where_from(
     adapter: Adapter, dsn: str, why: str
 ) -> None:
@@ -103,6 +105,7 @@ def test_a_dsn_that_cannot_work_exits_2_saying_why_and_where_from(
     assert "hunter2" not in out.stderr
 
 
+@pytest.mark.per_adapter
 def test_an_option_libpq_does_not_know_exits_2(server_dsn: str, adapter: Adapter) -> None:
     if not server_dsn.startswith("postgresql://"):
         pytest.skip("needs a postgresql:// URL to the test server")
@@ -113,6 +116,7 @@ def test_an_option_libpq_does_not_know_exits_2(server_dsn: str, adapter: Adapter
     assert "connect_timeout" not in out.stderr
 
 
+@pytest.mark.per_adapter
 def test_connection_errors_name_the_dsn_as_given(adapter: Adapter) -> None:
     dsn = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/nowhere"
     out = que("stats", "--dsn", dsn, "--adapter", adapter.name)

@@ -11,7 +11,6 @@ with a summary.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from que_core import plugins
 from que_core.connection import Adapter, AsyncAdapter
+from que_core.testing import databases
 
 try:
     import conformance
@@ -30,10 +30,7 @@ globals().update(conformance.suite_namespace())
 
 
 def _names() -> list[str]:
-    wanted = os.environ.get("QUE_TEST_ADAPTERS")
-    if wanted:
-        return [n.strip() for n in wanted.split(",") if n.strip()]
-    return sorted(plugins.installed_adapters())
+    return sorted(databases.adapter_names())
 
 
 @pytest.fixture(scope="session", params=_names())
@@ -49,7 +46,6 @@ def async_adapter(request: pytest.FixtureRequest) -> AsyncAdapter:
 def test_the_runner_prints_no_assert_rewrite_warning(server_dsn: str) -> None:
     import subprocess
 
-    from que_core import plugins
 
     name = sorted(plugins.installed_adapters())[0]
     out = subprocess.run(
@@ -61,3 +57,19 @@ def test_the_runner_prints_no_assert_rewrite_warning(server_dsn: str) -> None:
     assert "2 passed" in out.stdout
     assert "que-core adapter conformance" in out.stdout  # the summary
     assert "Warning" not in out.stdout + out.stderr
+
+
+def test_the_runner_without_its_extra_says_what_to_install_in_one_line() -> None:
+    import subprocess
+
+    hide_pytest = (  # as if `pip install que-core` had not brought the conformance extra
+        "import runpy, sys; sys.modules['pytest'] = None; sys.argv = ['conformance']; "
+        "runpy.run_module('conformance', run_name='__main__', alter_sys=True)"
+    )
+    out = subprocess.run([sys.executable, "-c", hide_pytest],
+                         cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode != 0
+    assert out.stdout == ""
+    assert out.stderr.strip().splitlines() == [
+        "the que-core conformance suite needs pytest: pip install 'que-core[conformance]'"]

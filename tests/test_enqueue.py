@@ -74,6 +74,7 @@ def _autocommit_off(adapter: Adapter, dsn: str) -> Any:
     pytest.skip(f"no autocommit-off connection for {adapter.name}")
 
 
+@pytest.mark.per_adapter
 def test_bulk_first_on_a_callers_connection_with_autocommit_off_rolls_back_with_it(
     adapter: Adapter, dsn: str, conn: Connection, request: pytest.FixtureRequest
 ) -> None:

@@ -89,6 +89,7 @@ def test_queue_depth_is_cached_between_scrapes(
         m.close()
 
 
+@pytest.mark.per_adapter
 def test_queue_depth_survives_a_database_that_went_away(adapter: Adapter) -> None:
     def connect() -> Connection:
         return adapter.connect("postgresql://postgres:pw@127.0.0.1:1/x?connect_timeout=2")

@@ -431,6 +431,7 @@ def test_migrate_to_current_version_does_nothing(empty_conn: Connection) -> None
     assert empty_conn.execute("SELECT id FROM que_jobs") == [(job_id,)]
 
 
+@pytest.mark.per_adapter
 def test_every_step_down_and_back_up(empty_conn: Connection) -> None:
     fresh = {0: snapshot(empty_conn)}
     for version in range(1, LATEST_VERSION + 1):
@@ -601,6 +602,7 @@ def test_failed_step_changes_nothing(empty_conn: Connection) -> None:
     assert migrate(empty_conn) == 7
 
 
+@pytest.mark.per_adapter
 def test_accepts_a_raw_driver_connection(adapter: Adapter, empty_dsn: str) -> None:
     wrapper = adapter.connect(empty_dsn)
     try:
@@ -614,6 +616,7 @@ def test_accepts_a_raw_driver_connection(adapter: Adapter, empty_dsn: str) -> No
         wrapper.close()
 
 
+@pytest.mark.per_adapter
 def test_raw_connection_inside_a_transaction_leaves_commit_to_caller(
     adapter: Adapter, empty_dsn: str
 ) -> None:

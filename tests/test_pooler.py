@@ -29,10 +29,10 @@ from tests.test_cli_admin import que
 PGBOUNCER = shutil.which("pgbouncer") or next(
     (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
 
-pytestmark = pytest.mark.skipif(
-    PGBOUNCER is None,
+pytestmark = [pytest.mark.per_adapter, pytest.mark.skipif(  # per adapter: each driver's
+    PGBOUNCER is None,                                     # prepared statements meet it
     reason="pgbouncer is not installed (apt-get install -y pgbouncer; .ci/run installs it)",
-)
+)]
 
 
 def _free_port() -> int:

@@ -19,6 +19,9 @@ from que_core.errors import ConfigurationError  # noqa: E402
 from tests.helpers import job_count, log_tags, sqlalchemy_url, wait_for  # noqa: E402
 from tests.jobs import PlainJob  # noqa: E402
 
+# the core meets each driver here
+pytestmark = pytest.mark.per_adapter
+
 
 @pytest.fixture
 def engine(adapter: Adapter, dsn: str) -> Iterator[Any]:

@@ -98,7 +98,7 @@ def test_drain_records_errors_like_a_worker(db: Connection) -> None:
 def test_the_pytest_plugin(
     pytester: pytest.Pytester, adapter: Adapter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("QUE_TEST_ADAPTER", adapter.name)
+    monkeypatch.setenv("QUE_TEST_ADAPTERS", adapter.name)
     pytester.makepyfile(
         """
         from que_core import Job

@@ -165,6 +165,7 @@ def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any
     assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
 
 
+@pytest.mark.per_adapter
 def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> None:
     SleepJob.enqueue("hung", 5.0, conn=db.raw)
     w = make_worker()
@@ -176,6 +177,7 @@ def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> 
     assert advisory_locks(db) == 0
 
 
+@pytest.mark.per_adapter
 def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any) -> None:
     w = make_worker()
     PlainJob.enqueue("before", conn=db.raw)
@@ -202,6 +204,7 @@ def test_two_workers_share_the_work_without_running_a_job_twice(
     assert len(tags) == 300 and len(set(tags)) == 300
 
 
+@pytest.mark.per_adapter
 def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
     seen: list[Any] = []
 

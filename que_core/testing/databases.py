@@ -24,8 +24,21 @@ from que_core.databases import (
 from que_core.errors import QueError
 
 __all__ = [
+    "adapter_names",
     "create_database", "drop_database", "server_dsn", "temporary_database", "with_database",
 ]
+
+
+def adapter_names() -> list[str]:
+    """The adapters tests run on: ``$QUE_TEST_ADAPTERS`` (comma-separated), else
+    every installed one, psycopg first. The first is the one tests that do not
+    depend on the driver use (and the ``que_database`` fixture)."""
+    from que_core import plugins
+
+    wanted = [n.strip() for n in os.environ.get("QUE_TEST_ADAPTERS", "").split(",") if n.strip()]
+    if wanted:
+        return wanted
+    return sorted(plugins.installed_adapters(), key=lambda n: (n != "psycopg", n))
 
 
 def server_dsn() -> str:

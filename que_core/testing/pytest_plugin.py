@@ -15,13 +15,12 @@ Fixtures:
 
 The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``), else the embedded
 PostgreSQL (pgserver, que-core's ``embedded`` extra); the role needs CREATEDB. The adapter is
-``$QUE_TEST_ADAPTER`` (else the first of ``$QUE_TEST_ADAPTERS``), else the
-installed one. Disable the plugin with ``-p no:que``.
+the first of ``$QUE_TEST_ADAPTERS`` (comma-separated), else the installed one
+(psycopg when it is installed). Disable the plugin with ``-p no:que``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,22 +43,16 @@ class QueDatabase:
         return self.adapter.connect(self.dsn)
 
 
-def _adapter_name() -> str | None:
-    name = os.environ.get("QUE_TEST_ADAPTER")
-    if name:
-        return name.strip()
-    names = [n.strip() for n in os.environ.get("QUE_TEST_ADAPTERS", "").split(",") if n.strip()]
-    return names[0] if names else None
-
-
 @pytest.fixture
 def que_database() -> Iterator[QueDatabase]:
     """A fresh database with the que-core schema, for this test only."""
     from que_core.migrations import migrate
-    from que_core.plugins import get_adapter
+    from que_core.plugins import adapters, get_adapter
     from que_core.testing import databases, use_connection
 
-    adapter = get_adapter(_adapter_name())
+    names = databases.adapter_names()
+    sync = [n for n in names if n in adapters()]
+    adapter = get_adapter(sync[0] if sync else names[0] if names else None)
     with databases.temporary_database(adapter) as dsn:
         conn = adapter.connect(dsn)
         try:

@@ -13,6 +13,9 @@ from tests.reliability import harness
 from tests.reliability.harness import scaled
 from tests.reliability.rjobs import Effect
 
+# the core meets each driver here
+pytestmark = pytest.mark.per_adapter
+
 PROCESSES = scaled(3, 4)
 JOBS = scaled(800, 6000)
 KILLS = scaled(5, 40)

@@ -17,6 +17,9 @@ from tests.reliability.rjobs import Effect
 from tests.reliability.test_fault_kill9 import enqueue_mix
 from tests.reliability.throwaway import ThrowawayServer, find_bindir
 
+# the core meets each driver here
+pytestmark = pytest.mark.per_adapter
+
 JOBS = scaled(300, 3000)
 RESTARTS = scaled(2, 8)
 

@@ -15,6 +15,9 @@ from tests.reliability import harness
 from tests.reliability.harness import scaled
 from tests.reliability.rjobs import Effect
 
+# the core meets each driver here
+pytestmark = pytest.mark.per_adapter
+
 JOBS = scaled(200, 3000)
 ROUNDS = scaled(10, 80)
 

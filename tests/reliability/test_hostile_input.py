@@ -150,6 +150,7 @@ def test_arbitrary_json_args_round_trip_through_enqueue_and_run(
     1e16, -1e16, 1.7976931348623157e308, 5e-324, 2.5e-300, 1e300, 123456789012345678.0,
     [1.0, 1, True, 0.1, 1e22], {"x": 9007199254740993.0}, 2**70, -(2**63),
 ])
+@pytest.mark.per_adapter
 def test_float_and_int_edge_cases_round_trip(conn: Connection, value: Any) -> None:
     """What jsonb does to numbers: it keeps the digits, not the type, so a
     float written as 1e+16 must still come back a float of the same value."""

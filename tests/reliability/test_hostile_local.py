@@ -143,6 +143,7 @@ def _secrets_in(text: str) -> list[str]:
     return re.findall(r"Secret[-@]\d|Secret-\d|3-tail", text)
 
 
+@pytest.mark.per_adapter
 @pytest.mark.parametrize("bad", SECRET_DSNS)
 def test_cannot_connect_errors_show_no_secret(adapter: Adapter, bad: str) -> None:
     with pytest.raises((CannotConnect, ConfigurationError)) as info:
@@ -162,6 +163,7 @@ def test_que_config_shows_no_secret(bad: str) -> None:
     _que_shows_no_secret("config", "--json", "--dsn", bad)
 
 
+@pytest.mark.per_adapter
 @pytest.mark.parametrize("bad", SECRET_DSNS)
 def test_que_cannot_connect_shows_no_secret(adapter: Adapter, bad: str) -> None:
     _que_shows_no_secret("stats", "--adapter", adapter.name, "--dsn", bad)
@@ -233,6 +235,7 @@ def test_pg8000_connect_timeout_that_is_not_a_number(server_dsn: str) -> None:
     assert "Traceback" not in out.stderr and "connect_timeout 'abc'" in out.stderr
 
 
+@pytest.mark.per_adapter
 def test_missing_sslrootcert(adapter: Adapter, server_dsn: str, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-root.crt"
     sep = "&" if "?" in server_dsn else "?"

@@ -48,6 +48,7 @@ def ordinary(conn: Connection) -> int:
     return insert_raw(conn, datetime.now().astimezone().isoformat(), args='["ordinary"]')
 
 
+@pytest.mark.per_adapter
 @pytest.mark.parametrize("run_at", PAST)
 def test_a_row_the_driver_cannot_load_does_not_stop_the_queue(
     rel: Connection, workers: Any, run_at: str
@@ -62,6 +63,7 @@ def test_a_row_the_driver_cannot_load_does_not_stop_the_queue(
                      what="both destroyed themselves")
 
 
+@pytest.mark.per_adapter
 @pytest.mark.parametrize("run_at", HOSTILE_TIMESTAMPS)
 def test_stats_and_job_lists_survive_hostile_timestamps(rel: Connection, run_at: str) -> None:
     job_id = insert_raw(rel, run_at, queue="elsewhere")
@@ -79,6 +81,7 @@ def test_stats_and_job_lists_survive_hostile_timestamps(rel: Connection, run_at:
 
 @settings(max_examples=scaled(20, 200), deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.per_adapter
 @given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
 def test_ordinary_timestamps_are_shown_as_stored(rel: Connection, when: datetime) -> None:
     job_id = insert_raw(rel, when.isoformat() + "+00")

@@ -254,7 +254,3 @@ ADAPTER = Pg8000Adapter()
 def que_adapter() -> Pg8000Adapter:
     return ADAPTER
 
-
-@hookimpl
-def que_wrap_connection(raw: Any) -> Pg8000Connection | None:
-    return ADAPTER.wrap(raw)

@@ -257,7 +257,3 @@ ADAPTER = PsycopgAdapter()
 def que_adapter() -> PsycopgAdapter:
     return ADAPTER
 
-
-@hookimpl
-def que_wrap_connection(raw: Any) -> PsycopgConnection | None:
-    return ADAPTER.wrap(raw)

@@ -167,7 +167,3 @@ ADAPTER = Psycopg2Adapter()
 def que_adapter() -> Psycopg2Adapter:
     return ADAPTER
 
-
-@hookimpl
-def que_wrap_connection(raw: Any) -> Psycopg2Connection | None:
-    return ADAPTER.wrap(raw)
