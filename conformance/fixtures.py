@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
 
-from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection, Notification
+from que_core.connection import (
+    Adapter,
+    AsyncAdapter,
+    AsyncConnection,
+    Connection,
+    Notification,
+    Row,
+)
 from que_core.testing import databases
 
 T = TypeVar("T")
@@ -95,23 +102,28 @@ async def aconn(aconnect: AConnect) -> AsyncConnection:
     return await aconnect()
 
 
+def _one(rows: Sequence[Row]) -> Any:
+    assert len(rows) <= 1 and all(len(row) == 1 for row in rows), rows
+    return rows[0][0] if rows else None
+
+
 def scalar(conn: Connection, sql: str, *params: Any) -> Any:
-    """The single value *sql* returns."""
-    rows = conn.execute(sql, params)
-    assert len(rows) == 1 and len(rows[0]) == 1, rows
-    return rows[0][0]
+    """The one column of the one row *sql* returns (None when it returns no row;
+    more rows or columns fail the test). The kit of tests/ and conformance/."""
+    return _one(conn.execute(sql, params))
 
 
-def wait_until(predicate: Callable[[], T], within: float = 10.0) -> T:
-    """Poll *predicate* until it is truthy; fail after *within* seconds."""
+def wait_until(predicate: Callable[[], T], within: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> T:
+    """Poll *predicate* until it is truthy and return that; fail after *within* seconds."""
     deadline = time.monotonic() + within
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        time.sleep(0.02)
+            raise AssertionError(f"{what} not met within {within:g}s")
+        time.sleep(interval)
 
 
 def backend_pid(conn: Connection) -> int:
@@ -150,10 +162,8 @@ def quote_ident(name: str) -> str:
 
 
 async def ascalar(conn: AsyncConnection, sql: str, *params: Any) -> Any:
-    """The single value *sql* returns."""
-    rows = await conn.execute(sql, params)
-    assert len(rows) == 1 and len(rows[0]) == 1, rows
-    return rows[0][0]
+    """:func:`scalar` on an async connection."""
+    return _one(await conn.execute(sql, params))
 
 
 async def await_until(predicate: Callable[[], Awaitable[T]], within: float = 10.0) -> T:

@@ -7,6 +7,7 @@ import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 from que_core.connection import Adapter
+from que_core.sql import quoted
 
 
 def with_database(dsn: str, dbname: str) -> str:
@@ -22,17 +23,12 @@ def database_name(dsn: str) -> str:
     return urlsplit(dsn).path.lstrip("/") if "://" in dsn else dsn.rsplit("=", 1)[1]
 
 
-def quote_ident(name: str) -> str:
-    """*name* as a PostgreSQL identifier (what ``format('%I')`` gives)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def create_database(adapter: Adapter, dsn: str, prefix: str = "que_test") -> str:
     """Create a database with a unique name on *dsn*'s server; return its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = adapter.connect(dsn)
     try:
-        admin.execute(f"CREATE DATABASE {quote_ident(name)}")
+        admin.execute(quoted(admin, "create_database_sql", name))
     finally:
         admin.close()
     return with_database(dsn, name)
@@ -43,6 +39,6 @@ def drop_database(adapter: Adapter, dsn: str, db_dsn: str) -> None:
     name = database_name(db_dsn)
     admin = adapter.connect(dsn)
     try:
-        admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+        admin.execute(quoted(admin, "drop_database_sql", name))
     finally:
         admin.close()

@@ -26,10 +26,11 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from que_core.connection import Adapter, Connection
+from que_core.connection import Adapter
 from que_core.dsn import mask_password
 from que_core.errors import QueError
 from que_core.hookspecs import hookimpl
+from que_core.sql import q
 
 DEFAULT_JOBS = 3000
 DEFAULT_WORKERS = 8
@@ -37,7 +38,6 @@ DEFAULT_WORKERS = 8
 FLAKY_RETRY = 1.0
 DOOMED_RETRY = 0.5
 DOOMED_MAX_RETRIES = 2
-LEDGER_TABLE = "que_demo_ledger"
 
 # -- the demo's job classes ---------------------------------------------------
 # Defined on first use, so that running this file as __main__ and importing it
@@ -78,10 +78,7 @@ def job_kinds() -> dict[str, type[Any]]:
         def run(self, n: int, amount: int) -> None:
             assert self.db is not None
             with self.transaction():
-                self.db.execute(
-                    f"INSERT INTO {LEDGER_TABLE} (job_id, amount) VALUES (%s, %s)",
-                    (self.id, amount),
-                )
+                self.db.execute(q("demo_ledger_entry"), (self.id, amount))
                 self.destroy()
 
     class FlakyJob(Job):
@@ -290,10 +287,6 @@ def _echo(out: IO[str], text: str = "") -> None:
     out.flush()
 
 
-def _scalar(conn: Connection, sql: str) -> Any:
-    return conn.execute(sql)[0][0]
-
-
 def run(
     dsn: str | None = None,
     adapter: str | None = None,
@@ -373,10 +366,9 @@ def _run(setup: Setup, jobs: int, workers: int, timeout: float, out: IO[str]) ->
     setup.db_dsn = databases.create_database(adapter, setup.server_dsn, prefix="que_demo")
     conn = adapter.connect(setup.db_dsn)
     try:
-        version = str(_scalar(conn, "SHOW server_version")).split()[0]
-        database = _scalar(conn, "SELECT current_database()")
+        ((version, database),) = conn.execute(q("demo_server"))
         migrate(conn)
-        conn.execute(f"CREATE TABLE {LEDGER_TABLE} (job_id bigint PRIMARY KEY, amount int)")
+        conn.execute(q("demo_create_ledger"))
         _echo(out, f"  database  {database} on PostgreSQL {version}")
         _echo(out, "            (created and migrated now; dropped at exit)")
         kinds = job_kinds()
@@ -438,11 +430,7 @@ def _run(setup: Setup, jobs: int, workers: int, timeout: float, out: IO[str]) ->
             pm.unregister(stats)
             que_log.setLevel(log_level)
 
-        waiting = _scalar(
-            conn, "SELECT count(*) FROM que_jobs WHERE finished_at IS NULL AND expired_at IS NULL"
-        )
-        expired_rows = _scalar(conn, "SELECT count(*) FROM que_jobs WHERE expired_at IS NOT NULL")
-        ledger = _scalar(conn, f"SELECT count(*) FROM {LEDGER_TABLE}")
+        ((waiting, expired_rows, ledger),) = conn.execute(q("demo_outcome"))
     finally:
         conn.close()
     _summary(stats, enqueue_time, counts, waiting, expired_rows, ledger, out)

@@ -22,7 +22,7 @@ from que_core.backoff import retry_connect
 from que_core.connection import Connection, Notification
 from que_core.dispatch import Dispatcher
 from que_core.errors import ConnectionLost, DatabaseError
-from que_core.sql import q
+from que_core.sql import q, quoted
 
 log = logging.getLogger("que_core.listener")
 
@@ -149,7 +149,7 @@ class Listener(threading.Thread):
             return
         assert self.conn is not None and self.pid is not None
         if not self._listening:
-            self.conn.execute(f'LISTEN "{channel(self.pid)}"')  # pid is an int: safe to format
+            self.conn.execute(quoted(self.conn, "listen_sql", channel(self.pid)))
             self._set_listening(True)
             self.dispatcher.notify()  # jobs may have come before we listened
         for note in self.conn.notifications(WAIT):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from que_core.connection import Connection
 from que_core.errors import ConfigurationError
+from que_core.sql import q
 
 ROUNDS = 3
 _probes = itertools.count()
@@ -26,7 +27,7 @@ _probes = itertools.count()
 def _pid(conn: Connection) -> int:
     # A new statement text each time: a driver that prepares statements it
     # sees repeatedly (psycopg, from the 5th) would fail behind the pooler.
-    return int(conn.execute(f"SELECT pg_backend_pid() AS probe_{next(_probes)}")[0][0])
+    return int(conn.execute(f"{q('backend_pid_probe')}_{next(_probes)}")[0][0])
 
 
 def _evidence(conn: Connection, connect: Callable[[], Connection]) -> str | None:

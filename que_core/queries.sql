@@ -134,15 +134,19 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 -- A class filter matches the stored job_class and, for Ruby ActiveJob
 -- wrappers, the wrapped class, which is also what is shown.
 
+-- fragment: held_job_locks
+-- The job ids whose advisory lock some session of this database holds, and
+-- that session's pid: a query of its own, used as `FROM ({{held_job_locks}}) AS h`.
+SELECT (l.classid::bigint << 32) | l.objid::bigint AS id, l.pid
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+
 -- fragment: admin_jobs
 -- Two CTEs: locked (job ids some other session holds) and j (every job with
 -- its shown_class and state). Used as `{{admin_jobs}}` after WITH.
 locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
-  FROM pg_locks AS l
-  WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND l.pid <> pg_backend_pid()
+  SELECT DISTINCT h.id FROM ({{held_job_locks}}) AS h WHERE h.pid <> pg_backend_pid()
 ),
 j AS (
   SELECT q.*,
@@ -294,11 +298,111 @@ SELECT q.queue, count(*),
 FROM que_jobs AS q
 WHERE q.finished_at IS NULL AND q.expired_at IS NULL AND q.run_at <= now()
   AND q.queue = ANY(%s::text[])
-  AND NOT EXISTS (
-    SELECT 1 FROM pg_locks AS l
-    WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
-      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-      AND (l.classid::bigint << 32) | l.objid::bigint = q.id
-  )
+  AND NOT EXISTS (SELECT 1 FROM ({{held_job_locks}}) AS h WHERE h.id = q.id)
 GROUP BY q.queue
 ORDER BY q.queue
+
+-- name: job_count
+-- Every job, whatever its state (`que drop` asks with it).
+SELECT count(*) FROM que_jobs
+
+-- name: ping
+-- A round trip that reads nothing (to open a session's connection).
+SELECT 1
+
+-- ---------------------------------------------------------------------------
+-- Django's Tasks framework (que_core/contrib/django/tasks.py): a task's
+-- result lives in its job's data, under django_task.
+
+-- fragment: django_task
+coalesce(data->'django_task', '{}'::jsonb)
+
+-- name: django_task_started
+-- Params: started_at (kept from the first attempt), last_attempted_at, worker id, job id.
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', {{django_task}} || jsonb_build_object(
+  'started_at', coalesce(data #> '{django_task,started_at}', to_jsonb(%s::text)),
+  'last_attempted_at', %s::text,
+  'worker_ids', coalesce(data #> '{django_task,worker_ids}', '[]'::jsonb) || to_jsonb(%s::text)))
+WHERE id = %s
+
+-- name: django_task_failed
+-- Params: the error (JSON), finished_at, job id.
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', {{django_task}} || jsonb_build_object(
+  'errors', coalesce(data #> '{django_task,errors}', '[]'::jsonb) || jsonb_build_array(%s::jsonb),
+  'finished_at', %s::text))
+WHERE id = %s
+
+-- name: django_task_succeeded
+-- Params: the return value (JSON), finished_at, job id.
+UPDATE que_jobs
+SET data = jsonb_set(data, '{django_task}', {{django_task}} || jsonb_build_object(
+  'return_value', %s::jsonb, 'finished_at', %s::text))
+WHERE id = %s
+
+-- name: django_task_result
+-- Params: job id. The last column: whether a worker holds the job now.
+SELECT j.job_class, j.queue, j.priority, j.run_at, j.error_count, j.args::text, j.kwargs::text,
+       j.data::text, j.finished_at IS NOT NULL, j.expired_at IS NOT NULL,
+       EXISTS (SELECT 1 FROM ({{held_job_locks}}) AS h WHERE h.id = j.id)
+FROM que_jobs AS j
+WHERE j.id = %s
+
+-- ---------------------------------------------------------------------------
+-- Whole databases (que_core/databases.py, que_core/testing/databases.py: the
+-- demo's and the tests'). Names are identifiers, never parameters: the
+-- server quotes them (format's %I) and the statement it returns is run.
+
+-- name: create_database_sql
+SELECT format('CREATE DATABASE %%I', %s::text)
+
+-- name: drop_database_sql
+SELECT format('DROP DATABASE IF EXISTS %%I WITH (FORCE)', %s::text)
+
+-- name: listen_sql
+-- A locker's channel (que_core/listener.py).
+SELECT format('LISTEN %%I', %s::text)
+
+-- name: backend_pid_probe
+-- que_core/pooler.py adds a new suffix each time: a driver that prepares a
+-- statement it sees repeatedly would fail behind a transaction pooler.
+SELECT pg_backend_pid() AS probe
+
+-- name: drop_schema_sql
+SELECT format('DROP SCHEMA %%I CASCADE', %s::text)
+
+-- name: terminate_database_sessions
+-- Params: database name. How many sessions were told to end.
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = %s AND pid <> pg_backend_pid()
+
+-- name: database_sessions
+-- Params: database name. Sessions on it besides this one.
+SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
+
+-- name: user_schemas
+SELECT nspname FROM pg_namespace
+WHERE nspname <> 'information_schema' AND left(nspname, 3) <> 'pg_'
+
+-- name: new_public_schema
+CREATE SCHEMA public;
+GRANT ALL ON SCHEMA public TO PUBLIC
+
+-- ---------------------------------------------------------------------------
+-- The demo (que_core/demo.py) and its ledger table.
+
+-- name: demo_server
+SELECT split_part(current_setting('server_version'), ' ', 1), current_database()
+
+-- name: demo_create_ledger
+CREATE TABLE que_demo_ledger (job_id bigint PRIMARY KEY, amount int)
+
+-- name: demo_ledger_entry
+INSERT INTO que_demo_ledger (job_id, amount) VALUES (%s, %s)
+
+-- name: demo_outcome
+-- Jobs still to work, expired rows, ledger rows.
+SELECT (SELECT count(*) FROM que_jobs WHERE finished_at IS NULL AND expired_at IS NULL),
+       (SELECT count(*) FROM que_jobs WHERE expired_at IS NOT NULL),
+       (SELECT count(*) FROM que_demo_ledger)

@@ -13,6 +13,10 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from que_core.connection import Connection
 
 _HEAD = re.compile(r"^-- (name|fragment): (\w+(?:\([\w, ]*\))?)\s*$", re.M)
 _INCLUDE = re.compile(r"\{\{(\w+)(?:\(([^(){}]*)\))?\}\}")
@@ -69,3 +73,11 @@ def queries() -> dict[str, str]:
 def q(name: str) -> str:
     """The statement called *name* in queries.sql."""
     return queries()[name]
+
+
+def quoted(conn: Connection, name: str, identifier: str) -> str:
+    """The statement that the named query makes for *identifier* (a database,
+    schema or channel name: never a parameter), quoted by the server's
+    ``format('%I')`` so that any name is safe."""
+    ((sql,),) = conn.execute(q(name), (identifier,))
+    return str(sql)

@@ -1,31 +1,14 @@
-"""Small helpers shared by the tests."""
+"""Small helpers of the tests, on the kit they share with conformance/
+(:mod:`conformance.fixtures`: ``scalar``, ``wait_until``, the fixtures)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
+from conformance.fixtures import scalar
 from que_core.connection import Connection
 
 T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02) -> T:
-    """Poll *predicate* until it is truthy; fail the test after *timeout*."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
-def scalar(conn: Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
-    rows = conn.execute(sql, params)
-    return rows[0][0] if rows else None
 
 
 def job_count(conn: Connection) -> int:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from conformance.fixtures import scalar
 from que_core.connection import Adapter, Connection
 from que_core.sql import q
-from tests.helpers import scalar
 from tests.jobs import PlainJob
 
 
@@ -49,7 +49,7 @@ def test_skips_jobs_locked_elsewhere_and_excluded_ids(adapter: Adapter, dsn: str
     jobs = PlainJob.enqueue_many([[i] for i in range(10)], conn=conn.raw)
     other = adapter.connect(dsn)
     try:
-        assert scalar(other, "SELECT pg_try_advisory_lock(%s::bigint)", (jobs[0].id,)) is True
+        assert scalar(other, "SELECT pg_try_advisory_lock(%s::bigint)", jobs[0].id) is True
         first = claim(conn, limit=2)
         assert first == [jobs[1].id, jobs[2].id]
         again = claim(conn, exclude=first, limit=2)

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_REVISION
-from tests.helpers import job_count, scalar
+from tests.helpers import job_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -308,7 +309,7 @@ def test_stats_counts_every_state_per_queue_and_class(
 
 
 def test_stats_shows_running_workers(db: Connection, dsn: str, adapter: Adapter) -> None:
-    from tests.helpers import wait_for
+
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
@@ -316,7 +317,7 @@ def test_stats_shows_running_workers(db: Connection, dsn: str, adapter: Adapter)
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
     )
     try:
-        wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, timeout=20)
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
         data = ok_json(que("stats", "--json", "--dsn", dsn, "--adapter", adapter.name))
         assert data["workers"]["processes"] == 1
         assert data["workers"]["threads"] == 3

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import settings_file
 from que_core.cli.settings import with_connect_timeout
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
-from tests.helpers import log_tags, scalar, wait_for
+from tests.helpers import log_tags
 from tests.jobs import RecordJob
 from tests.test_cli_admin import ROOT, clean_env, que
 
@@ -129,10 +130,10 @@ modules = ["tests.jobs"]
     proc = subprocess.Popen([sys.executable, "-m", "que_core.cli", "work"], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, timeout=20)
+        wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
         assert db.execute("SELECT queues, worker_count FROM que_lockers") == [(["special"], 2)]
         RecordJob.enqueue("from-pyproject", conn=db.raw, queue="special")
-        wait_for(lambda: log_tags(db) == ["from-pyproject"], timeout=20)
+        wait_until(lambda: log_tags(db) == ["from-pyproject"], within=20)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
-from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
+from tests.helpers import advisory_locks, job_count, log_tags
 from tests.jobs import HangFirstJob, RecordJob
 from tests.test_cli_admin import clean_env
 
@@ -70,26 +71,26 @@ class _Reader:
 
 def test_shutdown_timeout_exits_5_with_a_hung_job(db: Connection, spawn: Any) -> None:
     proc = spawn("--shutdown-timeout", "0.5")
-    wait_for(lambda: _lockers(db) == 1, timeout=20)
+    wait_until(lambda: _lockers(db) == 1, within=20)
     HangFirstJob.enqueue("hang", conn=db.raw)
-    wait_for(lambda: log_tags(db, "start") == ["hang"])
+    wait_until(lambda: log_tags(db, "start") == ["hang"])
     proc.send_signal(signal.SIGINT)
     assert proc.wait(15) == EXIT_UNFINISHED == 5
     out = _output(proc)
     assert "received SIGINT: finishing running jobs" in out
     assert "exiting with status 5: the shutdown deadline passed with jobs unfinished" in out
     assert job_count(db) == 1  # still there, to be worked again
-    wait_for(lambda: advisory_locks(db) == 0)
+    wait_until(lambda: advisory_locks(db) == 0)
 
 
 def test_a_second_signal_exits_6_at_once_and_says_so(db: Connection, spawn: Any) -> None:
     proc = spawn()  # no deadline: the first signal waits for the hung job
-    wait_for(lambda: _lockers(db) == 1, timeout=20)
+    wait_until(lambda: _lockers(db) == 1, within=20)
     HangFirstJob.enqueue("hang", conn=db.raw)
-    wait_for(lambda: log_tags(db, "start") == ["hang"])
+    wait_until(lambda: log_tags(db, "start") == ["hang"])
     out = _Reader(proc)
     proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: "received SIGTERM: finishing running jobs" in out.text, timeout=20)
+    wait_until(lambda: "received SIGTERM: finishing running jobs" in out.text, within=20)
     time.sleep(0.5)
     assert proc.poll() is None  # waiting for the hung job
     proc.send_signal(signal.SIGTERM)
@@ -97,14 +98,14 @@ def test_a_second_signal_exits_6_at_once_and_says_so(db: Connection, spawn: Any)
     out.thread.join(10)
     assert "received SIGTERM again: exiting at once with status 6; 1 running job(s)" in out.text
     assert job_count(db) == 1
-    wait_for(lambda: advisory_locks(db) == 0)
+    wait_until(lambda: advisory_locks(db) == 0)
 
 
 def test_a_clean_stop_exits_0(db: Connection, spawn: Any) -> None:
     proc = spawn()
-    wait_for(lambda: _lockers(db) == 1, timeout=20)
+    wait_until(lambda: _lockers(db) == 1, within=20)
     RecordJob.enqueue("quick", conn=db.raw)
-    wait_for(lambda: log_tags(db) == ["quick"])
+    wait_until(lambda: log_tags(db) == ["quick"])
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
     assert "exiting with status" not in _output(proc)
@@ -151,7 +152,7 @@ def test_a_signal_while_the_worker_starts_stops_it_cleanly(
         [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
          "slowstart"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(marker.exists, timeout=30)
+        wait_until(marker.exists, within=30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         out = _output(proc)

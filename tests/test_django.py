@@ -15,9 +15,10 @@ import pytest
 
 pytest.importorskip("django")
 
+from conformance.fixtures import scalar, wait_until
 from tests import django_support
 from tests.django_support import DjangoDatabase
-from tests.helpers import job_count, scalar, wait_for
+from tests.helpers import job_count
 from tests.jobs import PlainJob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,7 +213,7 @@ def test_in_process_worker_runs_orm_jobs_and_closes_stale_connections(
     worker = Worker(django_db.dsn, adapter=django_db.adapter, worker_count=1,
                     poll_interval=0.2).start()
     try:
-        wait_for(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 1)
+        wait_until(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 1)
     finally:
         worker.stop(timeout=10)
     events = list(Event.objects.order_by("id"))
@@ -257,8 +258,8 @@ def test_que_work_command(django_db: DjangoDatabase) -> None:
     reader.start()
     try:
         # the jobs' ORM writes commit before the worker deletes the jobs
-        wait_for(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 1,
-                 timeout=30)
+        wait_until(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 1,
+                 within=30)
         assert sorted(Event.objects.values_list("name", flat=True)) == ["a", "b", "c"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("django")
 
+from conformance.fixtures import wait_until
 from tests import django_support
 from tests.django_support import DjangoDatabase
-from tests.helpers import job_count, wait_for
+from tests.helpers import job_count
 
 django_support.setup()
 django_db = django_support.django_db  # the fixture
@@ -35,8 +36,8 @@ def test_an_order_is_confirmed_by_a_job(django_db: DjangoDatabase) -> None:
     assert client.get(f"/orders/{order_id}/").json()["confirmed"] is False
     worker = Worker(django_db.dsn, adapter=django_db.adapter, poll_interval=0.2).start()
     try:
-        wait_for(lambda: Order.objects.get(pk=order_id).confirmed and len(mail.outbox) == 1)
-        wait_for(lambda: job_count(django_db.conn) == 0)  # the email job too
+        wait_until(lambda: Order.objects.get(pk=order_id).confirmed and len(mail.outbox) == 1)
+        wait_until(lambda: job_count(django_db.conn) == 0)  # the email job too
     finally:
         worker.stop(timeout=10)
     assert client.get(f"/orders/{order_id}/").json()["confirmed"] is True

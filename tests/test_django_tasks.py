@@ -9,9 +9,10 @@ import pytest
 
 pytest.importorskip("django")
 
+from conformance.fixtures import wait_until
 from tests import django_support
 from tests.django_support import DjangoDatabase
-from tests.helpers import job_count, wait_for
+from tests.helpers import job_count
 
 django_support.setup()
 django_db = django_support.django_db  # the fixture
@@ -64,7 +65,7 @@ def test_worker_runs_tasks_and_results_are_readable(django_db: DjangoDatabase) -
         result.return_value  # noqa: B018
     worker = Worker(django_db.dsn, adapter=django_db.adapter, poll_interval=0.2).start()
     try:
-        wait_for(lambda: tasks.add.get_result(result.id).is_finished)
+        wait_until(lambda: tasks.add.get_result(result.id).is_finished)
     finally:
         worker.stop(timeout=10)
     result.refresh()

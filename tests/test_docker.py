@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import settings_file
 from que_core.connection import Adapter, Connection
-from tests.helpers import job_count, scalar, wait_for
+from tests.helpers import job_count
 from tests.test_cli_admin import ROOT, clean_env
 
 yaml = pytest.importorskip("yaml")
@@ -244,7 +245,7 @@ def test_the_stack_runs(
     )
     try:
         assert job_count(conn) == count
-        wait_for(lambda: job_count(conn) == 0, timeout=60, interval=0.2)
+        wait_until(lambda: job_count(conn) == 0, within=60, interval=0.2)
 
         def scraped() -> str | None:
             try:
@@ -253,7 +254,7 @@ def test_the_stack_runs(
             except OSError:
                 return None
 
-        text = wait_for(scraped, timeout=20)
+        text = wait_until(scraped, within=20)
         assert "que_jobs_worked_total" in text
         assert scalar(conn, "SELECT queues FROM que_lockers") == ["default", "reports"]
     finally:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar
 from que_core import Job, RunMode, bulk_enqueue, run_mode
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError, InvalidJob
-from tests.helpers import job_count, log_tags, scalar
+from tests.helpers import job_count, log_tags
 from tests.jobs import PlainJob, RecordJob, RubyNamedJob
 
 

@@ -12,10 +12,10 @@ pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient
 
+from conformance.fixtures import wait_until
 from que_core import Worker
 from que_core.contrib.asgi import QueLifespanMiddleware
 from tests.examples_support import example_dsn, load  # noqa: F401
-from tests.helpers import wait_for
 
 
 def test_a_signup_is_welcomed_by_the_in_process_worker(example_dsn: str) -> None:  # noqa: F811
@@ -27,7 +27,7 @@ def test_a_signup_is_welcomed_by_the_in_process_worker(example_dsn: str) -> None
         response = client.post("/signups", json={"email": "a@example.com"})
         assert response.status_code == 201
         signup_id = response.json()["id"]
-        wait_for(lambda: client.get(f"/signups/{signup_id}").json()["welcomed"])
+        wait_until(lambda: client.get(f"/signups/{signup_id}").json()["welcomed"])
     # The app stopped, and the worker with it.
     assert not worker.running and app.state.que_worker is None
 

@@ -9,10 +9,10 @@ pytest.importorskip("sqlalchemy")
 
 from flask import Flask
 
+from conformance.fixtures import scalar, wait_until
 from que_core.contrib.flask import Que
 from que_core.errors import ConfigurationError
 from tests.examples_support import example_dsn, load  # noqa: F401
-from tests.helpers import wait_for
 
 
 def test_a_signup_is_welcomed_by_the_extensions_worker(example_dsn: str) -> None:  # noqa: F811
@@ -27,7 +27,7 @@ def test_a_signup_is_welcomed_by_the_extensions_worker(example_dsn: str) -> None
         worker = que.worker(app)
         assert worker is not None and worker.running
         signup_id = response.get_json()["id"]
-        wait_for(lambda: client.get(f"/signups/{signup_id}").get_json()["welcomed"])
+        wait_until(lambda: client.get(f"/signups/{signup_id}").get_json()["welcomed"])
         client.get(f"/signups/{signup_id}")
         assert que.worker(app) is worker  # started once
     finally:
@@ -78,7 +78,7 @@ def test_flask_que_work_takes_que_works_flags(example_dsn: str) -> None:  # noqa
 
     from que_core import plugins
     from tests.examples_support import EXAMPLES
-    from tests.helpers import scalar
+
 
     env = dict(os.environ, DATABASE_URL=example_dsn)
     base = [sys.executable, "-m", "flask", "--app", "app", "que", "work"]
@@ -106,7 +106,7 @@ def test_flask_que_work_takes_que_works_flags(example_dsn: str) -> None:  # noqa
             rows = conn.execute("SELECT worker_count, queues, listening FROM que_lockers")
             return rows[0] if rows else None
 
-        assert tuple(wait_for(registered, timeout=30)) == (2, ["signups", "other"], False)
+        assert tuple(wait_until(registered, within=30)) == (2, ["signups", "other"], False)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     finally:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import logs
 from que_core.connection import Adapter, Connection
-from tests.helpers import scalar, wait_for
 from tests.test_cli_admin import ROOT, clean_env
 
 PACKAGE = ROOT / "que_core"
@@ -90,7 +90,7 @@ def _enqueue(db: Connection, job_class: str, args: list[Any]) -> int:
 
 
 def _wait_lockers(db: Connection) -> None:
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, timeout=20)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
 
 
 def test_json_lines_one_per_job_event(
@@ -106,8 +106,8 @@ def test_json_lines_one_per_job_event(
         def events() -> list[dict[str, Any]]:
             return [e for e in map(json.loads, list(worker.lines)) if "que_event" in e]
 
-        wait_for(lambda: len([e for e in events() if e["que_event"] != "worker_started"]) >= 4,
-                 timeout=30)
+        wait_until(lambda: len([e for e in events() if e["que_event"] != "worker_started"]) >= 4,
+                 within=30)
         time.sleep(0.5)  # nothing more should come
     finally:
         assert worker.stop() == 0
@@ -150,8 +150,8 @@ def test_text_lines_and_log_level(
         _wait_lockers(conn)
         _enqueue(conn, "logjobs.Ok", [1])
         fails = _enqueue(conn, "logjobs.Fails", [])
-        wait_for(lambda: sum("job expired" in ln for ln in worker.lines) == 1, timeout=30)
-        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE job_class = "
+        wait_until(lambda: sum("job expired" in ln for ln in worker.lines) == 1, within=30)
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE job_class = "
                                       "'logjobs.Ok'") == 0)
     finally:
         assert worker.stop() == 0
@@ -177,7 +177,7 @@ def test_worker_start_line_masks_the_password(
     worker = Worker(user_dsn, adapter, module_dir)
     try:
         _wait_lockers(conn)
-        wait_for(lambda: any("worker started" in ln for ln in worker.lines))
+        wait_until(lambda: any("worker started" in ln for ln in worker.lines))
     finally:
         assert worker.stop() == 0
     text = "\n".join(worker.lines)

@@ -19,9 +19,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from conformance.fixtures import wait_until
 from que_core.connection import Adapter, Connection
 from que_core.contrib import prometheus
-from tests.helpers import log_tags, wait_for
+from tests.helpers import log_tags
 from tests.jobs import FailingJob, RecordJob, SleepJob
 from tests.test_cli_admin import ROOT, clean_env, que
 
@@ -47,8 +48,8 @@ def test_hooks_record_jobs_and_workers(
     RecordJob.enqueue("idle-1", conn=db.raw, queue="idle")
     RecordJob.enqueue("idle-2", conn=db.raw, queue="idle")
     worker = make_worker(worker_count=2)
-    wait_for(lambda: len(log_tags(db)) == 5, timeout=20)  # 2 records + 3 failing runs
-    wait_for(lambda: value("que_jobs_expired_total", job_class="tests.jobs.FailingJob",
+    wait_until(lambda: len(log_tags(db)) == 5, within=20)  # 2 records + 3 failing runs
+    wait_until(lambda: value("que_jobs_expired_total", job_class="tests.jobs.FailingJob",
                            queue="default") == 1)
     labels = {"job_class": "tests.jobs.RecordJob", "queue": "default"}
     failing = {"job_class": "tests.jobs.FailingJob", "queue": "default"}
@@ -63,10 +64,10 @@ def test_hooks_record_jobs_and_workers(
     assert value("que_queue_latency_seconds", queue="default") == 0
 
     SleepJob.enqueue("busy", 1.5, conn=db.raw)
-    wait_for(lambda: log_tags(db, "start") == ["busy"])
+    wait_until(lambda: log_tags(db, "start") == ["busy"])
     assert value("que_workers_busy") == 1
-    wait_for(lambda: log_tags(db, "done") == ["busy"])
-    wait_for(lambda: value("que_workers_busy") == 0)
+    wait_until(lambda: log_tags(db, "done") == ["busy"])
+    wait_until(lambda: value("que_workers_busy") == 0)
     worker.stop(timeout=10)
     assert value("que_workers") == 0  # a stopped worker is forgotten
 
@@ -131,7 +132,7 @@ class Run:
                     return int(m.group(1))
             return None
 
-        return int(wait_for(found, timeout=20))
+        return int(wait_until(found, within=20))
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -167,7 +168,7 @@ def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapte
         for i in range(3):
             RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog", priority=200)
         SleepJob.enqueue("busy", 3, conn=db.raw)
-        wait_for(lambda: log_tags(db, "start") == ["busy"], timeout=20)
+        wait_until(lambda: log_tags(db, "start") == ["busy"], within=20)
         assert scrape(port)[("que_workers_busy", ())] >= 1  # the sleeping job, at least
         rec = (("job_class", "tests.jobs.RecordJob"), ("queue", "default"))
         fail = (("job_class", "tests.jobs.FailingJob"), ("queue", "default"))
@@ -178,7 +179,7 @@ def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapte
                   and m.get(("que_jobs_expired_total", fail)) == 1)
             return m if ok else None
 
-        m = wait_for(settled, timeout=30, interval=0.2)
+        m = wait_until(settled, within=30, interval=0.2)
         assert m[("que_jobs_errored_total", fail)] == 3
         assert m[("que_job_duration_seconds_count", rec)] == 4
         assert m[("que_job_duration_seconds_bucket", tuple(sorted((*rec, ("le", "+Inf")))))] == 4
@@ -186,8 +187,8 @@ def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapte
         assert m[("que_queue_depth", (("queue", "backlog"),))] == 3
         assert m[("que_queue_latency_seconds", (("queue", "backlog"),))] >= 0
         assert ("process_cpu_seconds_total", ()) in m  # the default registry's collectors
-        wait_for(lambda: log_tags(db, "done") == ["busy"], timeout=20)
-        wait_for(lambda: scrape(port)[("que_workers_busy", ())] == 0, timeout=10)
+        wait_until(lambda: log_tags(db, "done") == ["busy"], within=20)
+        wait_until(lambda: scrape(port)[("que_workers_busy", ())] == 0, within=10)
     finally:
         assert run.stop() == 0
     with pytest.raises(OSError):  # the server went with the worker

@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 
+from conformance.fixtures import wait_until
 from que_core import Worker, plugins
 from que_core.testing import databases
-from tests.helpers import job_count, log_tags, wait_for
+from tests.helpers import job_count, log_tags
 from tests.jobs import LOG_TABLE, RecordJob
 
 PAIRS = list(itertools.permutations(sorted(plugins.adapters()), 2))
@@ -32,7 +33,7 @@ def test_enqueued_by_one_driver_worked_by_another(
             RecordJob.enqueue_many([[f"bulk-{i}"] for i in range(5)], conn=conn.raw)
             w = Worker(dsn, adapter=worker, poll_interval=0.2).start()
             try:
-                wait_for(lambda: job_count(conn) == 0)
+                wait_until(lambda: job_count(conn) == 0)
             finally:
                 assert w.stop(timeout=10)
             tags = log_tags(conn)

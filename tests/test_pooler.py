@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from conformance.fixtures import wait_until
 from que_core import Worker
 from que_core.connection import Adapter, Connection
 from que_core.dsn import parse_dsn
 from que_core.errors import ConfigurationError
-from tests.helpers import job_count, log_tags, wait_for
+from tests.helpers import job_count, log_tags
 from tests.jobs import LOG_TABLE, RecordJob
 from tests.test_cli_admin import que
 
@@ -162,7 +163,7 @@ def test_a_worker_behind_a_transaction_pooler_refuses_to_start(
     assert job_count(db) == 20
     worker = Worker(dsn, adapter=adapter, poll_interval=0.2).start()
     try:
-        wait_for(lambda: job_count(db) == 0, timeout=30)
+        wait_until(lambda: job_count(db) == 0, within=30)
     finally:
         worker.stop(timeout=10)
     assert sorted(log_tags(db), key=int) == [str(i) for i in range(20)]
@@ -198,7 +199,7 @@ def test_a_worker_through_a_session_pool_works(
         RecordJob.enqueue(i, conn=db.raw)
     worker = Worker(pooled, adapter=adapter, poll_interval=0.2, worker_count=2).start()
     try:
-        wait_for(lambda: job_count(db) == 0, timeout=30)
+        wait_until(lambda: job_count(db) == 0, within=30)
     finally:
         assert worker.stop(timeout=10) is True
     assert sorted(log_tags(db), key=int) == [str(i) for i in range(5)]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from conformance.fixtures import scalar, wait_until
 from que_core.claims import Claims
 from que_core.connection import Adapter, Connection
 from que_core.execute import DELETE, FINISH, Outcome
 from que_core.sql import q
-from tests.helpers import job_count, scalar, wait_for
+from tests.helpers import job_count
 from tests.jobs import PlainJob
 
 
@@ -24,7 +25,7 @@ def test_worker_writes_send_no_state_notification(
         c = PlainJob.enqueue(3, conn=conn.raw)
         d = PlainJob.enqueue(4, conn=conn.raw)
         seen: list[object] = []  # the inserts notify; they may arrive apart
-        wait_for(lambda: seen.extend(listener.notifications(0.2)) or len(seen) >= 4, timeout=5)
+        wait_until(lambda: seen.extend(listener.notifications(0.2)) or len(seen) >= 4, within=5)
         claims = Claims(conn, ["default"])
         assert len(claims.next(None, 4)) == 4
         for job, kind in ((a, DELETE), (c, DELETE), (d, DELETE), (b, FINISH)):
@@ -34,7 +35,7 @@ def test_worker_writes_send_no_state_notification(
         assert job_count(conn) == 1  # b, finished
         # The setting was local to those statements: a plain delete notifies.
         conn.execute(q("destroy_job"), (b.id,))
-        assert wait_for(lambda: listener.notifications(0.2), timeout=5)
+        assert wait_until(lambda: listener.notifications(0.2), within=5)
         assert scalar(conn, "SELECT coalesce(current_setting('que.skip_notify', true), '')") == ""
     finally:
         listener.close()
@@ -48,7 +49,7 @@ def test_jobs_enqueued_by_a_job_still_notify(db: Connection, make_worker: Any) -
             PlainJob.enqueue("child", conn=self.conn)
 
     make_worker(poll_interval=60)
-    wait_for(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
+    wait_until(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
     Parent.enqueue(conn=db.raw)
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'child'") == 1,
-             timeout=5)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'child'") == 1,
+             within=5)

@@ -12,11 +12,12 @@ import pytest
 sa = pytest.importorskip("sqlalchemy")
 orm = pytest.importorskip("sqlalchemy.orm")
 
+from conformance.fixtures import wait_until  # noqa: E402
 from que_core import bulk_enqueue, run_mode  # noqa: E402
 from que_core.connection import Adapter, Connection  # noqa: E402
 from que_core.contrib.sqlalchemy import enqueue_conn  # noqa: E402
 from que_core.errors import ConfigurationError  # noqa: E402
-from tests.helpers import job_count, log_tags, sqlalchemy_url, wait_for  # noqa: E402
+from tests.helpers import job_count, log_tags, sqlalchemy_url  # noqa: E402
 from tests.jobs import PlainJob  # noqa: E402
 
 # the core meets each driver here
@@ -147,5 +148,5 @@ def test_worker_runs_jobs_enqueued_through_sqlalchemy(
             PlainJob.enqueue(i, conn=session)
         session.commit()
     make_worker()
-    wait_for(lambda: job_count(db) == 0)
+    wait_until(lambda: job_count(db) == 0)
     assert sorted(log_tags(db)) == ["0", "1", "2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.fixtures import scalar
 from que_core import Job, settings
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
@@ -15,7 +16,7 @@ from que_core.testing import (
     inline,
     use_connection,
 )
-from tests.helpers import advisory_locks, job_count, log_tags, scalar
+from tests.helpers import advisory_locks, job_count, log_tags
 from tests.jobs import FailingJob, PlainJob, RecordJob, record
 
 pytest_plugins = ["pytester"]
@@ -88,10 +89,10 @@ def test_drain_records_errors_like_a_worker(db: Connection) -> None:
     PlainJob.enqueue("p", conn=db.raw)
     with pytest.raises(ValueError, match="boom f"):
         drain(db)
-    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (failing.id,)) == 1
+    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", failing.id) == 1
     ran = drain(db, raise_errors=False)  # each job at most once per call
     assert [j.args for j in ran] == [["p"], ["f"]]  # the retry is due later than p
-    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (failing.id,)) == 2
+    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", failing.id) == 2
     assert advisory_locks(db) == 0
 
 

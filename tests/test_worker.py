@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import Job, settings
 from que_core.connection import Connection
-from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
+from tests.helpers import advisory_locks, job_count, log_tags
 from tests.jobs import FailingJob, PlainJob, RecordJob, SleepJob
 
 
@@ -20,7 +21,7 @@ def test_worker_priority_thresholds(db: Connection, make_worker: Any) -> None:
     PlainJob.enqueue("low", conn=db.raw, priority=50)
     PlainJob.enqueue("high", conn=db.raw, priority=10)
     make_worker(worker_priorities=[10])
-    wait_for(lambda: log_tags(db) == ["high"])
+    wait_until(lambda: log_tags(db) == ["high"])
     time.sleep(0.5)
     assert log_tags(db) == ["high"]
     assert job_count(db) == 1
@@ -32,7 +33,7 @@ def test_scheduled_job_waits_for_its_time(db: Connection, make_worker: Any) -> N
     make_worker()
     time.sleep(0.8)
     assert log_tags(db) == []
-    wait_for(lambda: log_tags(db) == ["later"])
+    wait_until(lambda: log_tags(db) == ["later"])
     ran_at = scalar(db, "SELECT at FROM test_log")
     assert ran_at >= at
 
@@ -41,7 +42,7 @@ def test_queues_are_separate(db: Connection, make_worker: Any) -> None:
     PlainJob.enqueue("a", conn=db.raw, queue="a")
     PlainJob.enqueue("b", conn=db.raw, queue="b")
     make_worker(queues=["b"])
-    wait_for(lambda: log_tags(db) == ["b"])
+    wait_until(lambda: log_tags(db) == ["b"])
     time.sleep(0.3)
     assert log_tags(db) == ["b"]
 
@@ -55,11 +56,11 @@ def test_default_retry_interval_is_error_count_to_the_fourth_plus_three(
 
     job = Fails.enqueue(conn=db.raw)
     make_worker()
-    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 1)
+    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 1)
     delay = scalar(
         db,
         "SELECT extract(epoch FROM run_at - now()) FROM que_jobs WHERE id = %s",
-        (job.id,),
+        job.id,
     )
     assert 2 < float(delay) <= 4  # 1 ** 4 + 3
 
@@ -79,7 +80,7 @@ def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: A
     a = Flaky.enqueue(conn=db.raw)  # run() not implemented: an error, expired at once
     b = Flaky2.enqueue(conn=db.raw)
     make_worker()
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE error_count = 1") == 2)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE error_count = 1") == 2)
     rows = dict(
         (r[0], r[1:])
         for r in db.execute(
@@ -104,16 +105,16 @@ def test_job_resolution_methods(db: Connection, make_worker: Any, how: str) -> N
     make_worker()
     column = {"finish": "finished_at IS NOT NULL", "expire": "expired_at IS NOT NULL",
               "retry_in": "run_at > now() + interval '3000 seconds'"}[how]
-    wait_for(lambda: scalar(db, f"SELECT {column} FROM que_jobs WHERE id = %s", (job.id,)))
-    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 0
+    wait_until(lambda: scalar(db, f"SELECT {column} FROM que_jobs WHERE id = %s", job.id))
+    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 0
 
 
 def test_keep_finished_setting(db: Connection, make_worker: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(settings, "keep_finished", True)
     job = PlainJob.enqueue("kept", conn=db.raw)
     make_worker()
-    wait_for(lambda: scalar(db, "SELECT finished_at IS NOT NULL FROM que_jobs WHERE id = %s",
-                            (job.id,)))
+    wait_until(lambda: scalar(db, "SELECT finished_at IS NOT NULL FROM que_jobs WHERE id = %s",
+                            job.id))
 
 
 def test_unknown_job_class_is_the_jobs_error(db: Connection, make_worker: Any) -> None:
@@ -123,10 +124,10 @@ def test_unknown_job_class_is_the_jobs_error(db: Connection, make_worker: Any) -
     )
     PlainJob.enqueue("after", conn=db.raw)
     w = make_worker()
-    wait_for(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE job_class = 'os.system'"))
+    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE job_class = 'os.system'"))
     message = scalar(db, "SELECT last_error_message FROM que_jobs WHERE job_class = 'os.system'")
     assert "unknown job class 'os.system'" in message
-    wait_for(lambda: log_tags(db) == ["after"])
+    wait_until(lambda: log_tags(db) == ["after"])
     assert w.running
 
 
@@ -135,7 +136,7 @@ def test_no_advisory_lock_left_after_a_run(db: Connection, make_worker: Any) -> 
         PlainJob.enqueue(i, conn=db.raw)
     FailingJob.enqueue("x", conn=db.raw)
     w = make_worker()
-    wait_for(lambda: job_count(db) == 1 and len(log_tags(db)) >= 51)
+    wait_until(lambda: job_count(db) == 1 and len(log_tags(db)) >= 51)
     w.stop()
     assert advisory_locks(db) == 0
     assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
@@ -143,12 +144,12 @@ def test_no_advisory_lock_left_after_a_run(db: Connection, make_worker: Any) -> 
 
 def test_foreign_notification_payloads_are_ignored(db: Connection, make_worker: Any) -> None:
     w = make_worker(poll_interval=60)
-    pid = wait_for(lambda: scalar(db, "SELECT pid FROM que_lockers WHERE listening"))
+    pid = wait_until(lambda: scalar(db, "SELECT pid FROM que_lockers WHERE listening"))
     for payload in ["not json", "[1,2]", '{"message_type":"job_available"}',
                     '{"message_type":"other","queue":"default","priority":1}', ""]:
         db.execute("SELECT pg_notify(%s, %s)", (f"que_listener_{pid}", payload))
     PlainJob.enqueue("still works", conn=db.raw)
-    wait_for(lambda: log_tags(db) == ["still works"], timeout=3)
+    wait_until(lambda: log_tags(db) == ["still works"], within=3)
     assert w.running and w.listener is not None and w.listener.is_alive()
 
 
@@ -157,7 +158,7 @@ def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any
     for i in range(5):
         SleepJob.enqueue(f"queued{i}", 0.0, conn=db.raw, priority=200)
     w = make_worker(worker_priorities=[None])
-    wait_for(lambda: log_tags(db, "start") == ["slow"])
+    wait_until(lambda: log_tags(db, "start") == ["slow"])
     assert w.stop() is True
     assert log_tags(db, "done") == ["slow"]
     assert job_count(db) == 5  # the claimed but unstarted ones were released, not run
@@ -169,7 +170,7 @@ def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any
 def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> None:
     SleepJob.enqueue("hung", 5.0, conn=db.raw)
     w = make_worker()
-    wait_for(lambda: log_tags(db, "start") == ["hung"])
+    wait_until(lambda: log_tags(db, "start") == ["hung"])
     began = time.monotonic()
     assert w.stop(timeout=0.5) is False
     assert time.monotonic() - began < 3
@@ -181,16 +182,16 @@ def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> 
 def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any) -> None:
     w = make_worker()
     PlainJob.enqueue("before", conn=db.raw)
-    wait_for(lambda: log_tags(db) == ["before"])
+    wait_until(lambda: log_tags(db) == ["before"])
     sessions = ("FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    wait_for(lambda: scalar(db, "SELECT count(*) " + sessions) == 7)
+    wait_until(lambda: scalar(db, "SELECT count(*) " + sessions) == 7)
     killed = scalar(db, "SELECT count(pg_terminate_backend(pid)) " + sessions)
     assert killed == 7  # the listener's session and the six threads'
     PlainJob.enqueue("after", conn=db.raw)
-    wait_for(lambda: log_tags(db) == ["before", "after"], timeout=15)
+    wait_until(lambda: log_tags(db) == ["before", "after"], within=15)
     assert w.running
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
 
 
 def test_two_workers_share_the_work_without_running_a_job_twice(
@@ -199,7 +200,7 @@ def test_two_workers_share_the_work_without_running_a_job_twice(
     RecordJob.enqueue_many([[i] for i in range(300)], conn=db.raw)
     make_worker()
     make_worker()
-    wait_for(lambda: job_count(db) == 0, timeout=30)
+    wait_until(lambda: job_count(db) == 0, within=30)
     tags = log_tags(db)
     assert len(tags) == 300 and len(set(tags)) == 300
 
@@ -215,7 +216,7 @@ def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
     value = {"nested": [1, 2.5, None, True, "ü\"'\\%s$1"], "big": 2**63 - 1}
     Echo.enqueue(value, [value], conn=db.raw, key=value)
     make_worker()
-    wait_for(lambda: seen)
+    wait_until(lambda: seen)
     assert seen == [((value, [value]), {"key": value})]
     assert json.loads(json.dumps(seen[0][0][0])) == value
 
@@ -268,7 +269,7 @@ def test_unresolved_jobs_are_deleted_in_batches_with_the_next_claim(
     w = Worker(dsn, adapter=counting, poll_interval=0.2)  # type: ignore[arg-type]
     w.start()
     try:
-        wait_for(lambda: job_count(db) == 0 and len(log_tags(db)) == 200)
+        wait_until(lambda: job_count(db) == 0 and len(log_tags(db)) == 200)
     finally:
         w.stop(timeout=10)
     batches = [p[0] for name, p in counting.ran if name == "next_jobs" and p[0]]
@@ -289,12 +290,12 @@ def test_a_job_whose_session_dies_before_its_outcome_is_written_runs_again(
     before the next claim wrote its outcome, is still waiting, and is run
     again (at least once, as after a crash); it is never lost."""
     w = make_worker(poll_interval=0.2)
-    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
     PlainJob.enqueue_many([[f"s{i}"] for i in range(300)], conn=db.raw)
-    wait_for(lambda: len(log_tags(db)) >= 20)
+    wait_until(lambda: len(log_tags(db)) >= 20)
     pids = [t.backend_pid for t in w.threads if t.backend_pid]
     db.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::integer[]) AS p", (pids,))
-    wait_for(lambda: job_count(db) == 0, timeout=30)
+    wait_until(lambda: job_count(db) == 0, within=30)
     assert set(log_tags(db)) == {f"s{i}" for i in range(300)}  # every job ran, none lost
     w.stop(timeout=10)
     assert advisory_locks(db) == 0
@@ -316,10 +317,10 @@ def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
                "FOR EACH ROW EXECUTE FUNCTION refuse_delete()")
     PlainJob.enqueue_many([["undeletable"]] + [[f"p{i}"] for i in range(40)], conn=db.raw)
     w = make_worker(poll_interval=0.2)
-    wait_for(lambda: job_count(db) == 1 and {f"p{i}" for i in range(40)} <= set(log_tags(db)))
+    wait_until(lambda: job_count(db) == 1 and {f"p{i}" for i in range(40)} <= set(log_tags(db)))
     assert scalar(db, "SELECT args ->> 0 FROM que_jobs") == "undeletable"
     assert w.running
     PlainJob.enqueue("after", conn=db.raw)  # still working
-    wait_for(lambda: "after" in log_tags(db))
+    wait_until(lambda: "after" in log_tags(db))
     w.stop(timeout=10)
     assert advisory_locks(db) == 0

@@ -11,6 +11,7 @@ from que_core.cli.output import echo_json
 from que_core.cli.settings import Settings, connection_options, json_option
 from que_core.dsn import mask_password
 from que_core.errors import SchemaError
+from que_core.sql import q
 
 
 @main.command(epilog=SHORT_EPILOG,
@@ -126,7 +127,7 @@ def drop(yes: bool, as_json: bool, **opts: Any) -> None:
                 f"({LATEST_VERSION}): drop it with the tool that created it"
             )
         if not yes:
-            ((count,),) = conn.execute("SELECT count(*) FROM que_jobs")
+            ((count,),) = conn.execute(q("job_count"))
             workers = len(admin.stats(conn).lockers) if version == LATEST_VERSION else 0
             note = f"; {workers} worker process(es) are connected to it" if workers else ""
             click.confirm(

@@ -40,6 +40,7 @@ from que_core.connection import AsyncConnection, Connection
 from que_core.contrib._connection import AsyncFrameworkConnection, FrameworkConnection
 from que_core.errors import ConfigurationError
 from que_core.hookspecs import hookimpl
+from que_core.sql import q
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -188,7 +189,7 @@ async def _adriver(sa_conn: SAAsyncConnection) -> AsyncConnection:
     if sa_conn.dialect.driver == "asyncpg" and not driver.is_in_transaction():
         # The dialect begins lazily, before its own first statement: begin now,
         # through SQLAlchemy, so that the job joins the transaction it commits.
-        await sa_conn.exec_driver_sql("SELECT 1")
+        await sa_conn.exec_driver_sql(q("ping"))
     try:
         return await awrap_connection(driver)
     except ConfigurationError:

@@ -18,10 +18,10 @@ from que_core.databases import (
     create_database,
     database_name,
     drop_database,
-    quote_ident,
     with_database,
 )
 from que_core.errors import QueError
+from que_core.sql import q, quoted
 
 __all__ = [
     "adapter_names",
@@ -56,19 +56,6 @@ def server_dsn() -> str:
 _idle: dict[str, list[str]] = {}
 _made: dict[str, tuple[Adapter, list[str]]] = {}
 
-_ALL_SESSIONS_GONE = """
-SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()
-"""
-_TERMINATE = """
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-WHERE datname = %s AND pid <> pg_backend_pid()
-"""
-_USER_SCHEMAS = """
-SELECT nspname FROM pg_namespace
-WHERE nspname <> 'information_schema' AND left(nspname, 3) <> 'pg_'
-"""
-
-
 def _empty(adapter: Adapter, server: str, db: str) -> bool:
     """End every session on *db* and drop everything in it; False if that failed."""
     name = database_name(db)
@@ -76,21 +63,20 @@ def _empty(adapter: Adapter, server: str, db: str) -> bool:
         admin = adapter.connect(server)
         try:
             deadline = time.monotonic() + 5
-            while admin.execute(_TERMINATE, (name,))[0][0]:
+            while admin.execute(q("terminate_database_sessions"), (name,))[0][0]:
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.01)
-            if admin.execute(_ALL_SESSIONS_GONE, (name,))[0][0]:
+            if admin.execute(q("database_sessions"), (name,))[0][0]:
                 return False
         finally:
             admin.close()
         conn = adapter.connect(db)
         try:
-            schemas = [r[0] for r in conn.execute(_USER_SCHEMAS)]
+            schemas = [r[0] for r in conn.execute(q("user_schemas"))]
             for schema in schemas:
-                conn.execute(f"DROP SCHEMA {quote_ident(schema)} CASCADE")
-            conn.execute("CREATE SCHEMA public")
-            conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+                conn.execute(quoted(conn, "drop_schema_sql", schema))
+            conn.execute(q("new_public_schema"))
         finally:
             conn.close()
         return True

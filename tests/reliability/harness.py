@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from conformance.fixtures import scalar
 from que_core.connection import Adapter, Connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,23 +119,6 @@ def fault(conn: Connection, kind: str, os_pid: int | None = None,
         "INSERT INTO rel_faults (kind, os_pid, backend_pid) VALUES (%s, %s, %s)",
         (kind, os_pid, backend_pid),
     )
-
-
-def scalar(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    rows = conn.execute(sql, params)
-    return rows[0][0] if rows else None
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:.0f}s")
-        time.sleep(interval)
 
 
 # -- invariants -----------------------------------------------------------------
@@ -349,7 +333,7 @@ class WorkerProcs:
 
     def registered(self, p: subprocess.Popen[bytes]) -> bool:
         return bool(scalar(self.checker,
-                           "SELECT count(*) FROM que_lockers WHERE ruby_pid = %s", (p.pid,)))
+                           "SELECT count(*) FROM que_lockers WHERE ruby_pid = %s", p.pid))
 
     def kill9(self, p: subprocess.Popen[bytes]) -> None:
         """SIGSTOP (nothing more runs in it), note the time, SIGKILL."""

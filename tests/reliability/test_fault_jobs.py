@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import Job
 from que_core.connection import Adapter, Connection
 from que_core.job import JobAlreadyResolved
@@ -39,9 +40,9 @@ def test_job_hanging_past_the_shutdown_deadline(
     others = Effect.enqueue_many([[] for _ in range(20)], conn=rel.raw)
     harness.expect(rel, [hung.id] + [j.id for j in others])  # type: ignore[list-item]
     w1 = workers(worker_count=2)
-    backend = harness.wait_for(lambda: harness.scalar(
-        rel, "SELECT backend_pid FROM rel_runs WHERE job_id = %s", (hung.id,)),
-        timeout=20, interval=0.02, what="the hanging job's start")
+    backend = wait_until(lambda: scalar(
+        rel, "SELECT backend_pid FROM rel_runs WHERE job_id = %s", hung.id),
+        within=20, interval=0.02, what="the hanging job's start")
     t0 = time.monotonic()
     assert w1.stop(timeout=0.5) is False
     stop_took = time.monotonic() - t0
@@ -49,20 +50,20 @@ def test_job_hanging_past_the_shutdown_deadline(
     # Nothing of the stopped worker is left: its locks, its row, the hung
     # job's session (so that nothing the hung thread does can commit).
     leaked = harness.leaked_locks(rel, timeout=2)
-    session_left = harness.scalar(
-        rel, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (backend,))
+    session_left = scalar(
+        rel, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", backend)
     harness.fault(rel, "backend", backend_pid=backend)  # the hung run ends here at the latest
-    lockers = harness.scalar(rel, "SELECT count(*) FROM que_lockers")
+    lockers = scalar(rel, "SELECT count(*) FROM que_lockers")
     # Another worker runs the job again at once, while the first thread still hangs.
     w2 = workers(worker_count=2)
-    harness.wait_for(lambda: harness.scalar(rel, "SELECT count(*) FROM que_jobs") == 0,
-                     timeout=30, what="the jobs worked by the next worker")
+    wait_until(lambda: scalar(rel, "SELECT count(*) FROM que_jobs") == 0,
+                     within=30, what="the jobs worked by the next worker")
     # Let the hung thread wake up and try to commit its effect.
     time.sleep(max(0.0, hang_for - (time.monotonic() - t0)) + 1.0)
     assert w2.stop(timeout=10) is True
     figures = harness.invariants(rel)
     figures["leaked_locks"] = leaked + harness.leaked_locks(rel)
-    figures["stale_lockers"] = int(lockers) + int(harness.scalar(
+    figures["stale_lockers"] = int(lockers) + int(scalar(
         rel, "SELECT count(*) FROM que_lockers"))
     rec = harness.record(
         "job hanging past the shutdown deadline", adapter.name, figures, injected=1,
@@ -159,12 +160,12 @@ def test_jobs_whose_error_handling_raises(
     far = [jobs[h].id for h in FAR_FUTURE]
 
     def settled() -> bool:
-        n = harness.scalar(rel, "SELECT count(*) FROM que_jobs WHERE expired_at IS NULL "
-                           "AND NOT (id = ANY(%s::bigint[]) AND error_count = 1)", (far,))
+        n = scalar(rel, "SELECT count(*) FROM que_jobs WHERE expired_at IS NULL "
+                           "AND NOT (id = ANY(%s::bigint[]) AND error_count = 1)", far)
         return n == 0
 
     try:
-        harness.wait_for(settled, timeout=30, what="every failing job expired")
+        wait_until(settled, within=30, what="every failing job expired")
         timed_out = None
     except AssertionError as exc:
         timed_out = exc
@@ -187,7 +188,7 @@ def test_jobs_whose_error_handling_raises(
             bad[how] = detail[how]
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
-    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    figures["stale_lockers"] = int(scalar(rel, "SELECT count(*) FROM que_lockers"))
     figures["jobs"] += len(jobs)
     figures["lost"] += sum(1 for j in jobs.values() if j.id not in rows)
     rec = harness.record(
@@ -197,8 +198,8 @@ def test_jobs_whose_error_handling_raises(
     )
     harness.assert_clean(rec, rel)
     assert not bad, f"errors not recorded, retried and expired as they should: {bad}"
-    effects = harness.scalar(rel, "SELECT count(*) FROM rel_effects WHERE job_id = %s",
-                             (jobs["raises_in_rollback"].id,))
+    effects = scalar(rel, "SELECT count(*) FROM rel_effects WHERE job_id = %s",
+                             jobs["raises_in_rollback"].id)
     assert effects == 0
 
 
@@ -306,12 +307,12 @@ def test_jobs_that_close_or_break_their_own_session(
     w = workers(worker_priorities=[None])  # one thread: each next job runs on the same session
 
     def settled() -> bool:
-        return harness.scalar(
+        return scalar(
             rel, "SELECT count(*) FROM que_jobs WHERE expired_at IS NULL "
             "AND (job_class <> 'rel.Breaks' OR error_count = 0)") == 0
 
     try:
-        harness.wait_for(settled, timeout=60, what="every job worked")
+        wait_until(settled, within=60, what="every job worked")
     finally:
         left = {r[0]: r[1:] for r in rel.execute(
             "SELECT id, job_class, error_count, last_error_message FROM que_jobs")}
@@ -321,17 +322,17 @@ def test_jobs_that_close_or_break_their_own_session(
     for (how, effect), (job_id, after_id) in ids.items():
         if after_id in left:
             bad[(how, effect)] = ("the next job was not worked", left[after_id])
-        effects = harness.scalar(
-            rel, "SELECT count(*) FROM rel_effects WHERE job_id = %s", (job_id,))
+        effects = scalar(
+            rel, "SELECT count(*) FROM rel_effects WHERE job_id = %s", job_id)
         if effects > 1 or (effect and job_id not in left and effects != 1):
             bad[(how, effect)] = (f"{effects} effects", left.get(job_id))
-        uncommitted = harness.scalar(
+        uncommitted = scalar(
             rel, "SELECT count(*) FROM rel_effects WHERE run = 'uncommitted'")
         if uncommitted:
             bad[("uncommitted", False)] = f"{uncommitted} uncommitted effects committed"
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
-    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    figures["stale_lockers"] = int(scalar(rel, "SELECT count(*) FROM que_lockers"))
     figures["jobs"] += len(ids)
     rec = harness.record(
         "job that closes or breaks its own session", adapter.name, figures, injected=len(ids),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core.connection import Adapter, Connection
 from tests.reliability import harness
 from tests.reliability.harness import scaled
@@ -63,24 +64,24 @@ def test_kill_9_at_random_moments(
         victim = rng.choice(procs.alive())
         procs.kill9(victim)
         new = procs.spawn()
-        harness.wait_for(lambda new=new: procs.registered(new) or new.poll() is not None,
-                         timeout=60, what="the new worker's registration")
+        wait_until(lambda new=new: procs.registered(new) or new.poll() is not None,
+                         within=60, what="the new worker's registration")
         assert new.poll() is None, procs.log_tail()
         # The dead process's que_lockers row must not outlive the new worker's start.
-        stale_after_restart += int(harness.scalar(
-            rel, "SELECT count(*) FROM que_lockers WHERE ruby_pid = %s", (victim.pid,)))
+        stale_after_restart += int(scalar(
+            rel, "SELECT count(*) FROM que_lockers WHERE ruby_pid = %s", victim.pid))
     # Let the survivors drain everything.
-    harness.wait_for(
-        lambda: harness.scalar(
+    wait_until(
+        lambda: scalar(
             rel, "SELECT count(*) FROM que_jobs j JOIN rel_expected e ON e.job_id = j.id") == 0,
-        timeout=scaled(120, 900), interval=0.3, what="all jobs worked",
+        within=scaled(120, 900), interval=0.3, what="all jobs worked",
     )
     codes = procs.terminate_all()
     assert all(c == 0 for c in codes), (codes, procs.log_tail())
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
     figures["stale_lockers"] = stale_after_restart + int(
-        harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+        scalar(rel, "SELECT count(*) FROM que_lockers"))
     rec = harness.record(
         "kill -9 of worker processes", adapter.name, figures, injected=procs.killed,
         processes=PROCESSES, kills=procs.killed, trickled=trickled, seed=seed,

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core import migrate
 from que_core.connection import Adapter
 from que_core.testing import databases
@@ -50,8 +51,8 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
     try:
         for _ in range(3):
             procs.spawn()
-        harness.wait_for(lambda: harness.scalar(conn, "SELECT count(*) FROM que_lockers") == 3,
-                         timeout=60, what="three workers registered")
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 3,
+                         within=60, what="three workers registered")
         modes = []
         stale = 0
         for i in range(RESTARTS):
@@ -63,9 +64,9 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
             conn = server.wait_ready(lambda: adapter.connect(dsn))
             procs.checker = conn
             # Once the workers are back, no row of a session of before the restart is left.
-            harness.wait_for(lambda conn=conn: harness.scalar(
+            wait_until(lambda conn=conn: scalar(
                 conn, "SELECT count(*) FROM que_lockers WHERE pid IN "
-                "(SELECT pid FROM pg_stat_activity)") == 3, timeout=60,
+                "(SELECT pid FROM pg_stat_activity)") == 3, within=60,
                 what="the three workers registered again")
             stale += harness.dead_lockers(conn)
             # Every session of before the restart ended before the server started again.
@@ -74,17 +75,17 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
             # new jobs after the restart, through NOTIFY once the listeners are back
             more = [j.id for j in Effect.enqueue_many([[] for _ in range(20)], conn=conn.raw)]
             harness.expect(conn, [i for i in more if i is not None])
-        harness.wait_for(
-            lambda: harness.scalar(
+        wait_until(
+            lambda: scalar(
                 conn, "SELECT count(*) FROM que_jobs j JOIN rel_expected e ON e.job_id = j.id"
             ) == 0,
-            timeout=scaled(120, 900), interval=0.3, what="all jobs worked",
+            within=scaled(120, 900), interval=0.3, what="all jobs worked",
         )
         alive = len(procs.alive())
         codes = procs.terminate_all()
         figures = harness.invariants(conn)
         figures["leaked_locks"] = harness.leaked_locks(conn)
-        figures["stale_lockers"] = stale + int(harness.scalar(
+        figures["stale_lockers"] = stale + int(scalar(
             conn, "SELECT count(*) FROM que_lockers"))
         rec = harness.record(
             "PostgreSQL restart", adapter.name, figures, injected=len(modes),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core.claims import Claims
 from que_core.connection import Adapter, Connection
 from que_core.sql import q
@@ -53,15 +54,15 @@ def poll_index_scans(conn: Connection, claim: Any) -> bool:
     sql = ("SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes "
            "WHERE indexrelname = 'que_poll_idx'")
     conn.execute("SELECT pg_stat_force_next_flush()")
-    before = int(harness.scalar(conn, sql))
+    before = int(scalar(conn, sql))
     claim()
     conn.execute("SELECT pg_stat_force_next_flush()")
-    return int(harness.scalar(conn, sql)) > before
+    return int(scalar(conn, sql)) > before
 
 
 def dead_tuples(conn: Connection) -> int:
     conn.execute("SELECT pg_stat_force_next_flush()")
-    return int(harness.scalar(
+    return int(scalar(
         conn, "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'que_jobs'") or 0)
 
 
@@ -97,33 +98,33 @@ def test_a_million_waiting_jobs_and_dead_tuples(
     # In a live system transactions come and go all the time; one here lets
     # PostgreSQL recompute its removal horizon (it only does so when the
     # oldest running xid moved), so that scans may mark the dead entries.
-    harness.wait_for(lambda: harness.scalar(
+    wait_until(lambda: scalar(
         rel, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()") == 0, timeout=10)
+        "AND backend_xmin IS NOT NULL AND pid <> pg_backend_pid()") == 0, within=10)
     rel.execute("SELECT txid_current()")
     figures["lock_ms_dead"] = lock_query_ms(rel)  # the first scans mark the dead entries
     figures["uses_poll_index"] = poll_index_scans(rel, lambda: lock_query_ms(rel, samples=1))
     # Workers make progress through all of it.
-    before = int(harness.scalar(rel, "SELECT count(*) FROM que_jobs"))
+    before = int(scalar(rel, "SELECT count(*) FROM que_jobs"))
     for _ in range(2):
         procs.spawn()
-    harness.wait_for(lambda: harness.scalar(rel, "SELECT count(*) FROM que_lockers") == 2,
-                     timeout=60, what="workers registered")
+    wait_until(lambda: scalar(rel, "SELECT count(*) FROM que_lockers") == 2,
+                     within=60, what="workers registered")
     t = time.monotonic()
     time.sleep(WORK_SECONDS)
     figures["lock_ms_while_working"] = lock_query_ms(rel, samples=5)
     codes = procs.terminate_all()
     elapsed = time.monotonic() - t
-    after = int(harness.scalar(rel, "SELECT count(*) FROM que_jobs"))
+    after = int(scalar(rel, "SELECT count(*) FROM que_jobs"))
     worked = before - after
-    effects = int(harness.scalar(rel, "SELECT count(*) FROM rel_effects"))
-    double = int(harness.scalar(rel, "SELECT count(*) FROM (SELECT job_id FROM rel_effects "
+    effects = int(scalar(rel, "SELECT count(*) FROM rel_effects"))
+    double = int(scalar(rel, "SELECT count(*) FROM (SELECT job_id FROM rel_effects "
                                      "GROUP BY job_id HAVING count(*) > 1) AS d"))
     figures.update({
         "jobs": WAITING, "worked": worked, "jobs_per_second": round(worked / elapsed),
         "lost": worked - effects if worked > effects else 0, "double_effect": double,
         "double_run": len(rel.execute(harness.OVERLAPS)),
-        "leaked_locks": harness.leaked_locks(rel), "stale_lockers": int(harness.scalar(
+        "leaked_locks": harness.leaked_locks(rel), "stale_lockers": int(scalar(
             rel, "SELECT count(*) FROM que_lockers")),
     })
     rec = harness.record("1,000,000 waiting jobs and dead tuples" if FULL else

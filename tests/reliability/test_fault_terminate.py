@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conformance.fixtures import scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConnectionLost
 from tests.reliability import harness
@@ -23,7 +24,7 @@ ROUNDS = scaled(10, 80)
 
 
 def _terminate(conn: Connection, pid: int) -> bool:
-    return bool(harness.scalar(conn, "SELECT pg_terminate_backend(%s)", (pid,)))
+    return bool(scalar(conn, "SELECT pg_terminate_backend(%s)", pid))
 
 
 def _running_backends(conn: Connection) -> list[int]:
@@ -74,16 +75,16 @@ def test_terminate_listener_and_job_sessions_mid_job(
             pid = rng.choice(pids)
             harness.fault(rel, "backend", backend_pid=pid)
             done["any"] += _terminate(rel, pid)
-    harness.wait_for(
-        lambda: harness.scalar(rel, "SELECT count(*) FROM que_jobs") == 0,
-        timeout=scaled(90, 600), interval=0.3, what="all jobs worked",
+    wait_until(
+        lambda: scalar(rel, "SELECT count(*) FROM que_jobs") == 0,
+        within=scaled(90, 600), interval=0.3, what="all jobs worked",
     )
     assert all(w.running for w in ws)
     for w in ws:
         assert w.stop(timeout=30) is True
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
-    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    figures["stale_lockers"] = int(scalar(rel, "SELECT count(*) FROM que_lockers"))
     rec = harness.record(
         "pg_terminate_backend of listener and job sessions", adapter.name, figures,
         injected=sum(done.values()),
@@ -105,8 +106,8 @@ def test_listener_lost_polling_still_finds_jobs(
     started = time.monotonic()
     poll = 0.3
     w = workers(poll_interval=poll, worker_count=2)
-    harness.wait_for(lambda: harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
-                     timeout=20, what="listening")
+    wait_until(lambda: scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
+                     within=20, what="listening")
     assert w.listener is not None
     if how == "terminated":
         def refuse() -> Any:
@@ -122,10 +123,10 @@ def test_listener_lost_polling_still_finds_jobs(
             raise RuntimeError("the listener thread dies")
 
         w.listener._step = crash
-        harness.wait_for(lambda: not w.listener.is_alive(), timeout=10, what="listener dead")
-    harness.wait_for(lambda: harness.scalar(
+        wait_until(lambda: not w.listener.is_alive(), within=10, what="listener dead")
+    wait_until(lambda: scalar(
         rel, "SELECT count(*) FROM que_lockers WHERE listening AND pid IN "
-        "(SELECT pid FROM pg_stat_activity)") == 0, timeout=10, what="no live listening row")
+        "(SELECT pid FROM pg_stat_activity)") == 0, within=10, what="no live listening row")
     latencies = []
     n = scaled(6, 100)
     for i in range(n):
@@ -133,15 +134,15 @@ def test_listener_lost_polling_still_finds_jobs(
         job = Effect.enqueue(conn=rel.raw)
         assert job.id is not None
         harness.expect(rel, [job.id])
-        harness.wait_for(lambda job=job: harness.scalar(
-            rel, "SELECT count(*) FROM que_jobs WHERE id = %s", (job.id,)) == 0,
-            timeout=poll * 10 + 5, interval=0.02, what=f"job {i} worked by polling")
+        wait_until(lambda job=job: scalar(
+            rel, "SELECT count(*) FROM que_jobs WHERE id = %s", job.id) == 0,
+            within=poll * 10 + 5, interval=0.02, what=f"job {i} worked by polling")
         latencies.append(time.monotonic() - t0)
     assert w.running
     assert w.stop(timeout=10) is True
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
-    figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
+    figures["stale_lockers"] = int(scalar(rel, "SELECT count(*) FROM que_lockers"))
     latencies.sort()
     rec = harness.record(
         f"LISTEN connection lost ({how})", adapter.name, figures, injected=1,

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from conformance.fixtures import scalar, wait_until
 from que_core import Job, validation
 from que_core.claims import Claims
 from que_core.connection import Adapter, Connection, Notification
@@ -105,7 +106,7 @@ def wait_echo(job_id: int, timeout: float = 15) -> dict[str, Any]:
 
 
 def count_jobs(conn: Connection) -> int:
-    return int(harness.scalar(conn, "SELECT count(*) FROM que_jobs"))
+    return int(scalar(conn, "SELECT count(*) FROM que_jobs"))
 
 
 # -- arbitrary JSON arguments ----------------------------------------------------------
@@ -138,7 +139,7 @@ def test_arbitrary_json_args_round_trip_through_enqueue_and_run(
     check()
     # The last jobs ran (echoed); their rows go with the locker's next batch delete.
     with contextlib.suppress(AssertionError):
-        harness.wait_for(lambda: count_jobs(rel) == 0, timeout=10)
+        wait_until(lambda: count_jobs(rel) == 0, within=10)
     lost = count_jobs(rel)
     harness.record("arbitrary JSON args and kwargs round-trip", adapter.name,
                    {"jobs": n["jobs"], "lost": lost, "violations": 0},
@@ -283,15 +284,15 @@ def test_hostile_names_are_stored_and_matched_exactly(
                 for other in misses:
                     assert job.id not in claimed(rel, other), other
                 # the admin filters match it exactly too
-                assert harness.scalar(rel, "SELECT count(*) FROM que_jobs WHERE job_class = %s",
-                                      (name,)) == 1
+                assert scalar(rel, "SELECT count(*) FROM que_jobs WHERE job_class = %s",
+                                      name) == 1
             finally:
                 rel.execute("DELETE FROM que_jobs WHERE id = %s", (job.id,))
             n["examples"] += 1
 
         check()
         for table in ("que_jobs", "que_lockers", "que_values"):
-            assert harness.scalar(rel, "SELECT to_regclass(%s) IS NOT NULL", (table,))
+            assert scalar(rel, "SELECT to_regclass(%s) IS NOT NULL", table)
     finally:
         listen.close()
         rel.execute("DELETE FROM que_lockers")
@@ -320,14 +321,14 @@ def test_nasty_queue_names_are_worked_by_a_real_worker(
         got = wait_echo(job_id)  # type: ignore[arg-type]
         assert got["queue"] == queue and got["args"] == [queue] and got["tags"] == [queue]
     # NOTIFY works for them too: jobs enqueued now are worked at once
-    wait_listening = harness.wait_for(
-        lambda: harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers"), timeout=10)
+    wait_listening = wait_until(
+        lambda: scalar(rel, "SELECT bool_and(listening) FROM que_lockers"), within=10)
     assert wait_listening
     for queue in NASTY_QUEUES:
         job = Echo.enqueue(queue, conn=rel.raw, queue=queue)
         assert wait_echo(job.id, timeout=5)["queue"] == queue  # type: ignore[arg-type]
     time.sleep(0.5)
-    assert harness.scalar(rel, "SELECT count(*) FROM que_jobs WHERE id = %s", (near,)) == 1
+    assert scalar(rel, "SELECT count(*) FROM que_jobs WHERE id = %s", near) == 1
     assert w.running
     harness.record("hostile queue names, real worker", adapter.name,
                    {"jobs": 2 * len(NASTY_QUEUES) + 1, "lost": 0, "violations": 0},
@@ -391,13 +392,13 @@ def test_unregistered_and_dangerous_class_names_are_never_imported_or_called(
     w = workers(worker_count=3)
     after = Echo.enqueue("after", conn=rel.raw, priority=200)
     try:
-        harness.wait_for(lambda: harness.scalar(
+        wait_until(lambda: scalar(
             rel, "SELECT count(*) FROM que_jobs WHERE error_count = 0 AND id <> %s",
-            (after.id,)) == 0, timeout=30, what="every hostile row errored")
-        harness.wait_for(lambda: harness.scalar(
+            after.id) == 0, within=30, what="every hostile row errored")
+        wait_until(lambda: scalar(
             rel, "SELECT count(*) FROM que_jobs WHERE error_count >= 16 "
             "AND expired_at IS NOT NULL") == len(DANGEROUS) + len(MALFORMED),
-            timeout=30, what="the rows out of retries expired")
+            within=30, what="the rows out of retries expired")
         assert wait_echo(after.id)["args"] == ["after"]  # type: ignore[arg-type]
     finally:
         rows = rel.execute("SELECT job_class, kwargs::text, error_count, last_error_message "
@@ -460,8 +461,8 @@ def test_malformed_notify_payloads_are_ignored(
 ) -> None:
     started = time.monotonic()
     w = workers(poll_interval=60, worker_count=2)  # only NOTIFY brings a job quickly
-    pid = harness.wait_for(
-        lambda: harness.scalar(rel, "SELECT pid FROM que_lockers WHERE listening"), timeout=15)
+    pid = wait_until(
+        lambda: scalar(rel, "SELECT pid FROM que_lockers WHERE listening"), within=15)
     channel = f"que_listener_{pid}"
     n = {"examples": 0, "jobs": 0}
     for payload in ["[" * 3900 + "]" * 3900, '{"a":' * 1300 + "1" + "}" * 1300, "", "null",
@@ -484,7 +485,7 @@ def test_malformed_notify_payloads_are_ignored(
 
     check()
     assert w.running and w.listener is not None and w.listener.is_alive()
-    assert harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers")
+    assert scalar(rel, "SELECT bool_and(listening) FROM que_lockers")
     assert w.stop(timeout=10) is True
     harness.record("malformed NOTIFY payloads", adapter.name,
                    {"jobs": n["jobs"], "lost": count_jobs(rel), "violations": 0},
@@ -542,10 +543,10 @@ def test_huge_error_messages_and_backtraces_are_truncated_not_rejected(
         key = f"{n['examples']}-{time.monotonic()}"
         ERRORS[key] = exc
         job = Raiser.enqueue(key, conn=rel.raw)
-        row = harness.wait_for(lambda: rel.execute(
+        row = wait_until(lambda: rel.execute(
             "SELECT error_count, expired_at IS NOT NULL, last_error_message, "
             "last_error_backtrace FROM que_jobs WHERE id = %s AND error_count > 0",
-            (job.id,)), timeout=30, interval=0.01, what="the error recorded")
+            (job.id,)), within=30, interval=0.01, what="the error recorded")
         error_count, expired, message, backtrace = row[0]
         assert error_count == 1 and expired
         assert 0 < len(message) <= 500 and 0 < len(backtrace) <= 10000

@@ -27,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from conformance.fixtures import scalar, wait_until
 from que_core import Job, logs
 from que_core.connection import Adapter, Connection
 from que_core.dsn import MASK, mask_password, parse_dsn
 from que_core.errors import CannotConnect, ConfigurationError, InvalidJob
 from tests import django_support
-from tests.helpers import job_count, scalar, wait_for
+from tests.helpers import job_count
 from tests.reliability.harness import scaled
 from tests.test_cli_admin import ROOT, clean_env, que
 
@@ -297,7 +298,7 @@ def test_jobs_list_and_show_of_a_row_nested_5000_deep(conn: Connection, dsn: str
     module cannot read back."""
     deep = "[" * 5000 + "]" * 5000
     job_id = scalar(conn, "INSERT INTO que_jobs (job_class, args, job_schema_version) "
-                    "VALUES ('Deep', %s::jsonb, 2) RETURNING id", (deep,))
+                    "VALUES ('Deep', %s::jsonb, 2) RETURNING id", deep)
     for args in (["jobs", "list"], ["jobs", "list", "--json"], ["jobs", "show", str(job_id)],
                  ["jobs", "show", str(job_id), "--json"]):
         out = que(*args, "--dsn", dsn, "--adapter", adapter.name, env=clean_env())
@@ -391,15 +392,15 @@ def test_a_workers_log_is_not_forged_by_job_rows(
     reader = threading.Thread(target=lambda: raw.extend(proc.stderr or []), daemon=True)
     reader.start()
     try:
-        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 1, timeout=20)
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 1, within=20)
         evil = f"Evil{FORGED}\x1b[1A\x1b[2K\r\x07\u2028\x85"
         conn.execute("INSERT INTO que_jobs (job_class, queue, args, job_schema_version) "
                      "VALUES (%s, 'default', '[]', 2)", (evil,))
         conn.execute("INSERT INTO que_jobs (job_class, args, job_schema_version) "
                      "VALUES ('hostile_local.Raises', %s::jsonb, 2)", (json.dumps([evil]),))
-        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE error_count > 0")
-                 == 2, timeout=30)
-        wait_for(lambda: sum(b"Evil" in line for line in raw) >= 2, timeout=10)
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE error_count > 0")
+                 == 2, within=30)
+        wait_until(lambda: sum(b"Evil" in line for line in raw) >= 2, within=10)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
@@ -423,7 +424,7 @@ def _hostile_rows(conn: Connection, text: str) -> int:
         "INSERT INTO que_jobs (job_class, queue, args, error_count, last_error_message,"
         " last_error_backtrace, job_schema_version) VALUES (%s, %s, %s::jsonb, 1, %s, %s, 2)"
         " RETURNING id",
-        (text[:200], text[:100], json.dumps([text]), text[:500], f"{text}\n  line 2 {text}"),
+        text[:200], text[:100], json.dumps([text]), text[:500], f"{text}\n  line 2 {text}",
     )
     # A locker row on a live session of this database (this one), not listening.
     conn.execute("INSERT INTO que_lockers (pid, worker_count, worker_priorities, ruby_pid,"
@@ -537,10 +538,10 @@ def test_testdb_empties_schemas_of_any_name(
     conn = adapter.connect(empty_dsn)
     try:
         for name in names:
-            create = scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", (name,))
+            create = scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name)
             conn.execute(create)
             conn.execute(scalar(conn, "SELECT format('CREATE TABLE %%I.t (x int)', %s::text)",
-                                (name,)))
+                                name))
     finally:
         conn.close()
     assert databases._empty(adapter, server_dsn, empty_dsn) is True
@@ -564,13 +565,13 @@ def test_testdb_schema_name_cannot_inject_sql(
     name = f'public" CASCADE; CREATE ROLE {role}; --'
     conn = adapter.connect(empty_dsn)
     try:
-        conn.execute(scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", (name,)))
+        conn.execute(scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name))
     finally:
         conn.close()
     admin = adapter.connect(server_dsn)
     try:
         emptied = databases._empty(adapter, server_dsn, empty_dsn)
-        injected = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))
+        injected = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role)
         admin.execute(f"DROP ROLE IF EXISTS {role}")
     finally:
         admin.close()
@@ -672,13 +673,13 @@ def test_work_imports_nothing_but_its_job_modules_from_the_current_directory(
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     marker = tmp_path / "job-ran"
     try:
-        wait_for(lambda: proc.poll() is not None
-                 or scalar(conn, "SELECT count(*) FROM que_lockers") == 1, timeout=30)
+        wait_until(lambda: proc.poll() is not None
+                 or scalar(conn, "SELECT count(*) FROM que_lockers") == 1, within=30)
         assert proc.poll() is None, (sorted(p.name for p in tmp_path.glob("*.imported")),
                                      proc.communicate()[1])
         conn.execute("INSERT INTO que_jobs (job_class, args, job_schema_version) "
                      "VALUES ('hostile_local.FromCwd', %s::jsonb, 2)", (json.dumps([str(marker)]),))
-        wait_for(marker.exists, timeout=30)  # the named job module came from the directory
+        wait_until(marker.exists, within=30)  # the named job module came from the directory
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -840,9 +841,9 @@ def test_que_work_runs_email_and_task_jobs_only_where_configured(
     proc = subprocess.Popen([sys.executable, "-m", "django", "que_work", "-i", "0.2"], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_for(lambda: proc.poll() is not None or scalar(  # both rows worked (or gone)
+        wait_until(lambda: proc.poll() is not None or scalar(  # both rows worked (or gone)
             conn, "SELECT count(*) FROM que_jobs WHERE error_count = 0 AND finished_at IS NULL"
-            " AND expired_at IS NULL") == 0, timeout=60)
+            " AND expired_at IS NULL") == 0, within=60)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)

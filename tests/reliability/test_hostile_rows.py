@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conformance.fixtures import scalar, wait_until
 from que_core import Job, admin
 from que_core.connection import Adapter, Connection
 from tests.reliability import harness
@@ -56,10 +57,10 @@ def test_a_row_the_driver_cannot_load_does_not_stop_the_queue(
     bomb = insert_raw(rel, run_at)
     plain = ordinary(rel)
     w = workers()
-    harness.wait_for(lambda: plain in ECHOED and bomb in ECHOED, 10, what="both jobs ran")
+    wait_until(lambda: plain in ECHOED and bomb in ECHOED, 10, what="both jobs ran")
     assert w.running, "the locker died"
     assert ECHOED[bomb]["args"] == ["bomb"]
-    harness.wait_for(lambda: harness.scalar(rel, "SELECT count(*) FROM que_jobs") == 0, 10,
+    wait_until(lambda: scalar(rel, "SELECT count(*) FROM que_jobs") == 0, 10,
                      what="both destroyed themselves")
 
 
@@ -96,10 +97,10 @@ def test_an_error_count_at_the_integer_limit_is_recorded_not_looped(
     job_id = insert_raw(rel, "now", job_class="rel.NoSuchClass", error_count=2147483647)
     plain = ordinary(rel)
     w = workers()
-    harness.wait_for(lambda: plain in ECHOED, 10, what="the ordinary job ran")
-    harness.wait_for(
-        lambda: harness.scalar(rel, "SELECT expired_at IS NOT NULL FROM que_jobs WHERE id = %s",
-                               (job_id,)), 10, what="the job expired")
+    wait_until(lambda: plain in ECHOED, 10, what="the ordinary job ran")
+    wait_until(
+        lambda: scalar(rel, "SELECT expired_at IS NOT NULL FROM que_jobs WHERE id = %s",
+                               job_id), 10, what="the job expired")
     ((count, message),) = rel.execute(
         "SELECT error_count, last_error_message FROM que_jobs WHERE id = %s", (job_id,))
     assert count == 2147483647
@@ -134,20 +135,20 @@ def test_a_job_whose_outcome_cannot_be_written_is_set_aside_not_looped(
     job_id = insert_raw(rel, "now", job_class="rel.Unsaveable", args="[]")
     caplog.set_level(logging.WARNING, logger="que_core")
     w = workers(poll_interval=0.05)
-    harness.wait_for(lambda: Unsaveable.runs, 10, what="the job ran")
+    wait_until(lambda: Unsaveable.runs, 10, what="the job ran")
     plain = ordinary(rel)
-    harness.wait_for(lambda: plain in ECHOED, 10, what="the ordinary job ran")
+    wait_until(lambda: plain in ECHOED, 10, what="the ordinary job ran")
     time.sleep(1.5)
     assert w.running
     assert len(Unsaveable.runs) <= 2, f"ran {len(Unsaveable.runs)} times in 1.5 s: a loop"
     text = caplog.text
     assert f"job {job_id}" in text and "set aside" in text
     assert "outcome=expired" not in text  # nothing was written: no claim that it expired
-    assert harness.scalar(rel, "SELECT count(*) FROM que_jobs WHERE id = %s", (job_id,)) == 1
+    assert scalar(rel, "SELECT count(*) FROM que_jobs WHERE id = %s", job_id) == 1
 
 
 def checkpointer_pid(conn: Connection) -> int:
-    return int(harness.scalar(
+    return int(scalar(
         conn, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))
 
 
@@ -163,13 +164,13 @@ def test_a_fake_locker_row_neither_slows_enqueue_nor_swallows_notifications(
 ) -> None:
     fake_locker(rel, checkpointer_pid(rel))
     w = workers(poll_interval=30)  # no poll during the test: only a NOTIFY brings a job
-    assert harness.scalar(rel, "SELECT count(*) FROM que_lockers WHERE ruby_hostname = 'fake'") \
+    assert scalar(rel, "SELECT count(*) FROM que_lockers WHERE ruby_hostname = 'fake'") \
         == 0, "the start-up cleanup removes a row whose pid is not a client backend"
     fake_locker(rel, checkpointer_pid(rel))  # and again, now that the worker runs
     started = time.monotonic()
     ids = [ordinary(rel) for _ in range(20)]
     took = time.monotonic() - started
-    harness.wait_for(lambda: all(i in ECHOED for i in ids), 5,
+    wait_until(lambda: all(i in ECHOED for i in ids), 5,
                      what="every job arrived by NOTIFY")
     assert took < 2, f"20 enqueues took {took:.1f} s"
     assert w.running
@@ -236,7 +237,7 @@ def test_metrics_label_only_registered_classes_and_worked_queues(
     metrics = prometheus.install(CollectorRegistry(), depth_interval=0)
     try:
         w = workers(worker_count=4, poll_interval=0.05)
-        harness.wait_for(lambda: harness.scalar(
+        wait_until(lambda: scalar(
             rel, "SELECT count(*) FROM que_jobs WHERE queue = 'default' AND error_count = 0")
             == 0, 60, what="every job of the default queue failed")
         families = {f.name: f for f in metrics.registry.collect()}
@@ -258,7 +259,7 @@ def test_a_flood_of_junk_notifications_gives_few_warnings_and_no_lost_job(
     listener._unexpected = listener._Throttled()  # a fresh count for this test
     caplog.set_level(logging.WARNING, logger="que_core.listener")
     w = workers(poll_interval=30)
-    harness.wait_for(lambda: harness.scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
+    wait_until(lambda: scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
                      10, what="the worker listens")
     pid = w.listener.pid
     flood = scaled(5000, 50000)
@@ -266,6 +267,6 @@ def test_a_flood_of_junk_notifications_gives_few_warnings_and_no_lost_job(
         "SELECT count(pg_notify('que_listener_' || %s::text, 'junk ' || i)) "
         "FROM generate_series(1, %s) AS i", (pid, flood))
     plain = ordinary(rel)
-    harness.wait_for(lambda: plain in ECHOED, 10, what="a job arrived by NOTIFY after the flood")
+    wait_until(lambda: plain in ECHOED, 10, what="a job arrived by NOTIFY after the flood")
     warnings = [r for r in caplog.records if "unexpected notification" in r.getMessage()]
     assert 1 <= len(warnings) <= 3, f"{len(warnings)} warnings for {flood} junk notifications"

@@ -46,6 +46,7 @@ from que_core.config import RunMode, settings
 from que_core.connection import Connection
 from que_core.contrib.django import db
 from que_core.job import Job
+from que_core.sql import q
 
 
 def _load_api() -> Any:
@@ -93,48 +94,6 @@ PRIORITY_OFFSET = 100
 
 # Set by QueTaskBackend.enqueue for TaskJob._data: whether the task has a run_after.
 _deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("que_task_deferred", default=False)
-
-_START_SQL = """
-UPDATE que_jobs
-SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
-  || jsonb_build_object(
-       'started_at', coalesce(data #> '{django_task,started_at}', to_jsonb(%s::text)),
-       'last_attempted_at', %s::text,
-       'worker_ids', coalesce(data #> '{django_task,worker_ids}', '[]'::jsonb)
-                     || to_jsonb(%s::text)))
-WHERE id = %s
-"""
-
-_ERROR_SQL = """
-UPDATE que_jobs
-SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
-  || jsonb_build_object(
-       'errors', coalesce(data #> '{django_task,errors}', '[]'::jsonb)
-                 || jsonb_build_array(%s::jsonb),
-       'finished_at', %s::text))
-WHERE id = %s
-"""
-
-_SUCCESS_SQL = """
-UPDATE que_jobs
-SET data = jsonb_set(data, '{django_task}', coalesce(data->'django_task', '{}'::jsonb)
-  || jsonb_build_object('return_value', %s::jsonb, 'finished_at', %s::text))
-WHERE id = %s
-"""
-
-_RESULT_SQL = """
-SELECT j.job_class, j.queue, j.priority, j.run_at, j.error_count, j.args::text, j.kwargs::text,
-       j.data::text, j.finished_at IS NOT NULL, j.expired_at IS NOT NULL,
-       EXISTS (
-         SELECT 1 FROM pg_locks AS l
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND ((l.classid::bigint << 32) | l.objid::bigint) = j.id
-       )
-FROM que_jobs AS j
-WHERE j.id = %s
-"""
-
 
 def _now() -> datetime:
     from django.utils import timezone
@@ -239,7 +198,7 @@ class TaskJob(Job, register=False):
         if stored:
             assert self.db is not None
             at = started.isoformat()
-            self.db.execute(_START_SQL, (at, at, _worker_id(), self.id))
+            self.db.execute(q("django_task_started"), (at, at, _worker_id(), self.id))
             result = _read_result(self.db, str(self.id), backend_alias)
         else:
             result = _inline_result(task, backend_alias, args, kwargs, started)
@@ -258,7 +217,8 @@ class TaskJob(Job, register=False):
                     "exception_class_path": f"{type(exc).__module__}.{type(exc).__qualname__}",
                     "traceback": _traceback(exc),
                 }
-                self.db.execute(_ERROR_SQL, (json.dumps(error), _now().isoformat(), self.id))
+                self.db.execute(q("django_task_failed"),
+                                (json.dumps(error), _now().isoformat(), self.id))
                 if self.error_count + 1 > self.maximum_retry_count:
                     final = _read_result(self.db, str(self.id), backend_alias)
                     api.signals.task_finished.send(type(backend), task_result=_failed(final))
@@ -267,7 +227,7 @@ class TaskJob(Job, register=False):
         if stored:
             assert self.db is not None
             with self.transaction():
-                self.db.execute(_SUCCESS_SQL, (payload, _now().isoformat(), self.id))
+                self.db.execute(q("django_task_succeeded"), (payload, _now().isoformat(), self.id))
                 self.finish()
             result = _read_result(self.db, str(self.id), backend_alias)
         api.signals.task_finished.send(type(backend), task_result=result)
@@ -310,7 +270,7 @@ def _read_result(conn: Connection, result_id: str, alias: str) -> Any:
         job_id = int(result_id)
     except (TypeError, ValueError):
         raise missing from None
-    rows = conn.execute(_RESULT_SQL, (job_id,))
+    rows = conn.execute(q("django_task_result"), (job_id,))
     if not rows or rows[0][0] != TaskJob.job_name:
         raise missing
     try:
