@@ -28,6 +28,7 @@ from conformance.fixtures import scalar, wait_until
 from que_core import Worker, bulk_enqueue, migrate
 from que_core.connection import Adapter, Connection
 from que_core.dsn import mask_password
+from que_core.testing.pytest_plugin import QueDatabase
 
 #: An idle worker (polling once a minute) runs a new job within this many
 #: seconds of its enqueue: LISTEN/NOTIFY woke it.
@@ -49,21 +50,22 @@ def queue_db(connect: Callable[[], Connection]) -> Connection:
 
 
 @pytest.fixture
-def start_worker(
-    adapter: Adapter, db_dsn: str, queue_db: Connection
-) -> Iterator[Callable[..., Worker]]:
-    """Start in-process workers that use the adapter; stopped after the test."""
-    started: list[Worker] = []
+def que_database(adapter: Adapter, db_dsn: str, queue_db: Connection) -> QueDatabase:
+    """The test's database as que-core's pytest plugin's fixture, so that its
+    ``que_worker`` (the one worker fixture) starts workers on it."""
+    return QueDatabase(db_dsn, adapter, queue_db)
+
+
+@pytest.fixture
+def start_worker(que_worker: Callable[..., Worker]) -> Callable[..., Worker]:
+    """Start in-process workers that use the adapter (``que_worker``, polling
+    more often); stopped after the test."""
 
     def start(**kwargs: Any) -> Worker:
         kwargs.setdefault("poll_interval", 0.1)
-        worker = Worker(db_dsn, adapter=adapter, **kwargs)
-        started.append(worker)
-        return worker.start()
+        return que_worker(**kwargs)
 
-    yield start
-    for worker in started:
-        worker.stop(timeout=5)
+    return start
 
 
 @dataclass

@@ -18,6 +18,7 @@ import pytest
 from que_core import plugins
 from que_core.connection import Adapter, Connection
 from que_core.testing import databases
+from que_core.testing.pytest_plugin import QueDatabase
 
 
 def _sync_adapter_names() -> list[str]:
@@ -87,19 +88,7 @@ def db(conn: Connection) -> Connection:
 
 
 @pytest.fixture
-def make_worker(adapter: Adapter, dsn: str) -> Iterator[object]:
-    """Start in-process workers on the test database; all stopped at teardown."""
-    from que_core import Worker
-
-    started: list[Worker] = []
-
-    def make(**kwargs: object) -> Worker:
-        kwargs.setdefault("poll_interval", 0.2)
-        w = Worker(dsn, adapter=adapter, **kwargs)  # type: ignore[arg-type]
-        w.start()
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        w.stop(timeout=10)
+def que_database(adapter: Adapter, dsn: str, conn: Connection) -> QueDatabase:
+    """The test's database as the shipped plugin's fixture: its ``que_worker`` is
+    the tests' worker fixture."""
+    return QueDatabase(dsn, adapter, conn)

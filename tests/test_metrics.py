@@ -35,7 +35,7 @@ def metrics() -> Iterator[prometheus.PrometheusMetrics]:
 
 
 def test_hooks_record_jobs_and_workers(
-    db: Connection, make_worker: Any, metrics: prometheus.PrometheusMetrics
+    db: Connection, que_worker: Any, metrics: prometheus.PrometheusMetrics
 ) -> None:
     reg = metrics.registry
 
@@ -47,7 +47,7 @@ def test_hooks_record_jobs_and_workers(
     FailingJob.enqueue("f", conn=db.raw)  # fails 3 times: errored, errored, expired
     RecordJob.enqueue("idle-1", conn=db.raw, queue="idle")
     RecordJob.enqueue("idle-2", conn=db.raw, queue="idle")
-    worker = make_worker(worker_count=2)
+    worker = que_worker(worker_count=2)
     wait_until(lambda: len(log_tags(db)) == 5, within=20)  # 2 records + 3 failing runs
     wait_until(lambda: value("que_jobs_expired_total", job_class="tests.jobs.FailingJob",
                            queue="default") == 1)

@@ -41,14 +41,14 @@ def test_worker_writes_send_no_state_notification(
         listener.close()
 
 
-def test_jobs_enqueued_by_a_job_still_notify(db: Connection, make_worker: Any) -> None:
+def test_jobs_enqueued_by_a_job_still_notify(db: Connection, que_worker: Any) -> None:
     from que_core import Job
 
     class Parent(Job):
         def run(self) -> None:
             PlainJob.enqueue("child", conn=self.conn)
 
-    make_worker(poll_interval=60)
+    que_worker(poll_interval=60)
     wait_until(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
     Parent.enqueue(conn=db.raw)
     wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'child'") == 1,

@@ -141,12 +141,12 @@ def test_inline_job_gets_the_driver_connection(engine: Any, db: Connection) -> N
 
 
 def test_worker_runs_jobs_enqueued_through_sqlalchemy(
-    engine: Any, db: Connection, make_worker: Any
+    engine: Any, db: Connection, que_worker: Any
 ) -> None:
     with orm.Session(engine) as session:
         for i in range(3):
             PlainJob.enqueue(i, conn=session)
         session.commit()
-    make_worker()
+    que_worker()
     wait_until(lambda: job_count(db) == 0)
     assert sorted(log_tags(db)) == ["0", "1", "2"]

@@ -16,21 +16,21 @@ from tests.helpers import advisory_locks, job_count, log_tags
 from tests.jobs import FailingJob, PlainJob, RecordJob, SleepJob
 
 
-def test_worker_priority_thresholds(db: Connection, make_worker: Any) -> None:
+def test_worker_priority_thresholds(db: Connection, que_worker: Any) -> None:
     # A single thread limited to priority <= 10 never takes a priority-50 job.
     PlainJob.enqueue("low", conn=db.raw, priority=50)
     PlainJob.enqueue("high", conn=db.raw, priority=10)
-    make_worker(worker_priorities=[10])
+    que_worker(worker_priorities=[10])
     wait_until(lambda: log_tags(db) == ["high"])
     time.sleep(0.5)
     assert log_tags(db) == ["high"]
     assert job_count(db) == 1
 
 
-def test_scheduled_job_waits_for_its_time(db: Connection, make_worker: Any) -> None:
+def test_scheduled_job_waits_for_its_time(db: Connection, que_worker: Any) -> None:
     at = datetime.now(timezone.utc) + timedelta(seconds=1.5)
     PlainJob.enqueue("later", conn=db.raw, run_at=at)
-    make_worker()
+    que_worker()
     time.sleep(0.8)
     assert log_tags(db) == []
     wait_until(lambda: log_tags(db) == ["later"])
@@ -38,24 +38,24 @@ def test_scheduled_job_waits_for_its_time(db: Connection, make_worker: Any) -> N
     assert ran_at >= at
 
 
-def test_queues_are_separate(db: Connection, make_worker: Any) -> None:
+def test_queues_are_separate(db: Connection, que_worker: Any) -> None:
     PlainJob.enqueue("a", conn=db.raw, queue="a")
     PlainJob.enqueue("b", conn=db.raw, queue="b")
-    make_worker(queues=["b"])
+    que_worker(queues=["b"])
     wait_until(lambda: log_tags(db) == ["b"])
     time.sleep(0.3)
     assert log_tags(db) == ["b"]
 
 
 def test_default_retry_interval_is_error_count_to_the_fourth_plus_three(
-    db: Connection, make_worker: Any
+    db: Connection, que_worker: Any
 ) -> None:
     class Fails(Job):
         def run(self) -> None:
             raise RuntimeError("no")
 
     job = Fails.enqueue(conn=db.raw)
-    make_worker()
+    que_worker()
     wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 1)
     delay = scalar(
         db,
@@ -65,7 +65,7 @@ def test_default_retry_interval_is_error_count_to_the_fourth_plus_three(
     assert 2 < float(delay) <= 4  # 1 ** 4 + 3
 
 
-def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: Any) -> None:
+def test_retry_interval_and_max_retries_per_class(db: Connection, que_worker: Any) -> None:
     class Flaky(Job):
         retry_interval = 600
         maximum_retry_count = 0
@@ -79,7 +79,7 @@ def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: A
 
     a = Flaky.enqueue(conn=db.raw)  # run() not implemented: an error, expired at once
     b = Flaky2.enqueue(conn=db.raw)
-    make_worker()
+    que_worker()
     wait_until(lambda: scalar(db, "SELECT count(*) FROM que_jobs WHERE error_count = 1") == 2)
     rows = dict(
         (r[0], r[1:])
@@ -93,7 +93,7 @@ def test_retry_interval_and_max_retries_per_class(db: Connection, make_worker: A
 
 
 @pytest.mark.parametrize("how", ["finish", "expire", "retry_in"])
-def test_job_resolution_methods(db: Connection, make_worker: Any, how: str) -> None:
+def test_job_resolution_methods(db: Connection, que_worker: Any, how: str) -> None:
     class Resolves(Job):
         def run(self) -> None:
             if how == "retry_in":
@@ -102,28 +102,28 @@ def test_job_resolution_methods(db: Connection, make_worker: Any, how: str) -> N
                 getattr(self, how)()
 
     job = Resolves.enqueue(conn=db.raw)
-    make_worker()
+    que_worker()
     column = {"finish": "finished_at IS NOT NULL", "expire": "expired_at IS NOT NULL",
               "retry_in": "run_at > now() + interval '3000 seconds'"}[how]
     wait_until(lambda: scalar(db, f"SELECT {column} FROM que_jobs WHERE id = %s", job.id))
     assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 0
 
 
-def test_keep_finished_setting(db: Connection, make_worker: Any, monkeypatch: Any) -> None:
+def test_keep_finished_setting(db: Connection, que_worker: Any, monkeypatch: Any) -> None:
     monkeypatch.setattr(settings, "keep_finished", True)
     job = PlainJob.enqueue("kept", conn=db.raw)
-    make_worker()
+    que_worker()
     wait_until(lambda: scalar(db, "SELECT finished_at IS NOT NULL FROM que_jobs WHERE id = %s",
                             job.id))
 
 
-def test_unknown_job_class_is_the_jobs_error(db: Connection, make_worker: Any) -> None:
+def test_unknown_job_class_is_the_jobs_error(db: Connection, que_worker: Any) -> None:
     db.execute(
         "INSERT INTO que_jobs (job_class, args, job_schema_version) "
         "VALUES ('os.system', '[\"touch /tmp/que-pwned\"]', 2)"
     )
     PlainJob.enqueue("after", conn=db.raw)
-    w = make_worker()
+    w = que_worker()
     wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE job_class = 'os.system'"))
     message = scalar(db, "SELECT last_error_message FROM que_jobs WHERE job_class = 'os.system'")
     assert "unknown job class 'os.system'" in message
@@ -131,19 +131,19 @@ def test_unknown_job_class_is_the_jobs_error(db: Connection, make_worker: Any) -
     assert w.running
 
 
-def test_no_advisory_lock_left_after_a_run(db: Connection, make_worker: Any) -> None:
+def test_no_advisory_lock_left_after_a_run(db: Connection, que_worker: Any) -> None:
     for i in range(50):
         PlainJob.enqueue(i, conn=db.raw)
     FailingJob.enqueue("x", conn=db.raw)
-    w = make_worker()
+    w = que_worker()
     wait_until(lambda: job_count(db) == 1 and len(log_tags(db)) >= 51)
     w.stop()
     assert advisory_locks(db) == 0
     assert scalar(db, "SELECT count(*) FROM que_lockers") == 0
 
 
-def test_foreign_notification_payloads_are_ignored(db: Connection, make_worker: Any) -> None:
-    w = make_worker(poll_interval=60)
+def test_foreign_notification_payloads_are_ignored(db: Connection, que_worker: Any) -> None:
+    w = que_worker(poll_interval=60)
     pid = wait_until(lambda: scalar(db, "SELECT pid FROM que_lockers WHERE listening"))
     for payload in ["not json", "[1,2]", '{"message_type":"job_available"}',
                     '{"message_type":"other","queue":"default","priority":1}', ""]:
@@ -153,11 +153,11 @@ def test_foreign_notification_payloads_are_ignored(db: Connection, make_worker: 
     assert w.running and w.listener is not None and w.listener.is_alive()
 
 
-def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any) -> None:
+def test_graceful_stop_lets_running_jobs_finish(db: Connection, que_worker: Any) -> None:
     SleepJob.enqueue("slow", 1.0, conn=db.raw)
     for i in range(5):
         SleepJob.enqueue(f"queued{i}", 0.0, conn=db.raw, priority=200)
-    w = make_worker(worker_priorities=[None])
+    w = que_worker(worker_priorities=[None])
     wait_until(lambda: log_tags(db, "start") == ["slow"])
     assert w.stop() is True
     assert log_tags(db, "done") == ["slow"]
@@ -167,9 +167,9 @@ def test_graceful_stop_lets_running_jobs_finish(db: Connection, make_worker: Any
 
 
 @pytest.mark.per_adapter
-def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> None:
+def test_stop_deadline_releases_a_hung_job(db: Connection, que_worker: Any) -> None:
     SleepJob.enqueue("hung", 5.0, conn=db.raw)
-    w = make_worker()
+    w = que_worker()
     wait_until(lambda: log_tags(db, "start") == ["hung"])
     began = time.monotonic()
     assert w.stop(timeout=0.5) is False
@@ -179,8 +179,8 @@ def test_stop_deadline_releases_a_hung_job(db: Connection, make_worker: Any) -> 
 
 
 @pytest.mark.per_adapter
-def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any) -> None:
-    w = make_worker()
+def test_reconnects_after_pg_terminate_backend(db: Connection, que_worker: Any) -> None:
+    w = que_worker()
     PlainJob.enqueue("before", conn=db.raw)
     wait_until(lambda: log_tags(db) == ["before"])
     sessions = ("FROM pg_stat_activity "
@@ -195,18 +195,18 @@ def test_reconnects_after_pg_terminate_backend(db: Connection, make_worker: Any)
 
 
 def test_two_workers_share_the_work_without_running_a_job_twice(
-    db: Connection, make_worker: Any
+    db: Connection, que_worker: Any
 ) -> None:
     RecordJob.enqueue_many([[i] for i in range(300)], conn=db.raw)
-    make_worker()
-    make_worker()
+    que_worker()
+    que_worker()
     wait_until(lambda: job_count(db) == 0, within=30)
     tags = log_tags(db)
     assert len(tags) == 300 and len(set(tags)) == 300
 
 
 @pytest.mark.per_adapter
-def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
+def test_job_args_round_trip(db: Connection, que_worker: Any) -> None:
     seen: list[Any] = []
 
     class Echo(Job):
@@ -215,20 +215,20 @@ def test_job_args_round_trip(db: Connection, make_worker: Any) -> None:
 
     value = {"nested": [1, 2.5, None, True, "ü\"'\\%s$1"], "big": 2**63 - 1}
     Echo.enqueue(value, [value], conn=db.raw, key=value)
-    make_worker()
+    que_worker()
     wait_until(lambda: seen)
     assert seen == [((value, [value]), {"key": value})]
     assert json.loads(json.dumps(seen[0][0][0])) == value
 
 
 def test_jobs_of_another_row_format_are_reported(
-    db: Connection, make_worker: Any, caplog: Any
+    db: Connection, que_worker: Any, caplog: Any
 ) -> None:
     db.execute(
         "INSERT INTO que_jobs (job_class, job_schema_version) VALUES ('tests.jobs.PlainJob', 1)"
     )
     with caplog.at_level("WARNING", logger="que_core.listener"):
-        make_worker()
+        que_worker()
     assert "job_schema_version 1" in caplog.text
 
 
@@ -284,12 +284,12 @@ def test_unresolved_jobs_are_deleted_in_batches_with_the_next_claim(
 
 
 def test_a_job_whose_session_dies_before_its_outcome_is_written_runs_again(
-    db: Connection, make_worker: Any
+    db: Connection, que_worker: Any
 ) -> None:
     """The batch's window: a job that returned, whose session is lost
     before the next claim wrote its outcome, is still waiting, and is run
     again (at least once, as after a crash); it is never lost."""
-    w = make_worker(poll_interval=0.2)
+    w = que_worker(poll_interval=0.2)
     wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1)
     PlainJob.enqueue_many([[f"s{i}"] for i in range(300)], conn=db.raw)
     wait_until(lambda: len(log_tags(db)) >= 20)
@@ -302,7 +302,7 @@ def test_a_job_whose_session_dies_before_its_outcome_is_written_runs_again(
 
 
 def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
-    db: Connection, make_worker: Any
+    db: Connection, que_worker: Any
 ) -> None:
     """A batch delete that fails (here a user's trigger refuses one row)
     falls back to one row at a time: the others are deleted, the refused
@@ -316,7 +316,7 @@ def test_a_job_row_that_cannot_be_deleted_does_not_stop_the_others(
     db.execute("CREATE TRIGGER refuse_delete BEFORE DELETE ON que_jobs "
                "FOR EACH ROW EXECUTE FUNCTION refuse_delete()")
     PlainJob.enqueue_many([["undeletable"]] + [[f"p{i}"] for i in range(40)], conn=db.raw)
-    w = make_worker(poll_interval=0.2)
+    w = que_worker(poll_interval=0.2)
     wait_until(lambda: job_count(db) == 1 and {f"p{i}" for i in range(40)} <= set(log_tags(db)))
     assert scalar(db, "SELECT args ->> 0 FROM que_jobs") == "undeletable"
     assert w.running

@@ -11,7 +11,9 @@ Fixtures:
     ``enqueue`` runs jobs at once in the test's thread.
 ``que_worker``
     A factory: ``que_worker(queues=[...], ...)`` starts an in-process
-    :class:`~que_core.Worker` on ``que_database``; stopped after the test.
+    :class:`~que_core.Worker` on ``que_database`` (or ``dsn=...``, with its
+    adapter); stopped after the test. A project whose tests make their
+    databases themselves overrides ``que_database`` to use ``que_worker``.
 
 The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``), else the embedded
 PostgreSQL (pgserver, que-core's ``embedded`` extra); the role needs CREATEDB. The adapter is
@@ -81,7 +83,8 @@ def que_worker(que_database: QueDatabase) -> Iterator[Callable[..., Any]]:
 
     def start(**kwargs: Any) -> Worker:
         kwargs.setdefault("poll_interval", 0.2)
-        worker = Worker(que_database.dsn, adapter=que_database.adapter, **kwargs)
+        dsn = kwargs.pop("dsn", que_database.dsn)
+        worker = Worker(dsn, adapter=que_database.adapter, **kwargs)
         worker.start()
         started.append(worker)
         return worker

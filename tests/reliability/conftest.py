@@ -29,22 +29,10 @@ def procs(adapter: Adapter, dsn: str, rel: Connection) -> Iterator[harness.Worke
 
 
 @pytest.fixture
-def workers(adapter: Adapter, dsn: str) -> Iterator[Any]:
-    """In-process workers; all stopped at teardown."""
-    from que_core import Worker
+def workers(adapter: Adapter, dsn: str, que_worker: Any) -> Any:
+    """In-process workers (the shipped ``que_worker``), with the jobs' sidecar set."""
     from tests.reliability import rjobs
 
     rjobs.SIDECAR.update(dsn=dsn, adapter=adapter.name)
     rjobs.ECHOED.clear()  # job ids start again at 1 in each test's database
-    started: list[Worker] = []
-
-    def make(**kwargs: Any) -> Worker:
-        kwargs.setdefault("poll_interval", 0.2)
-        w = Worker(kwargs.pop("dsn", dsn), adapter=adapter, **kwargs)
-        w.start()
-        started.append(w)
-        return w
-
-    yield make
-    for w in started:
-        w.stop(timeout=5)
+    return que_worker
