@@ -6,7 +6,7 @@ on: if that session is lost, the job's lock and anything it had not yet
 committed go together, and another worker may take the job at once.
 
 Each :meth:`Claims.next` is one statement (``que_core_next_jobs``, schema
-revision 7.2): it writes the outcomes of the jobs run since the last call,
+revisions 7.2 and 7.3): it writes the outcomes of the jobs run since the last call,
 releases the locks whose outcomes the last call committed, and locks and
 returns the next batch. A lock is released only in the call after the one
 that committed its job's outcome, so no other session can take a job while
@@ -88,14 +88,21 @@ class SetAside:
 
 
 class Claims:
-    """The claims of one session (*conn*) on jobs of *queues* (None: any).
+    """The claims of one session (*conn*) on jobs of *queues* (None: any),
+    of the job classes *only* (None: any) but none of *skip* (schema
+    revision 7.3: a worker's event loop takes its async def classes, its
+    threads the others).
 
     Not thread-safe: one thread uses it, with its session."""
 
     def __init__(self, conn: Connection, queues: Sequence[str] | None,
-                 set_aside: SetAside | None = None) -> None:
+                 set_aside: SetAside | None = None, *,
+                 only: Sequence[str] | None = None,
+                 skip: Sequence[str] | None = None) -> None:
         self.conn = conn
         self.queues = list(queues) if queues is not None else None
+        self.only = sorted(only) if only is not None else None
+        self.skip_classes = sorted(skip) if skip else None
         self.set_aside = set_aside or SetAside()
         #: Every job id this session holds the advisory lock of.
         self.held: set[int] = set()
@@ -147,7 +154,7 @@ class Claims:
         rows = self.conn.execute(q("next_jobs"), (
             finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
             self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
-            sorted(excluded), *bounds,
+            sorted(excluded), *bounds, self.only, self.skip_classes,
         ))
         self._pending, self._release = [], [o.job_id for o in pending]
         self.held.difference_update(unlock)
