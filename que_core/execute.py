@@ -152,7 +152,9 @@ def build(row: Row, conn: Connection | AsyncConnection | None, *,
         problem = problem or f"it cannot be built from its row ({_describe(exc)})"
     if problem is None and cls is not None and is_async(cls) != for_async:
         problem = (f"its class's run() is {'not ' if for_async else ''}async def, and it "
-                   f"was claimed for {'the event loop' if for_async else 'a thread'}")
+                   f"was claimed for {'the event loop' if for_async else 'a thread'}"
+                   + ("" if for_async else
+                      " (a worker's event loop runs it; in tests, que_core.testing.adrain)"))
     job.job_class = job_class
     job._problem = problem
     job._unknown = cls is None

@@ -439,15 +439,24 @@ class Job:
         return {"tags": self.tags} if self.tags else {}
 
     def _run_inline(self, conn: Any) -> None:
-        if inspect.iscoroutinefunction(self.run):
-            raise ConfigurationError(
-                f"{type(self).__qualname__}.run is async def: in inline mode it runs from "
-                f"aenqueue (await {type(self).__qualname__}.aenqueue(...)), not from enqueue"
-            )
-        if conn is not None:
-            self.db = wrap_connection(conn)
-            self.conn = self.db.raw
-        self.run(*self.args, **self.kwargs)
+        db = wrap_connection(conn) if conn is not None else None
+        if db is not None:
+            self.conn = db.raw
+        if not is_async(type(self)):
+            self.db = db
+            self.run(*self.args, **self.kwargs)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # none running here: run it on one of its own
+            self.db = blocking.async_over(db) if db is not None else None
+            asyncio.run(self.run(*self.args, **self.kwargs))  # type: ignore[func-returns-value, arg-type]
+            return
+        raise ConfigurationError(
+            f"{type(self).__qualname__}.run is async def and enqueue was called inside a "
+            f"running event loop: in inline mode, await {type(self).__qualname__}.aenqueue(...) "
+            "runs it on that loop"
+        )
 
     async def _arun_inline(self, conn: Any) -> None:
         adb = await awrap_connection(conn) if conn is not None else None
