@@ -16,7 +16,10 @@ that blocks the loop holds up only the async jobs, never the claims and
 unlocks, the listener or the sync threads.
 
 The lock lives on the claiming session, the job's transaction on its own:
-both are the process's, and die with it. A job that resolves itself in its
+both are the process's, and die with it. If the claiming session alone is
+lost (an administrator ends it), the running jobs' locks go with it: they
+are cancelled once the claimer notices, at its next statement, and
+meanwhile another worker may start one of them again. A job that resolves itself in its
 transaction (``await self.adestroy()`` inside ``async with
 self.atransaction()``) has its effect committed once: another worker that
 takes the job after a crash finds its row locked by that transaction until
@@ -49,7 +52,7 @@ from que_core import execute
 from que_core.claims import Claims, SetAside
 from que_core.connection import AsyncAdapter, AsyncConnection, Connection, Row
 from que_core.dispatch import Dispatcher
-from que_core.errors import DatabaseError
+from que_core.errors import ConnectionLost, DatabaseError
 from que_core.execute import Outcome
 from que_core.listener import end_sessions
 from que_core.sql import q
@@ -301,6 +304,17 @@ class AsyncClaimer(WorkerThread):
             return outcome
         self.sessions.give_back(conn)
         return outcome
+
+    def _recover(self, why: DatabaseError) -> None:
+        """The claiming session was replaced: if it was lost, so were the
+        locks of the running jobs, which another worker may take now; they
+        are cancelled (their transactions roll back, nothing recorded)."""
+        if isinstance(why, ConnectionLost) and self.running:
+            log.warning("the async jobs' claiming session was lost: cancelling the %s "
+                        "running job(s), whose locks went with it", len(self.running))
+            for future in list(self.running.values()):
+                future.cancel()
+        super()._recover(why)
 
     # -- stopping ------------------------------------------------------------------------
 
