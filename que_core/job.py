@@ -504,8 +504,14 @@ def _connection(conn: Any) -> Connection:
 
 async def _aconnection(conn: Any) -> AsyncConnection:
     if conn is None:
+        # A connection_provider (Django's) gives sync sessions, which the
+        # event loop must not block on: none is taken implicitly.
         raise ConfigurationError(
             "aenqueue needs a connection: pass conn=<your async driver connection>"
+            + ("" if settings.connection_provider is None else
+               " (the configured connection_provider, Django's, is sync and is not used "
+               "from async code: to enqueue in Django's transaction, call enqueue inside "
+               "transaction.atomic() in a function run with asgiref's sync_to_async)")
         )
     return await awrap_connection(conn)
 
