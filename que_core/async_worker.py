@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import sys
 import threading
@@ -207,7 +208,11 @@ class AsyncClaimer(WorkerThread):
         self.sessions = sessions
         #: When the running jobs are cancelled at shutdown (None: never).
         self.deadline: float | None = None
-        self.running: dict[int, Future[Any]] = {}
+        #: The ids of the running jobs (claimer's thread).
+        self.running: set[int] = set()
+        self._tasks: dict[int, asyncio.Task[Any]] = {}  # the loop's only
+        #: Free slots worth a claim while jobs run (fewer: wait for more).
+        self._enough = max(1, concurrency // 2)
         self._done: collections.deque[tuple[int, Outcome | None]] = collections.deque()
         #: Jobs still running when the grace after the deadline ran out.
         self.hung: list[int] = []
@@ -225,12 +230,14 @@ class AsyncClaimer(WorkerThread):
         self._collect()
         seen = self.dispatcher.generation
         free = self.concurrency - len(self.running)
-        rows = self.claims.next(None, free, full=self._full) if free > 0 else []
-        self._full = False
-        for row in rows:
-            self._start(row)
-        if rows and len(rows) >= free:
-            return  # full: claim again as soon as a job ends
+        if self.running and free < self._enough:
+            rows: list[Row] = []  # a few slots: wait for more, to claim them in one call
+        else:
+            rows = self.claims.next(None, free, full=self._full)
+            self._full = False
+            self._start(rows)
+            if rows and len(rows) >= free:
+                return  # full: claim again as soon as jobs end
         while self.claims.owes:  # outcomes written and their locks released
             self.claims.next(None, 0)
         if not self.running and self.claims.held:
@@ -241,23 +248,39 @@ class AsyncClaimer(WorkerThread):
                                           clear=False)
         self._full = polled or self.dispatcher.generation != seen
 
-    def _start(self, row: Row) -> None:
-        job_id = row[0]
-        future = self.loop.submit(self._run_job(row))
-        self.running[job_id] = future
+    def _start(self, rows: list[Row]) -> None:
+        """Hand *rows* to the loop (one wake-up of its thread for them all)."""
+        if not rows:
+            return
+        self.running.update(row[0] for row in rows)
+        self.loop.loop.call_soon_threadsafe(self._spawn, rows)
 
-        def ended(f: Future[Any]) -> None:
-            outcome = NOT_RUN
-            if not f.cancelled():
-                if f.exception() is not None:  # not the job's: execute.arun keeps those
-                    log.error("job %s: unexpected error running it; released", job_id,
-                              exc_info=f.exception())
-                else:
-                    outcome = f.result()
-            self._done.append((job_id, outcome))
-            self._wake.set()
+    def _spawn(self, rows: list[Row]) -> None:
+        """On the loop: a task per row, its end told to the claimer."""
+        for row in rows:
+            task = self.loop.loop.create_task(self._run_job(row))
+            self._tasks[row[0]] = task
+            task.add_done_callback(functools.partial(self._ended, row[0]))
 
-        future.add_done_callback(ended)
+    def _ended(self, job_id: int, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(job_id, None)
+        outcome = NOT_RUN
+        if not task.cancelled():
+            if task.exception() is not None:  # not the job's: execute.arun keeps those
+                log.error("job %s: unexpected error running it; released", job_id,
+                          exc_info=task.exception())
+            else:
+                outcome = task.result()
+        self._done.append((job_id, outcome))
+        self._wake.set()
+
+    def _cancel(self) -> None:
+        """Cancel every running job (from the claimer's thread)."""
+        def cancel() -> None:
+            for task in list(self._tasks.values()):
+                task.cancel()
+
+        self.loop.loop.call_soon_threadsafe(cancel)
 
     def _collect(self) -> None:
         """Take the outcomes of the jobs that ended; those that did not run
@@ -265,7 +288,7 @@ class AsyncClaimer(WorkerThread):
         assert self.claims is not None
         while self._done:
             job_id, outcome = self._done.popleft()
-            self.running.pop(job_id, None)
+            self.running.discard(job_id)
             if outcome is NOT_RUN:
                 self.claims.skip([job_id])
             else:
@@ -312,8 +335,7 @@ class AsyncClaimer(WorkerThread):
         if isinstance(why, ConnectionLost) and self.running:
             log.warning("the async jobs' claiming session was lost: cancelling the %s "
                         "running job(s), whose locks went with it", len(self.running))
-            for future in list(self.running.values()):
-                future.cancel()
+            self._cancel()
         super()._recover(why)
 
     # -- stopping ------------------------------------------------------------------------
@@ -327,8 +349,7 @@ class AsyncClaimer(WorkerThread):
             self.cancelled = len(self.running)
             log.warning("shutdown deadline passed with %s async job(s) still running: "
                         "cancelling them", len(self.running))
-            for future in list(self.running.values()):
-                future.cancel()
+            self._cancel()
             self._wait_running(time.monotonic() + CANCEL_GRACE)
         self.hung = list(self.running)
         if self.hung:

@@ -16,7 +16,6 @@ from que_core.errors import ConfigurationError
 from que_core.testing import adrain, drain, inline
 from tests.helpers import job_count, log_tags
 from tests.jobs import LOG_TABLE, FailingJob, RecordJob
-from tests.test_async_worker import ajobs  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
@@ -67,7 +66,7 @@ async def test_adrain_raises_a_jobs_error_after_recording_it(sdb: Any, araw: Any
 def test_sync_drain_refuses_an_async_job_naming_adrain(sdb: Any, ajobs: Any) -> None:
     _, db = sdb
     ajobs.AsyncRecordJob.enqueue("a", conn=db.raw)
-    with pytest.raises(Exception, match="async def.*adrain"):
+    with pytest.raises(Exception, match=r"async def.*adrain"):
         drain(db)
     assert log_tags(db) == []
 

@@ -17,24 +17,11 @@ import pytest
 from que_core import migrate, plugins, testdb
 from que_core.connection import Connection
 from que_core.foreground import EXIT_UNFINISHED
-from que_core.job import register_job, registry
 from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
 from tests.jobs import LOG_TABLE, RecordJob
 from tests.test_cli_work import _Reader
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ajobs() -> Iterator[Any]:
-    """tests.ajobs, registered for this module's tests only."""
-    import tests.ajobs as module
-
-    for cls in module.CLASSES:
-        register_job(cls)
-    yield module
-    for cls in module.CLASSES:
-        registry.pop(cls.job_name, None)
 
 
 @pytest.fixture(scope="module", params=sorted(plugins.async_adapters()))

@@ -3,7 +3,8 @@ transaction, on a connection from an async pool, and works it in-process
 (the worker lives in the app's lifespan; the job is ``async def``, so it
 runs on the worker's event loop).
 
-    pip install '.[fastapi]' ./que_adapters/psycopg psycopg-pool uvicorn   # in the repository's top directory
+    # in the repository's top directory:
+    pip install '.[fastapi]' ./que_adapters/psycopg psycopg-pool uvicorn
     cd examples/fastapi_app
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres uvicorn app:app
     curl -H 'content-type: application/json' -d '{"email": "a@example.com"}' \
