@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
-import time
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -550,8 +551,13 @@ def stats(watch: bool, interval: float, as_json: bool, **opts: Any) -> None:
     cfg.setup_logging()
     conn = cfg.connect()
     tty = sys.stdout.isatty()
+    # Ctrl-C ends the watch between refreshes: as an exception it could land
+    # inside the driver mid-query (pg8000 then hung on its reply).
+    interrupted = threading.Event()
+    if watch:
+        signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     try:
-        while True:
+        while not interrupted.is_set():
             with _errors():
                 s = admin.stats(conn)
             now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -568,7 +574,7 @@ def stats(watch: bool, interval: float, as_json: bool, **opts: Any) -> None:
             if not watch:
                 break
             sys.stdout.flush()
-            time.sleep(interval)
+            interrupted.wait(interval)
     except KeyboardInterrupt:
         pass
     finally:
