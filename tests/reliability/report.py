@@ -112,10 +112,11 @@ def environment() -> dict[str, Any]:
     if git.returncode == 0:
         env["commit"] = git.stdout.strip()
     try:
-        from que_core import plugins, testdb
+        from que_core import plugins
+        from que_core.testing import databases
 
         adapter = plugins.get_adapter(sorted(plugins.adapters())[0])
-        conn = adapter.connect(testdb.server_dsn())
+        conn = adapter.connect(databases.server_dsn())
         try:
             env["postgresql"] = conn.execute("SHOW server_version")[0][0]
         finally:
