@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from que_core import migrate, plugins, testdb
+from que_core import migrate, plugins
 from que_core.connection import Connection
 from que_core.errors import ConfigurationError
-from que_core.testing import adrain, drain, inline
+from que_core.testing import adrain, databases, drain, inline
 from tests.helpers import job_count, log_tags
 from tests.jobs import LOG_TABLE, FailingJob, RecordJob
 
@@ -21,7 +21,7 @@ from tests.jobs import LOG_TABLE, FailingJob, RecordJob
 @pytest.fixture
 def sdb() -> Iterator[tuple[str, Connection]]:
     sync = plugins.get_adapter("psycopg")
-    with testdb.temporary_database(sync, testdb.server_dsn()) as dsn:
+    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
         conn = sync.connect(dsn)
         try:
             migrate(conn)

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from que_core import migrate, plugins, testdb
+from que_core import migrate, plugins
 from que_core.connection import Connection
 from que_core.foreground import EXIT_UNFINISHED
+from que_core.testing import databases
 from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
 from tests.jobs import LOG_TABLE, RecordJob
 from tests.test_cli_work import _Reader
@@ -33,7 +34,7 @@ def async_adapter(request: pytest.FixtureRequest) -> str:
 def adb(async_adapter: str) -> Iterator[tuple[str, Connection]]:
     """A migrated database with test_log, and a psycopg session on it."""
     sync = plugins.get_adapter("psycopg")
-    with testdb.temporary_database(sync, testdb.server_dsn()) as dsn:
+    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
         conn = sync.connect(dsn)
         try:
             migrate(conn)
