@@ -140,6 +140,9 @@ SPECS: tuple[Spec, ...] = (
          "queues to work, in order"),
     Spec("workers", "--workers", ("QUE_WORKERS",), _positive(_to_int), 6,
          "worker threads"),
+    Spec("processes", "--processes", ("QUE_PROCESSES",), _positive(_to_int), 1,
+         "worker processes, each with its --workers threads (2 or more: under a supervisor "
+         "that restarts them)"),
     Spec("priorities", "--priorities", ("QUE_PRIORITIES",), _to_str, None,
          "per-thread priority thresholds, e.g. 10,30,50,any,any,any"),
     Spec("poll_interval", "--poll-interval", ("QUE_POLL_INTERVAL",), _positive(_to_float), 5.0,

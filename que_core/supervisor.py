@@ -33,9 +33,11 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -322,3 +324,46 @@ def child_payload(fd: int = 0) -> dict[str, Any]:
     threading.Thread(target=_watch_stdin, args=(fd, supervisor), daemon=True,
                      name="que-supervisor-watch").start()
     return dict(payload)
+
+
+# -- que work --processes --------------------------------------------------------------
+
+
+def work(settings: Mapping[str, Any], command: Sequence[str], *, adapter: Any, dsn: str) -> int:
+    """``que work --processes N`` once *settings* (``que work``'s, resolved)
+    are known and *dsn* reached: supervise N children started with *command*
+    (``que work --supervised``), each given *settings* to work with as one
+    process, and serve the metrics of all on ``metrics_port`` if set.
+    Returns the exit status."""
+    from que_core.errors import ConfigurationError, QueError
+
+    child = {**settings, "dsn": dsn, "embedded": False, "processes": 1, "metrics_port": None}
+    env = dict(os.environ)
+    metrics: Any = None
+    path = None
+    if settings["metrics_port"] is not None:
+        try:
+            from que_core.contrib import prometheus
+        except ImportError as exc:
+            raise ConfigurationError(f"--metrics-port: {exc}") from None
+        path = tempfile.mkdtemp(prefix="que-metrics-")  # private: mode 0700
+        env["PROMETHEUS_MULTIPROC_DIR"] = path
+        metrics = prometheus.SupervisorMetrics(
+            path, connect=lambda: adapter.connect(dsn), queues=settings["queues"])
+    try:
+        if metrics is not None:
+            host, port = settings["metrics_host"], settings["metrics_port"]
+            try:
+                metrics.serve(port, host)
+            except OSError as exc:
+                raise QueError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+        sup = Supervisor(command, {"settings": child, "metrics": metrics is not None},
+                         settings["processes"], env=env,
+                         shutdown_timeout=settings["shutdown_timeout"],
+                         on_exit=metrics.process_died if metrics is not None else None)
+        return sup.run()
+    finally:
+        if metrics is not None:
+            metrics.close()
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)

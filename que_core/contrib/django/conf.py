@@ -7,7 +7,8 @@
         "DSN": None,                  # the worker's DSN; default: built from that alias
         "ADAPTER": None,              # the worker's adapter; default: Django's driver's
         "QUEUES": ["default"],        # queues `manage.py que_work` works
-        "WORKER_COUNT": None,         # worker threads (default 6)
+        "WORKER_COUNT": None,         # worker threads (default 6), per process
+        "PROCESSES": 1,               # worker processes (2 or more: under a supervisor)
         "WORKER_PRIORITIES": None,    # e.g. [10, 30, None]
         "POLL_INTERVAL": 5.0,
         "BATCH_SIZE": 20,
@@ -31,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "ADAPTER": None,
     "QUEUES": ["default"],
     "WORKER_COUNT": None,
+    "PROCESSES": 1,
     "WORKER_PRIORITIES": None,
     "POLL_INTERVAL": 5.0,
     "BATCH_SIZE": 20,

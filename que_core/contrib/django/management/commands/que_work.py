@@ -7,12 +7,17 @@ The worker's own sessions use ``QUE["DSN"]`` (default: built from
 ``DATABASES[QUE["DATABASE"]]``); jobs that use the ORM get Django's
 connections in their thread, closed when stale before and after each job.
 SIGINT or SIGTERM lets running jobs finish, then exits; the exit statuses
-are ``que work``'s (:mod:`que_core.foreground`).
+are ``que work``'s (:mod:`que_core.foreground`). ``--processes N`` (or
+``QUE["PROCESSES"]``) runs N such workers under a supervisor
+(:mod:`que_core.supervisor`), each started as this command was
+(``django.utils.autoreload.get_child_arguments``, as ``runserver`` restarts).
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -54,15 +59,29 @@ class Command(BaseCommand):
                             help="on SIGTERM/SIGINT, seconds to let running jobs finish")
         parser.add_argument("--no-listen", action="store_true",
                             help="poll only; do not LISTEN for new jobs")
+        parser.add_argument("--processes", type=int, default=None,
+                            help="worker processes, each with its --workers threads (default "
+                            "QUE['PROCESSES'] or 1; 2 or more: under a supervisor that "
+                            "restarts them)")
+        parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from que_core import supervisor
         from que_core.worker import Worker
 
+        if options["supervised"]:
+            supervisor.child_payload()
         import_job_modules()
         dsn = db.worker_dsn()
         timeout = options["shutdown_timeout"]
         if timeout is None:
             timeout = conf.get("SHUTDOWN_TIMEOUT")
+        processes = options["processes"] or conf.get("PROCESSES")
+        if not isinstance(processes, int) or processes < 1:
+            raise CommandError(f"--processes / QUE['PROCESSES'] {processes!r}: give a whole "
+                               "number, 1 or more")
+        if processes > 1 and not options["supervised"]:
+            sys.exit(self._supervise(dsn, processes, timeout))
 
         def start() -> Worker:
             worker = Worker(
@@ -85,3 +104,20 @@ class Command(BaseCommand):
             raise CommandError(mask_password(str(exc))) from None
         self.stdout.write("que-core worker stopped")
         self.stdout.flush()
+
+    def _supervise(self, dsn: str, processes: int, timeout: float | None) -> int:
+        from django.utils.autoreload import get_child_arguments
+
+        from que_core import admin, supervisor
+        from que_core.plugins import get_adapter
+
+        try:  # no database, no schema: say so once, not in N crash loops
+            conn = get_adapter(db.worker_adapter()).connect(dsn)
+            try:
+                admin.check_schema(conn)
+            finally:
+                conn.close()
+        except QueError as exc:
+            raise CommandError(mask_password(str(exc))) from None
+        command = [*get_child_arguments(), "--supervised"]
+        return supervisor.Supervisor(command, {}, processes, shutdown_timeout=timeout).run()
