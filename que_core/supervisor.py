@@ -140,9 +140,17 @@ class Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         line = json.dumps({**self.payload, "supervisor": os.getpid(), "slot": slot.number})
-        proc = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, env=self.env, start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, env=self.env, start_new_session=True,
+            )
+        except OSError as exc:  # out of processes or memory, say: try again later
+            slot.failures += 1
+            delay = restart_delay(slot.failures)
+            slot.start_at = time.monotonic() + delay
+            log.error("cannot start worker process #%s (%s); trying again in %.1f s",
+                      slot.number, exc, delay)
+            return
         assert proc.stdin is not None
         try:
             proc.stdin.write(line.encode() + b"\n")

@@ -27,6 +27,10 @@ Metrics (labels in braces):
 ``que_queue_latency_seconds{queue}``
     age of the oldest of those jobs.
 
+With ``que work --processes N`` the supervisor serves one endpoint
+(:class:`SupervisorMetrics`) and its worker processes record into
+prometheus_client's multiprocess directory (``multiprocess=True``).
+
 Job metrics cost no database work. The two queue gauges come from one
 query per scrape, at most once every ``depth_interval`` seconds (cached in
 between), on a connection of their own.
