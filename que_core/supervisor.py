@@ -334,40 +334,64 @@ def child_payload(fd: int = 0) -> dict[str, Any]:
     return dict(payload)
 
 
-# -- que work --processes --------------------------------------------------------------
+# -- the commands' side: que work, flask que work, manage.py que_work ----------------------
 
 
-def work(settings: Mapping[str, Any], command: Sequence[str], *, adapter: Any, dsn: str) -> int:
-    """``que work --processes N`` once *settings* (``que work``'s, resolved)
-    are known and *dsn* reached: supervise N children started with *command*
-    (``que work --supervised``), each given *settings* to work with as one
-    process, and serve the metrics of all on ``metrics_port`` if set.
-    Returns the exit status."""
+def this_command() -> list[str]:
+    """The command line that started this process, to start its children with
+    (as Django's autoreloader restarts ``runserver``): ``python -m NAME ARGS``
+    when it was run with ``-m``, else ``python SCRIPT ARGS``."""
+    import __main__
+
+    args = [sys.executable, *(f"-W{o}" for o in sys.warnoptions)]
+    spec = getattr(__main__, "__spec__", None)
+    if spec is not None:
+        name = spec.parent if spec.name.endswith("__main__") and spec.parent else spec.name
+        return [*args, "-m", name, *sys.argv[1:]]
+    return [*args, sys.argv[0], *sys.argv[1:]]
+
+
+def supervise(
+    command: Sequence[str],
+    processes: int,
+    *,
+    payload: Mapping[str, Any] | None = None,
+    shutdown_timeout: float | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    connect: Callable[[], Any] | None = None,
+    queues: Sequence[str] = ("default",),
+) -> int:
+    """Run a :class:`Supervisor` of *processes* children started with *command*
+    (each given *payload*) until they have stopped; return the exit status.
+    With *metrics_port*, serve the children's metrics there
+    (:class:`~que_core.contrib.prometheus.SupervisorMetrics`; the queue
+    gauges of *queues* through *connect*); the children record them when
+    they call :func:`record_metrics`."""
     from que_core.errors import ConfigurationError, QueError
 
-    child = {**settings, "dsn": dsn, "embedded": False, "processes": 1, "metrics_port": None}
     env = dict(os.environ)
     metrics: Any = None
     path = None
-    if settings["metrics_port"] is not None:
+    if metrics_port is not None:
         try:
             from que_core.contrib import prometheus
         except ImportError as exc:
             raise ConfigurationError(f"--metrics-port: {exc}") from None
+        if connect is None:
+            raise ValueError("metrics_port needs connect, for the queue gauges")
         path = tempfile.mkdtemp(prefix="que-metrics-")  # private: mode 0700
         env["PROMETHEUS_MULTIPROC_DIR"] = path
-        metrics = prometheus.SupervisorMetrics(
-            path, connect=lambda: adapter.connect(dsn), queues=settings["queues"])
+        metrics = prometheus.SupervisorMetrics(path, connect=connect, queues=queues)
     try:
         if metrics is not None:
-            host, port = settings["metrics_host"], settings["metrics_port"]
             try:
-                metrics.serve(port, host)
+                metrics.serve(metrics_port, metrics_host)
             except OSError as exc:
-                raise QueError(f"cannot serve metrics on {host}:{port}: {exc}") from None
-        sup = Supervisor(command, {"settings": child, "metrics": metrics is not None},
-                         settings["processes"], env=env,
-                         shutdown_timeout=settings["shutdown_timeout"],
+                raise QueError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from None
+        sup = Supervisor(command, {**(payload or {}), "metrics": metrics is not None},
+                         processes, env=env, shutdown_timeout=shutdown_timeout,
                          on_exit=metrics.process_died if metrics is not None else None)
         return sup.run()
     finally:
@@ -375,3 +399,12 @@ def work(settings: Mapping[str, Any], command: Sequence[str], *, adapter: Any, d
             metrics.close()
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def record_metrics(payload: Mapping[str, Any]) -> None:
+    """In a child (*payload* from :func:`child_payload`): record Prometheus
+    metrics for the supervisor's endpoint, if it serves one."""
+    if payload.get("metrics"):
+        from que_core.contrib import prometheus
+
+        prometheus.install(multiprocess=True)

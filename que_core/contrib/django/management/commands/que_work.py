@@ -9,8 +9,7 @@ connections in their thread, closed when stale before and after each job.
 SIGINT or SIGTERM lets running jobs finish, then exits; the exit statuses
 are ``que work``'s (:mod:`que_core.foreground`). ``--processes N`` (or
 ``QUE["PROCESSES"]``) runs N such workers under a supervisor
-(:mod:`que_core.supervisor`), each started as this command was
-(``django.utils.autoreload.get_child_arguments``, as ``runserver`` restarts).
+(:mod:`que_core.supervisor`), each started as this command was.
 """
 
 from __future__ import annotations
@@ -104,8 +103,6 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _supervise(self, dsn: str, processes: int, timeout: float | None) -> int:
-        from django.utils.autoreload import get_child_arguments
-
         from que_core import admin, supervisor
         from que_core.plugins import get_adapter
 
@@ -117,5 +114,5 @@ class Command(BaseCommand):
                 conn.close()
         except QueError as exc:
             raise CommandError(mask_password(str(exc))) from None
-        command = [*get_child_arguments(), "--supervised"]
-        return supervisor.Supervisor(command, {}, processes, shutdown_timeout=timeout).run()
+        command = [*supervisor.this_command(), "--supervised"]
+        return supervisor.supervise(command, processes, shutdown_timeout=timeout)
