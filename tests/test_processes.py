@@ -18,7 +18,7 @@ import pytest
 
 from que_core import plugins, supervisor
 from que_core.connection import Connection
-from que_core.foreground import EXIT_SECOND_SIGNAL
+from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
 from que_core.testing import databases
 from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
 from tests.jobs import LOG_TABLE, HangFirstJob, RecordJob, SleepJob
@@ -176,6 +176,21 @@ def test_a_killed_child_is_restarted_and_its_jobs_worked_by_others(
     assert victim not in after and len(set(after) & set(pids)) == 1  # one new child
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(30) == 0
+    wait_for(lambda: advisory_locks(db) == 0)
+
+
+def test_jobs_unfinished_at_the_deadline_exit_5(pg: tuple[str, Connection], run: Any) -> None:
+    _, db = pg
+    sup = run("--processes", "2", "-w", "1", "--shutdown-timeout", "0.5", "tests.jobs")
+    registered(db, 2)
+    HangFirstJob.enqueue("hang", conn=db.raw)
+    wait_for(lambda: log_tags(db, "start") == ["hang"])
+    sup.proc.send_signal(signal.SIGTERM)
+    assert sup.proc.wait(30) == EXIT_UNFINISHED
+    sup.out.thread.join(10)
+    assert "exiting with status 5: the shutdown deadline passed with jobs unfinished" in sup.text
+    assert "exiting with status 5: worker process(es) had jobs unfinished" in sup.text
+    assert job_count(db) == 1
     wait_for(lambda: advisory_locks(db) == 0)
 
 
