@@ -177,6 +177,9 @@ WORKER_SPECS: tuple[Spec, ...] = (
     Spec("workers", "--workers", ("QUE_WORKERS",), _positive(_to_int), 6,
          "worker threads", short="-w", click_type=click.IntRange(min=1),
          worker_arg="worker_count", django_key="WORKER_COUNT"),
+    Spec("processes", "--processes", ("QUE_PROCESSES",), _positive(_to_int), 1,
+         "worker processes, each with its --workers threads (2 or more: under a supervisor "
+         "that restarts them)", click_type=click.IntRange(min=1), django_key="PROCESSES"),
     Spec("priorities", "--priorities", ("QUE_PRIORITIES",), _to_str, None,
          "per-thread priority thresholds, e.g. 10,30,50,any,any,any", short="-p",
          worker_arg="worker_priorities", to_worker=_priorities_arg,
