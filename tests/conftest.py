@@ -12,6 +12,7 @@ sync side, as the conformance suite (``test_conformance.py``) does.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,17 @@ def que_database(adapter: Adapter, dsn: str, conn: Connection) -> QueDatabase:
     """The test's database as the shipped plugin's fixture: its ``que_worker`` is
     the tests' worker fixture."""
     return QueDatabase(dsn, adapter, conn)
+
+
+@pytest.fixture(scope="module")
+def ajobs() -> Iterator[Any]:
+    """tests.ajobs (``async def`` jobs), registered for the module's tests
+    only: another test's in-process worker must not start an event loop."""
+    import tests.ajobs as module
+    from que_core.job import register_job, registry
+
+    for cls in module.CLASSES:
+        register_job(cls)
+    yield module
+    for cls in module.CLASSES:
+        registry.pop(cls.job_name, None)

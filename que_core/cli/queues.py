@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-import time
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -29,9 +30,14 @@ def stats(watch: bool, interval: float, as_json: bool, **opts: Any) -> None:
 
     cfg = Settings(opts)
     tty = sys.stdout.isatty()
+    # Ctrl-C ends the watch between refreshes: as an exception it could land
+    # inside the driver mid-query (pg8000 then hung on its reply).
+    interrupted = threading.Event()
+    if watch:
+        signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     with cfg.session() as conn:
         try:
-            while True:
+            while not interrupted.is_set():
                 s = admin.stats(conn)
                 now = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 if as_json:
@@ -47,10 +53,9 @@ def stats(watch: bool, interval: float, as_json: bool, **opts: Any) -> None:
                 if not watch:
                     break
                 sys.stdout.flush()
-                time.sleep(interval)
+                interrupted.wait(interval)
         except KeyboardInterrupt:
             pass
-
 
 
 @main.command(epilog=SHORT_EPILOG, short_help="Delete every job of the given queues.")
