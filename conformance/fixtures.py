@@ -206,3 +206,25 @@ async def acollect(
             break
         got += await listener.notifications(min(remaining, 1.0))
     return got
+
+
+def adapter_test_fixtures(adapter: Adapter) -> tuple[Any, Any]:
+    """The fixtures ``dsn`` (a test database with an ``items (id bigint PRIMARY
+    KEY)`` table) and ``other`` (a session on it) for an adapter's own tests:
+    ``dsn, other = adapter_test_fixtures(ADAPTER)`` in its test module."""
+
+    @pytest.fixture
+    def dsn() -> Iterator[str]:
+        with databases.temporary_database(adapter) as dsn:
+            conn = adapter.connect(dsn)
+            conn.execute("CREATE TABLE items (id bigint PRIMARY KEY)")
+            conn.close()
+            yield dsn
+
+    @pytest.fixture
+    def other(dsn: str) -> Iterator[Connection]:
+        conn = adapter.connect(dsn)
+        yield conn
+        conn.close()
+
+    return dsn, other

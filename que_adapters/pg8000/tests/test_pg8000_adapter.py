@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import pg8000
@@ -14,27 +13,14 @@ import pg8000.native
 import pytest
 from que_adapter_pg8000 import ADAPTER, connect_args
 
+from conformance.fixtures import adapter_test_fixtures
 from que_core import errors
 from que_core.connection import Connection
-from que_core.testing import databases
 
 SOCKET_DIR = "/var/run/postgresql"
 
 
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    with databases.temporary_database(ADAPTER) as dsn:
-        conn = ADAPTER.connect(dsn)
-        conn.execute("CREATE TABLE items (id bigint PRIMARY KEY)")
-        conn.close()
-        yield dsn
-
-
-@pytest.fixture
-def other(dsn: str) -> Iterator[Connection]:
-    conn = ADAPTER.connect(dsn)
-    yield conn
-    conn.close()
+dsn, other = adapter_test_fixtures(ADAPTER)  # a database with an items table, a session
 
 
 def ids(conn: Connection) -> list[int]:

@@ -11,31 +11,17 @@ import psycopg2.extensions as ext
 import pytest
 from que_adapter_psycopg2 import ADAPTER
 
+from conformance.fixtures import adapter_test_fixtures
 from que_core import errors
 from que_core.connection import Connection
-from que_core.testing import databases
 
-
-@pytest.fixture
-def dsn() -> Iterator[str]:
-    with databases.temporary_database(ADAPTER) as dsn:
-        conn = ADAPTER.connect(dsn)
-        conn.execute("CREATE TABLE items (id bigint PRIMARY KEY)")
-        conn.close()
-        yield dsn
+dsn, other = adapter_test_fixtures(ADAPTER)  # a database with an items table, a session
 
 
 @pytest.fixture
 def raw(dsn: str) -> Iterator[Any]:
     """A psycopg2 connection as users have them: autocommit off."""
     conn = psycopg2.connect(dsn)
-    yield conn
-    conn.close()
-
-
-@pytest.fixture
-def other(dsn: str) -> Iterator[Connection]:
-    conn = ADAPTER.connect(dsn)
     yield conn
     conn.close()
 
