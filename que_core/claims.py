@@ -16,7 +16,6 @@ that commit is done.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from que_core import execute
+from que_core import execute, validation
 from que_core.connection import Connection, Row
 from que_core.dispatch import ANY_PRIORITY
 from que_core.errors import ConnectionLost, DatabaseError
@@ -136,7 +135,7 @@ class Claims:
         with a new session."""
         pending, unlock = self._pending, self._release
         finished = [o.job_id for o in pending if o.kind == DELETE]
-        others = [o.as_json() for o in pending if o.kind not in (DELETE, RESOLVED)]
+        others = [o.as_json() for o in pending if o.written]
         excluded = self.held.difference(unlock)
         excluded.update(exclude)
         excluded.update(self.set_aside.ids())
@@ -145,7 +144,7 @@ class Claims:
             starts = [self.after.get(name) for name in self.queues]
             bounds = [[b[k] if b else None for b in starts] for k in range(3)]
         rows = self.conn.execute(q("next_jobs"), (
-            finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
+            finished, validation.dumps(others) if others else None, unlock,
             self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
             sorted(excluded), *bounds,
         ))

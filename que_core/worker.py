@@ -26,6 +26,7 @@ from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
 from que_core.plugins import get_adapter
 from que_core.pooler import check_sessions_last
+from que_core.schedules import Schedule, Scheduler, declared
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -68,6 +69,10 @@ class Worker:
     :param batch_size: the most jobs a thread claims at once (it claims
         fewer when its jobs take long: about 5 ms of work per batch).
     :param listen: use LISTEN/NOTIFY (otherwise polling only).
+    :param schedules: periodic jobs to enqueue besides those the registered
+        Job classes declare (``schedule = "..."``); see :mod:`que_core.schedules`.
+    :param scheduler: enqueue the periodic jobs (a scheduler thread): every
+        worker process does, and each tick is enqueued once in all.
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class Worker:
         poll_interval: float = 5.0,
         batch_size: int = 20,
         listen: bool = True,
+        schedules: Sequence[Schedule] = (),
+        scheduler: bool = True,
     ) -> None:
         source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
@@ -113,6 +120,9 @@ class Worker:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.listen = listen
+        self.extra_schedules = list(schedules)
+        self.run_scheduler = scheduler
+        self.scheduler: Scheduler | None = None
         self.dispatcher = Dispatcher()
         self._stopping = threading.Event()  # take no new jobs
         self._stop_event = threading.Event()  # and stop reconnecting
@@ -143,6 +153,8 @@ class Worker:
             check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
+        plan = declared(self.extra_schedules) if self.run_scheduler else []
+        scheduler = Scheduler(self._connect, plan, self._stopping) if plan else None
         listener = Listener(self._connect, self.queues, self.worker_priorities,
                             self.dispatcher, self.listen, self._stop_event)
         listener.open()
@@ -158,6 +170,9 @@ class Worker:
         listener.start()
         for thread in self.threads:
             thread.start()
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
         log.info("worker started: %r", self)
         call_hook("que_worker_started", worker=self)
         return self
@@ -187,6 +202,8 @@ class Worker:
         self.dispatcher.stop()
         for thread in self.threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.scheduler is not None:
+            self.scheduler.join(5.0)  # a statement at most: it stops at _stopping
         hung = [t for t in self.threads if t.is_alive()]
         if hung:
             log.warning(

@@ -1,0 +1,157 @@
+"""Waiting for a job's result (classes with ``keep_result = True``).
+
+A worker that writes the outcome of such a job (with que_core_next_jobs, in
+the batch it writes every outcome with) stores what run() returned in
+``que_jobs.que_core_result`` and NOTIFYs ``que_core_result_<id>``. A waiter
+LISTENs on that channel, then reads the row, and reads it again each time a
+notification comes: the notification wakes it, the row says what became of
+the job. A change that notifies nobody (a job expired or deleted by hand or
+by another program) is seen by a re-read every :data:`RECHECK` seconds.
+
+The wait needs a session outside any transaction (notifications reach a
+session only between transactions). With autocommit off, the driver opens a
+transaction for the waiter's statements, which the waiter commits after each
+of them. A session inside a transaction that has written anything is
+refused, never committed; one inside a transaction that has only read is
+committed (pass a connection of its own to wait on if that matters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from que_core.errors import ConfigurationError, JobFailed, ResultUnavailable
+from que_core.sql import q
+
+__all__ = ["aresult", "result"]
+
+#: Seconds between re-reads of the row while no notification comes.
+RECHECK = 5.0
+
+
+def channel(job_id: int) -> str:
+    return f"que_core_result_{int(job_id)}"
+
+
+def _outcome(job_id: int, rows: list[Any]) -> tuple[bool, Any]:
+    """(done, result) from the job_result row; raises for a job that will not finish."""
+    if not rows:
+        raise ResultUnavailable(
+            f"job {job_id} is not in que_jobs: it never committed, or its row was deleted "
+            "(a job whose class does not keep its result is deleted when it finishes, unless "
+            "keep_finished; retention deletes old rows)", job_id)
+    state, result, error, backtrace = rows[0]
+    if state == "finished":
+        return True, None if result is None else json.loads(result)
+    if state in ("expired", "cancelled"):
+        why = f": {error}" if error else ""
+        raise JobFailed(f"job {job_id} {state} without finishing{why}", job_id, state, error,
+                        backtrace)
+    return False, None
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError(f"timeout {timeout!r} must not be negative")
+    return time.monotonic() + timeout
+
+
+def _left(deadline: float | None, job_id: int, timeout: float | None) -> float:
+    if deadline is None:
+        return RECHECK
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+    return min(left, RECHECK)
+
+
+_IN_TRANSACTION = (
+    "the connection is inside a transaction that has written something: a result can "
+    "only be waited for between transactions (notifications arrive there, and the job's "
+    "own enqueue must have committed). Commit first, or pass another connection (conn=...)"
+)
+
+
+def _in_block(a: list[Any], b: list[Any]) -> bool:
+    """From two result_probe rows in a row: inside a transaction block? Raises
+    for one that has written something."""
+    ((started, wrote),), ((again, _),) = a, b
+    if started != again:
+        return False  # autocommit: each statement its own transaction
+    if wrote:
+        raise ConfigurationError(_IN_TRANSACTION)
+    return True
+
+
+def result(job_id: int, *, conn: Any = None, timeout: float | None = None) -> Any:
+    """Wait until job *job_id* finishes and return what its run() returned
+    (None for a class that does not keep its result), as
+    ``concurrent.futures.Future.result`` does.
+
+    *conn* is a driver connection (or a que-core Connection) outside any
+    transaction; default: the settings' connection provider (Django's, say).
+    Raises :class:`TimeoutError` after *timeout* seconds (None: no limit),
+    :class:`~que_core.errors.JobFailed` for a job that expired or was
+    cancelled (with its last error), and
+    :class:`~que_core.errors.ResultUnavailable` when the row is gone.
+    """
+    from que_core.job import _connection
+
+    deadline = _deadline(timeout)
+    job_id = int(job_id)
+    c = _connection(conn)
+    commit = _in_block(c.execute(q("result_probe")), c.execute(q("result_probe")))
+    c.execute(f'LISTEN "{channel(job_id)}"')  # job_id is an int: safe to format
+
+    def step(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        rows = c.execute(sql, params)
+        if commit:
+            c.execute("COMMIT")
+        return rows
+
+    try:
+        if commit:
+            c.execute("COMMIT")
+        while True:
+            done, value = _outcome(job_id, step(q("job_result"), (job_id,)))
+            if done:
+                return value
+            c.notifications(_left(deadline, job_id, timeout))
+    finally:
+        if not c.closed:
+            step(f'UNLISTEN "{channel(job_id)}"')
+
+
+async def aresult(job_id: int, *, conn: Any, timeout: float | None = None) -> Any:
+    """:func:`result` from async code, on an async driver connection *conn*
+    (psycopg's AsyncConnection, asyncpg, ...); the loop stays free meanwhile."""
+    from que_core.job import _aconnection
+
+    deadline = _deadline(timeout)
+    job_id = int(job_id)
+    c = await _aconnection(conn)
+    commit = _in_block(await c.execute(q("result_probe")), await c.execute(q("result_probe")))
+    await c.execute(f'LISTEN "{channel(job_id)}"')
+
+    async def step(sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        rows = await c.execute(sql, params)
+        if commit:
+            await c.execute("COMMIT")
+        return rows
+
+    try:
+        if commit:
+            await c.execute("COMMIT")
+        while True:
+            done, value = _outcome(job_id, await step(q("job_result"), (job_id,)))
+            if done:
+                return value
+            await c.notifications(_left(deadline, job_id, timeout))
+    finally:
+        if not c.closed:
+            await asyncio.shield(step(f'UNLISTEN "{channel(job_id)}"'))
