@@ -83,8 +83,8 @@ def test_failure_carries_the_last_error(conn: Connection, make_worker: Any) -> N
 def test_a_result_that_is_not_json_fails_the_attempt(conn: Connection, make_worker: Any) -> None:
     make_worker(worker_count=1)
     job = ReturnsObjectJob.enqueue(conn=conn.raw)
-    with pytest.raises(JobFailed, match="ResultNotStorable: .*of type object, which is not "
-                                        "JSON-serialisable"):
+    with pytest.raises(JobFailed, match=r"ResultNotStorable: .*of type object, which is not "
+                                        r"JSON-serialisable"):
         job.result(timeout=10)
     assert "the value run() returned" in scalar(
         conn, "SELECT last_error_message FROM que_jobs WHERE id = %s", (job.id,))
