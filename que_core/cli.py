@@ -425,6 +425,7 @@ def work(modules: tuple[str, ...], **opts: Any) -> None:
             poll_interval=cfg["poll_interval"],
             batch_size=cfg["batch_size"],
             listen=cfg["listen"],
+            schedules=settings_file.read_schedules(),
         ).start()
 
     with cfg.errors():

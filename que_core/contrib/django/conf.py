@@ -14,6 +14,7 @@
         "LISTEN": True,
         "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
         "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
+        "SCHEDULES": {},              # periodic jobs: {"name": {"job": ..., "cron": ...}}
         "RUN_MODE": None,             # "inline" runs jobs at enqueue (tests)
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_QUEUE": "default",
@@ -37,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
     "LISTEN": True,
     "SHUTDOWN_TIMEOUT": None,
     "JOB_MODULES": [],
+    "SCHEDULES": {},
     "RUN_MODE": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
     "EMAIL_QUEUE": "default",

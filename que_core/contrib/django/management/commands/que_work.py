@@ -56,6 +56,7 @@ class Command(BaseCommand):
                             help="poll only; do not LISTEN for new jobs")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from que_core.schedules import from_table
         from que_core.worker import Worker
 
         import_job_modules()
@@ -74,6 +75,7 @@ class Command(BaseCommand):
                 poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
                 batch_size=int(conf.get("BATCH_SIZE")),
                 listen=bool(conf.get("LISTEN")) and not options["no_listen"],
+                schedules=from_table(conf.get("SCHEDULES"), "settings.QUE['SCHEDULES']"),
             ).start()
             self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
             self.stdout.flush()
