@@ -359,12 +359,17 @@ SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
 
 -- name: admin_retry_jobs
 -- Run the matching jobs now: run_at = now(), and an expired job is no longer
--- expired (its error_count stays). Finished jobs are left alone.
+-- expired (its error_count stays). Finished jobs are left alone, and so is an
+-- expired unique job whose key another job of its class holds now.
 {{admin_claim}}
 changed AS (
-  UPDATE que_jobs SET run_at = now(), expired_at = NULL
-  WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL
-  RETURNING id
+  UPDATE que_jobs AS u SET run_at = now(), expired_at = NULL
+  WHERE u.id IN (SELECT id FROM c WHERE free) AND u.finished_at IS NULL
+    AND (u.que_core_unique_key IS NULL OR u.expired_at IS NULL OR NOT EXISTS (
+      SELECT FROM que_jobs AS o
+      WHERE o.job_class = u.job_class AND o.que_core_unique_key = u.que_core_unique_key
+        AND o.finished_at IS NULL AND o.expired_at IS NULL))
+  RETURNING u.id
 )
 {{admin_claim_result}}
 

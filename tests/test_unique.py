@@ -194,3 +194,16 @@ def test_eight_sessions_enqueue_one_key_1000_times(adapter: Adapter, dsn: str,
     finally:
         for c in conns:
             c.close()
+
+
+def test_retrying_an_expired_job_whose_key_is_taken_leaves_it(conn: Connection) -> None:
+    from que_core import admin
+
+    old = UniqueJob.enqueue(7, conn=conn.raw)
+    conn.execute("UPDATE que_jobs SET expired_at = now() WHERE id = %s", (old.id,))
+    new = UniqueJob.enqueue(7, conn=conn.raw)
+    result = admin.retry_jobs(conn, admin.JobFilter(ids=[old.id or 0]))
+    assert (result.matched, result.changed) == (1, 0)
+    conn.execute("DELETE FROM que_jobs WHERE id = %s", (new.id,))
+    result = admin.retry_jobs(conn, admin.JobFilter(ids=[old.id or 0]))
+    assert (result.matched, result.changed) == (1, 1)
