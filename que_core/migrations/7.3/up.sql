@@ -84,11 +84,17 @@ BEGIN
         que_core_result = CASE WHEN o.keep THEN o.result ELSE j.que_core_result END
     FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, keep boolean, result jsonb)
     WHERE j.id = o.id AND o.op = 'finish' AND j.finished_at IS NULL AND j.expired_at IS NULL;
-    -- A job that resolved itself (finish() in run(), say) and keeps its result.
-    UPDATE que_jobs AS j
-    SET que_core_result = o.result
-    FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, result jsonb)
-    WHERE j.id = o.id AND o.op = 'result';
+    IF outcomes @> '[{"keep": true}]' THEN
+      -- A job that resolved itself (finish() in run(), say) and keeps its result.
+      UPDATE que_jobs AS j
+      SET que_core_result = o.result
+      FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, result jsonb)
+      WHERE j.id = o.id AND o.op = 'result';
+      -- Wake whoever waits for these jobs' results (que_core.result).
+      PERFORM pg_notify('que_core_result_' || (o ->> 'id'), o ->> 'op')
+      FROM jsonb_array_elements(outcomes) AS o
+      WHERE (o ->> 'keep')::boolean;
+    END IF;
     -- error_count stops at the integer's limit: a row written with
     -- 2147483647 must still take its error. Limits are the check constraints'.
     UPDATE que_jobs AS j
@@ -102,11 +108,6 @@ BEGIN
       AS o(id bigint, op text, delay float8, message text, backtrace text)
     WHERE j.id = o.id AND o.op IN ('error', 'expire')
       AND j.finished_at IS NULL AND j.expired_at IS NULL;
-    -- Wake whoever waits for these jobs' results (que_core.result); only
-    -- jobs whose class keeps its result: the others send nothing.
-    PERFORM pg_notify('que_core_result_' || (o ->> 'id'), o ->> 'op')
-    FROM jsonb_array_elements(outcomes) AS o
-    WHERE (o ->> 'keep')::boolean;
   END IF;
   PERFORM set_config('que.skip_notify', coalesce(quiet, ''), true);
   IF cardinality(unlock) > 0 THEN
