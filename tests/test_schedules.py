@@ -75,10 +75,15 @@ def test_three_workers_enqueue_each_tick_once_one_killed(db: Connection, adapter
     assert len(set(job_ids)) == len(job_ids)
 
 
-def _run_one_round(adapter: Adapter, dsn: str, schedules: list[Schedule]) -> Scheduler:
+def _run_one_round(adapter: Adapter, dsn: str, schedules: list[Schedule],
+                   rounds: int = 1) -> Scheduler:
     s = Scheduler(lambda: adapter.connect(dsn), schedules, threading.Event())
     try:
-        s._round()
+        for i in range(rounds):
+            if i:
+                time.sleep(s._round())
+            else:
+                s._round()
     finally:
         s._close()
     return s
@@ -175,9 +180,7 @@ def test_bad_schedules_are_refused_naming_the_value(tmp_path: Path) -> None:
 def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
                             tmp_path: Path) -> None:
     s = Schedule("listed", "* * * * * *", PlainJob.job_name, ("x",))
-    _run_one_round(adapter, dsn, [s])
-    time.sleep(1.1)
-    _run_one_round(adapter, dsn, [s])  # one tick, at least
+    _run_one_round(adapter, dsn, [s], rounds=3)  # a tick, at least
     (tmp_path / "pyproject.toml").write_text(
         '[tool.que.schedules.listed]\njob = "tests.jobs.PlainJob"\ncron = "* * * * * *"\n'
         'args = ["x"]\n'
