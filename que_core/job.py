@@ -629,10 +629,12 @@ Step = tuple[str, str, Any]
 
 
 def _bulk_steps(jobs: Sequence[Job]) -> Generator[Step, Any, None]:
-    """The statements of a bulk insert of *jobs* with one COPY, in order,
-    inside one transaction block; sets the jobs' ids at the end.
+    """The statements of a bulk insert of *jobs*, in order, inside one
+    transaction block: one COPY of the jobs without a unique key, then one
+    statement for each job with one (the unique index decides each); sets the
+    jobs' ids.
 
-    The per-job NOTIFY is skipped for the batch: workers find bulk-inserted
+    The per-job NOTIFY is skipped for the COPY: workers find bulk-inserted
     jobs by polling, which takes many at a time.
     """
     plain = [j for j in jobs if j.key is None]

@@ -220,3 +220,31 @@ def test_inline_mode_result() -> None:
     with que_core.run_mode("inline"):
         job = AddJob.enqueue(2, 3)
     assert job.result(timeout=0) == 5
+
+
+def test_results_ride_the_batch_of_outcomes(conn: Connection, adapter: Adapter,
+                                            dsn: str) -> None:
+    """Kept results are written by the statement that writes every outcome
+    (que_core_next_jobs), several jobs a call: no statement per job."""
+    from que_core import Worker, bulk_enqueue
+    from tests.test_worker import _Counting
+
+    with bulk_enqueue(conn=conn.raw) as jobs:
+        for i in range(100):
+            AddJob.enqueue(i, 1, conn=conn.raw)
+    counting = _Counting(adapter)
+    w = Worker(dsn, adapter=counting, poll_interval=0.2)  # type: ignore[arg-type]
+    w.start()
+    try:
+        wait_for(lambda: scalar(conn, "SELECT count(*) FROM que_jobs WHERE finished_at IS NULL")
+                 == 0)
+    finally:
+        w.stop(timeout=10)
+    stored = dict(conn.execute("SELECT id, que_core_result::text FROM que_jobs"))
+    assert [stored[j.id] for j in jobs] == [str(i + 1) for i in range(100)]
+    claims = [p for name, p in counting.ran if name == "next_jobs" and p[1]]
+    written = [o["id"] for p in claims for o in json.loads(p[1])]
+    assert sorted(written) == sorted(j.id for j in jobs)
+    assert len(claims) < len(written)  # several outcomes per call
+    others = [n for n, _ in counting.ran if n not in ("?", "next_jobs")]
+    assert len(others) < 20, sorted(others)
