@@ -204,3 +204,15 @@ def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
     assert "listed" in text.stdout and f"{last[1]} (ready)" in text.stdout
+
+
+def test_a_unique_periodic_job_waiting_still_counts_the_tick(conn: Connection, adapter: Adapter,
+                                                             dsn: str) -> None:
+    from tests.jobs import UniqueJob
+
+    waiting = UniqueJob.enqueue(5, conn=conn.raw)
+    s = Schedule("u", "* * * * * *", UniqueJob.job_name, (5,))
+    _run_one_round(adapter, dsn, [s], rounds=3)
+    rows = _ticks(conn, "u")
+    assert rows  # the ticks are recorded ...
+    assert conn.execute("SELECT id FROM que_jobs") == [(waiting.id,)]  # ... with no duplicate
