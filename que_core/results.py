@@ -100,10 +100,14 @@ def result(job_id: int, *, conn: Any = None, timeout: float | None = None) -> An
     cancelled (with its last error), and
     :class:`~que_core.errors.ResultUnavailable` when the row is gone.
     """
+    from que_core.config import settings
     from que_core.job import _connection
 
     deadline = _deadline(timeout)
     job_id = int(job_id)
+    if conn is None and settings.connection_provider is None:
+        raise ConfigurationError("result needs a connection: pass conn=<a driver connection "
+                                 "of the job's database, outside a transaction>")
     c = _connection(conn)
     commit = _in_block(c.execute(q("result_probe")), c.execute(q("result_probe")))
     c.execute(f'LISTEN "{channel(job_id)}"')  # job_id is an int: safe to format
@@ -127,11 +131,14 @@ def result(job_id: int, *, conn: Any = None, timeout: float | None = None) -> An
             step(f'UNLISTEN "{channel(job_id)}"')
 
 
-async def aresult(job_id: int, *, conn: Any, timeout: float | None = None) -> Any:
+async def aresult(job_id: int, *, conn: Any = None, timeout: float | None = None) -> Any:
     """:func:`result` from async code, on an async driver connection *conn*
     (psycopg's AsyncConnection, asyncpg, ...); the loop stays free meanwhile."""
     from que_core.job import _aconnection
 
+    if conn is None:
+        raise ConfigurationError("aresult needs a connection: pass conn=<an async driver "
+                                 "connection of the job's database, outside a transaction>")
     deadline = _deadline(timeout)
     job_id = int(job_id)
     c = await _aconnection(conn)

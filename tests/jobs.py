@@ -129,3 +129,14 @@ class SlowAddJob(Job):
     def run(self, a: Any, b: Any, seconds: float) -> Any:
         time.sleep(seconds)
         return a + b
+
+
+class FinishesItselfJob(Job):
+    """Keeps its result, and resolves itself in its own transaction."""
+
+    keep_result = True
+
+    def run(self, value: Any) -> Any:
+        with self.transaction():
+            self.finish()
+        return {"value": value}

@@ -248,3 +248,19 @@ def test_results_ride_the_batch_of_outcomes(conn: Connection, adapter: Adapter,
     assert len(claims) < len(written)  # several outcomes per call
     others = [n for n, _ in counting.ran if n not in ("?", "next_jobs")]
     assert len(others) < 20, sorted(others)
+
+
+def test_a_job_that_resolves_itself_keeps_its_result(conn: Connection,
+                                                     make_worker: Any) -> None:
+    from tests.jobs import FinishesItselfJob
+
+    make_worker(worker_count=1)
+    job = FinishesItselfJob.enqueue([1, "a"], conn=conn.raw)
+    assert job.result(timeout=10) == {"value": [1, "a"]}
+
+
+def test_result_needs_a_connection() -> None:
+    job = AddJob.build((1, 2))
+    job.id = 1
+    with pytest.raises(ConfigurationError, match="result needs a connection"):
+        job.result(timeout=1)

@@ -216,3 +216,14 @@ def test_a_unique_periodic_job_waiting_still_counts_the_tick(conn: Connection, a
     rows = _ticks(conn, "u")
     assert rows  # the ticks are recorded ...
     assert conn.execute("SELECT id FROM que_jobs") == [(waiting.id,)]  # ... with no duplicate
+
+
+def test_five_and_six_field_ticks() -> None:
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert Schedule("a", "30 * * * * *", "J").ticks(t, t + timedelta(minutes=2)) == [
+        t + timedelta(seconds=30), t + timedelta(seconds=90)]
+    assert Schedule("b", "*/30 * * * *", "J").ticks(t, t + timedelta(hours=1)) == [
+        t + timedelta(minutes=30), t + timedelta(hours=1)]
+    assert Schedule("c", "*/30 * * * *", "J").next_tick(t) == t + timedelta(minutes=30)
