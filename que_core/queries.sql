@@ -110,14 +110,22 @@ RETURNING id
 SELECT transaction_timestamp(), txid_current_if_assigned() IS NOT NULL
 
 -- name: job_result
--- A job's state as a waiter sees it. "cancelled": see results.py.
-SELECT CASE WHEN finished_at IS NOT NULL THEN 'finished'
-            WHEN expired_at IS NOT NULL AND (data ? 'cancelled_at' OR data ? 'cancelled')
+-- A job's state as a waiter sees it. "cancelled": see results.py. The last
+-- column: some session holds the job's lock (a worker keeps it until the
+-- job's outcome, its result included, is committed).
+SELECT CASE WHEN q.finished_at IS NOT NULL THEN 'finished'
+            WHEN q.expired_at IS NOT NULL AND (q.data ? 'cancelled_at' OR q.data ? 'cancelled')
               THEN 'cancelled'
-            WHEN expired_at IS NOT NULL THEN 'expired'
+            WHEN q.expired_at IS NOT NULL THEN 'expired'
             ELSE 'waiting' END,
-       que_core_result::text, last_error_message, last_error_backtrace
-FROM que_jobs WHERE id = %s
+       q.que_core_result::text, q.last_error_message, q.last_error_backtrace,
+       EXISTS (
+         SELECT FROM pg_locks AS l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND (l.classid::bigint << 32) | l.objid::bigint = q.id
+       )
+FROM que_jobs AS q WHERE q.id = %s
 
 -- ---------------------------------------------------------------------------
 -- Periodic jobs (que_core/schedules.py).

@@ -6,7 +6,10 @@ the batch it writes every outcome with) stores what run() returned in
 LISTENs on that channel, then reads the row, and reads it again each time a
 notification comes: the notification wakes it, the row says what became of
 the job. A change that notifies nobody (a job expired or deleted by hand or
-by another program) is seen by a re-read every :data:`RECHECK` seconds.
+by another program) is seen by a re-read every :data:`RECHECK` seconds. A job
+that resolved itself in run() (``self.finish()``) shows finished before its
+worker has written its result; while the worker still holds the job's lock
+the row is read every :data:`SETTLING` seconds until the result is there.
 
 The wait needs a session outside any transaction (notifications reach a
 session only between transactions). With autocommit off, the driver opens a
@@ -36,15 +39,23 @@ def channel(job_id: int) -> str:
     return f"que_core_result_{int(job_id)}"
 
 
-def _outcome(job_id: int, rows: list[Any]) -> tuple[bool, Any]:
-    """(done, result) from the job_result row; raises for a job that will not finish."""
+#: Seconds between re-reads of a job that finished (it resolved itself in
+#: run()) while its worker has not yet written its outcome and result.
+SETTLING = 0.05
+
+
+def _outcome(job_id: int, rows: list[Any]) -> tuple[bool | None, Any]:
+    """(done, result) from the job_result row (done None: finished, but its
+    worker has yet to write its result); raises for a job that will not finish."""
     if not rows:
         raise ResultUnavailable(
             f"job {job_id} is not in que_jobs: it never committed, or its row was deleted "
             "(a job whose class does not keep its result is deleted when it finishes, unless "
             "keep_finished; retention deletes old rows)", job_id)
-    state, result, error, backtrace = rows[0]
+    state, result, error, backtrace, locked = rows[0]
     if state == "finished":
+        if result is None and locked:
+            return None, None  # finish() in run(): the result comes with the outcome
         return True, None if result is None else json.loads(result)
     if state in ("expired", "cancelled"):
         why = f": {error}" if error else ""
@@ -61,13 +72,16 @@ def _deadline(timeout: float | None) -> float | None:
     return time.monotonic() + timeout
 
 
-def _left(deadline: float | None, job_id: int, timeout: float | None) -> float:
+def _left(deadline: float | None, job_id: int, timeout: float | None,
+          done: bool | None) -> float:
+    """How long to wait for a notification before reading the row again."""
+    wait = SETTLING if done is None else RECHECK
     if deadline is None:
-        return RECHECK
+        return wait
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
-    return min(left, RECHECK)
+    return min(left, wait)
 
 
 _IN_TRANSACTION = (
@@ -125,7 +139,7 @@ def result(job_id: int, *, conn: Any = None, timeout: float | None = None) -> An
             done, value = _outcome(job_id, step(q("job_result"), (job_id,)))
             if done:
                 return value
-            c.notifications(_left(deadline, job_id, timeout))
+            c.notifications(_left(deadline, job_id, timeout, done))
     finally:
         if not c.closed:
             step(f'UNLISTEN "{channel(job_id)}"')
@@ -158,7 +172,7 @@ async def aresult(job_id: int, *, conn: Any = None, timeout: float | None = None
             done, value = _outcome(job_id, await step(q("job_result"), (job_id,)))
             if done:
                 return value
-            await c.notifications(_left(deadline, job_id, timeout))
+            await c.notifications(_left(deadline, job_id, timeout, done))
     finally:
         if not c.closed:
             await asyncio.shield(step(f'UNLISTEN "{channel(job_id)}"'))

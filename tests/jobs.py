@@ -139,4 +139,5 @@ class FinishesItselfJob(Job):
     def run(self, value: Any) -> Any:
         with self.transaction():
             self.finish()
+        time.sleep(0.5)  # finished, its result not yet written
         return {"value": value}

@@ -256,6 +256,9 @@ def test_a_job_that_resolves_itself_keeps_its_result(conn: Connection,
 
     make_worker(worker_count=1)
     job = FinishesItselfJob.enqueue([1, "a"], conn=conn.raw)
+    # The wait starts once the row shows finished, before the result is written.
+    wait_for(lambda: scalar(conn, "SELECT finished_at IS NOT NULL FROM que_jobs"))
+    assert scalar(conn, "SELECT que_core_result FROM que_jobs") is None
     assert job.result(timeout=10) == {"value": [1, "a"]}
 
 
