@@ -267,3 +267,9 @@ def test_result_needs_a_connection() -> None:
     job.id = 1
     with pytest.raises(ConfigurationError, match="result needs a connection"):
         job.result(timeout=1)
+
+
+def test_an_async_job_keeps_its_result(conn: Connection, make_worker: Any, ajobs: Any) -> None:
+    make_worker(worker_count=1)
+    job = ajobs.AsyncAddJob.enqueue(2, 5, conn=conn.raw)
+    assert job.result(timeout=10) == 7

@@ -1,11 +1,9 @@
--- Back to revision 7.2 (kept results, unique keys and tick records go).
+-- Back to revision 7.2: the function without the class filters.
 
-DROP TABLE que_core_ticks;
-DROP INDEX que_core_unique_key_idx;
-ALTER TABLE que_jobs DROP COLUMN que_core_unique_key;
-ALTER TABLE que_jobs DROP COLUMN que_core_result;
+DROP FUNCTION que_core_next_jobs(bigint[], jsonb, bigint[], text[], integer, integer, bigint[],
+                                 integer[], timestamptz[], bigint[], text[], text[]);
 
-CREATE OR REPLACE FUNCTION que_core_next_jobs(
+CREATE FUNCTION que_core_next_jobs(
   -- jobs that returned without resolving themselves: deleted
   finished bigint[],
   -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire",

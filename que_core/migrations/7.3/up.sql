@@ -1,38 +1,15 @@
--- que-core revision 7.3: periodic jobs, unique jobs and kept results.
--- Ruby Que 2.4 ignores all of it: two nullable columns it never reads or
--- writes (its INSERTs name their columns), a partial index over them, a
--- table of its own, and que_core_next_jobs (que-core's alone) taught to
--- store results.
+-- que-core revision 7.3: que_core_next_jobs (see 7.2) takes jobs of some job
+-- classes only, or all but some: a worker's event loop claims its async def
+-- jobs and its threads the others. Que ignores it, as it does 7.2.
 
--- The key of a unique job (Job.unique_key): at most one job of a class per
--- key is waiting or running. The index is partial, so jobs without a key
--- (every job Ruby Que writes) cost it nothing, and a finished or expired job
--- lets its key go.
-ALTER TABLE que_jobs ADD COLUMN que_core_unique_key text;
-CREATE UNIQUE INDEX que_core_unique_key_idx ON que_jobs (job_class, que_core_unique_key)
-  WHERE que_core_unique_key IS NOT NULL AND finished_at IS NULL AND expired_at IS NULL;
+DROP FUNCTION que_core_next_jobs(bigint[], jsonb, bigint[], text[], integer, integer, bigint[],
+                                 integer[], timestamptz[], bigint[]);
 
--- What run() returned, as JSON, for a class with keep_result (the row is
--- kept, finished, as long as retention keeps it).
-ALTER TABLE que_jobs ADD COLUMN que_core_result jsonb;
-
--- One row per schedule and tick that was enqueued: the primary key is what
--- makes any number of workers enqueue each tick once. The row and its job are
--- inserted by one statement, so a worker that dies mid-tick leaves neither.
-CREATE TABLE que_core_ticks (
-  schedule text NOT NULL,
-  tick timestamptz NOT NULL,
-  job_id bigint,
-  enqueued_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (schedule, tick)
-);
-
-CREATE OR REPLACE FUNCTION que_core_next_jobs(
+CREATE FUNCTION que_core_next_jobs(
   -- jobs that returned without resolving themselves: deleted
   finished bigint[],
-  -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire"
-  -- | "result", "delay" (s, errors), "message", "backtrace", and for a job
-  -- whose class keeps its result: "keep": true and "result" (JSON)} (or NULL)
+  -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire",
+  -- "delay" (s, errors), "message", "backtrace"} (or NULL)
   outcomes jsonb,
   -- locks to release: outcomes committed by an earlier call (a lock is only
   -- ever released once its job's outcome is committed, so that no other
@@ -52,7 +29,12 @@ CREATE OR REPLACE FUNCTION que_core_next_jobs(
   -- slower the longer it ran.
   after_priority integer[] DEFAULT NULL,
   after_run_at timestamptz[] DEFAULT NULL,
-  after_id bigint[] DEFAULT NULL
+  after_id bigint[] DEFAULT NULL,
+  -- revision 7.3: take only jobs of these classes (NULL: any), and none of
+  -- those (NULL: none). A worker's event loop takes its async def job classes,
+  -- its threads the rest.
+  only_classes text[] DEFAULT NULL,
+  skip_classes text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, priority smallint, run_at timestamptz, job_class text,
                  queue text, error_count integer, args text, kwargs text, data text)
 LANGUAGE plpgsql
@@ -61,6 +43,7 @@ AS $$
 DECLARE
   quiet text := current_setting('que.skip_notify', true);
   skip bigint[] := coalesce(exclude, '{}') || coalesce(finished, '{}');
+  not_classes text[] := coalesce(skip_classes, '{}');
   locked bigint[] := '{}';
   fresh bigint[] := '{}';
   qname text;
@@ -80,21 +63,9 @@ BEGIN
   IF outcomes IS NOT NULL THEN
     skip := skip || ARRAY(SELECT (o ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS o);
     UPDATE que_jobs AS j
-    SET finished_at = now(),
-        que_core_result = CASE WHEN o.keep THEN o.result ELSE j.que_core_result END
-    FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, keep boolean, result jsonb)
+    SET finished_at = now()
+    FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text)
     WHERE j.id = o.id AND o.op = 'finish' AND j.finished_at IS NULL AND j.expired_at IS NULL;
-    IF outcomes @> '[{"keep": true}]' THEN
-      -- A job that resolved itself (finish() in run(), say) and keeps its result.
-      UPDATE que_jobs AS j
-      SET que_core_result = o.result
-      FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, result jsonb)
-      WHERE j.id = o.id AND o.op = 'result';
-      -- Wake whoever waits for these jobs' results (que_core.result).
-      PERFORM pg_notify('que_core_result_' || (o ->> 'id'), o ->> 'op')
-      FROM jsonb_array_elements(outcomes) AS o
-      WHERE (o ->> 'keep')::boolean;
-    END IF;
     -- error_count stops at the integer's limit: a row written with
     -- 2147483647 must still take its error. Limits are the check constraints'.
     UPDATE que_jobs AS j
@@ -133,6 +104,8 @@ BEGIN
         WHERE j.job_schema_version = 2 AND j.priority <= max_priority
           AND j.run_at <= now() AND j.finished_at IS NULL AND j.expired_at IS NULL
           AND NOT (j.id = ANY(skip))
+          AND (only_classes IS NULL OR j.job_class = ANY(only_classes))
+          AND NOT (j.job_class = ANY(not_classes))
         ORDER BY j.priority, j.run_at, j.id;
     ELSE
       OPEN walk FOR
@@ -141,6 +114,8 @@ BEGIN
           AND (j.priority, j.run_at, j.id) > (bp, br, bi)
           AND j.run_at <= now() AND j.finished_at IS NULL AND j.expired_at IS NULL
           AND NOT (j.id = ANY(skip))
+          AND (only_classes IS NULL OR j.job_class = ANY(only_classes))
+          AND NOT (j.job_class = ANY(not_classes))
         ORDER BY j.priority, j.run_at, j.id;
     END IF;
     LOOP
