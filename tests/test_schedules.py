@@ -111,9 +111,9 @@ def test_catch_up_off_and_on(conn: Connection, adapter: Adapter, dsn: str) -> No
     assert len(caught) == 3 and _consecutive(caught)  # the latest 3 missed ones
     assert started - caught[-1] < timedelta(seconds=1)
     recorded = _ticks(conn, "big")[0][0]
-    missed = [recorded + timedelta(seconds=k) for k in range(1, 12)
+    missed = [recorded + timedelta(seconds=k) for k in range(1, 100)
               if recorded + timedelta(seconds=k) < started]
-    assert len(missed) in (9, 10)
+    assert 9 <= len(missed) <= 99  # 10 s, and however long the scheduler took to start
     assert late("big") == missed  # all of them (fewer than its bound)
     assert caught == missed[-3:]
     # Each tick has its job, with the schedule's arguments.
