@@ -248,13 +248,16 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
               "workers left to check).", ""]
     if failed_tests:
         lines += ["Failed tests:", ""] + [f"- `{t}`" for t in failed_tests] + [""]
+        if RUN_NOTES.exists():  # what was found about them, written after the run
+            lines += [RUN_NOTES.read_text(encoding="utf-8").strip(), ""]
     # Scale figures
     scale_recs = [r for r in records if "lock_ms_waiting" in r]
     if scale_recs:
         lines += [
             "### Many waiting jobs and dead tuples",
             "",
-            "Lock query: the locker's poll for 8 jobs (`lock_jobs`), median and worst of "
+            "Claim: one `que_core_next_jobs` call for 8 jobs (locks released after), "
+            "median and worst of "
             "15 runs (5 with the old snapshot), milliseconds.",
             "",
             "| Adapter | Waiting jobs | Dead tuples | Insert (s) | Poll, waiting jobs only "
@@ -306,6 +309,8 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
 
 #: Issue 16's attacks, before and after (a table too wide for this file).
 HOSTILE_NEIGHBOURS = Path(__file__).with_name("hostile_neighbours.md")
+#: Notes on the recorded run's failures, if it had any.
+RUN_NOTES = DOC.parent / "reliability-run" / "notes.md"
 
 FOOTER = """\
 ## Reproducing
