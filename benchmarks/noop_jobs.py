@@ -25,6 +25,15 @@ class NoopJob(Job):
         pass
 
 
+class AsyncNoopJob(Job):
+    """NoopJob as an ``async def``: worked on the worker's event loop."""
+
+    job_name = "bench.AsyncNoopJob"
+
+    async def run(self, *args: object) -> None:
+        pass
+
+
 class LatencyJob(Job):
     """Records when it started, on the database clock and on the host clock."""
 

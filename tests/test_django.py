@@ -103,6 +103,30 @@ def test_enqueue_in_a_nested_atomic_block(django_db: DjangoDatabase) -> None:
     assert args_of(django_db) == ["outer", "after"]
 
 
+def test_aenqueue_in_an_async_view_as_the_docs_say(django_db: DjangoDatabase) -> None:
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from que_core.errors import ConfigurationError
+
+    async def view() -> None:
+        # No async Django transaction to join: refused, never Django's sync connection.
+        with pytest.raises(ConfigurationError, match="sync_to_async"):
+            await PlainJob.aenqueue("async view")
+
+        @sync_to_async
+        def in_atomic() -> None:
+            with transaction.atomic():
+                PlainJob.enqueue("in atomic")
+            connection.close()  # this thread's: the test's own stays
+
+        await in_atomic()
+
+    asyncio.run(view())
+    assert args_of(django_db) == ["in atomic"]
+
+
 def test_enqueue_outside_atomic_commits_at_once(django_db: DjangoDatabase) -> None:
     PlainJob.enqueue("autocommit")
     assert args_of(django_db) == ["autocommit"]

@@ -79,7 +79,9 @@ def work(modules: tuple[str, ...], supervised: bool, **opts: Any) -> None:
 
     def start() -> Any:
         kwargs = options.worker_kwargs({s.name: cfg[s.name] for s in options.WORKER_SPECS})
-        return Worker(dsn, adapter=cfg.adapter(), **kwargs).start()
+        # By name: an async-only adapter (asyncpg) runs the async def jobs,
+        # the installed sync one the rest (see Worker).
+        return Worker(dsn, adapter=cfg["adapter"], **kwargs).start()
 
     with cfg.errors():
         foreground.work_until_signalled(
