@@ -325,7 +325,7 @@ class AsyncClaimer(WorkerThread):
             # Closed before its lock is released: nothing it began can
             # commit once another session may take the job.
             await asyncio.shield(self.sessions.drop(conn))
-            log.warning("job cancelled at shutdown: %s id=%s; it runs again",
+            log.warning("job cancelled: %s id=%s; its lock released, it runs again",
                         job.job_class, job.id)
             return NOT_RUN
         if conn.closed:  # lost, or closed by the job: its transactions ended with it
