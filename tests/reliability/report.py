@@ -37,10 +37,10 @@ CASES: list[tuple[str, str, str]] = [
      "(0.2-1 s), ~3% failing once, more arriving one by one; at random moments one process "
      "is frozen (SIGSTOP, time noted) and killed (SIGKILL), and a new one started; "
      "5 (full: 40) kills per adapter."),
-    ("pg_terminate_backend of locker and job sessions", "fault",
+    ("pg_terminate_backend of listener and job sessions", "fault",
      "3 in-process workers (4 threads each) work 200 (full: 3,000) jobs, half of them slow; "
-     "10 (full: 80) times, `pg_terminate_backend` of a busy worker's locker session, of a "
-     "session running a job, or of any worker session (listener, idle ones)."),
+     "10 (full: 80) times, `pg_terminate_backend` of a busy worker's listener session, of a "
+     "session running a job, or of any worker session (idle ones too)."),
     ("LISTEN connection lost", "fault",
      "The listener's session is terminated and every reconnect refused, or the listener "
      "thread dies; jobs enqueued afterwards must be found by polling (interval 0.3 s)."),
