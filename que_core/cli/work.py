@@ -56,22 +56,29 @@ def work(modules: tuple[str, ...], supervised: bool, **opts: Any) -> None:
     cfg.setup_logging(pid=supervised or several)
     dsn = cfg.dsn()
     import_modules(cfg["modules"])
+    with cfg.errors():  # a bad priority list, say
+        kwargs = options.worker_kwargs({s.name: cfg[s.name] for s in options.WORKER_SPECS})
     if several:
-        cfg.connect().close()  # no database, no schema: say so once, not in N crash loops
-        adapter = cfg.adapter()
+        from que_core import admin
+
         settings = {n: v.value for n, v in cfg.values.items()}
         # each child: one process, its metrics to the supervisor's endpoint
         settings.update(dsn=dsn, embedded=False, processes=1, metrics_port=None)
         with cfg.errors():
+            probe = Worker(dsn, adapter=cfg["adapter"], **kwargs)  # checked, never started
+            conn = probe.adapter.connect(dsn)
+            try:  # no database, no schema: said once, not in N crash loops
+                admin.check_schema(conn)
+            finally:
+                conn.close()
             sys.exit(supervisor.supervise(
                 [sys.executable, *SUPERVISED_WORK], cfg["processes"],
                 payload={"settings": settings}, shutdown_timeout=cfg["shutdown_timeout"],
                 metrics_port=cfg["metrics_port"], metrics_host=cfg["metrics_host"],
-                connect=lambda: adapter.connect(dsn), queues=cfg["queues"]))
+                connect=lambda: probe.adapter.connect(dsn), queues=probe.queues))
     supervisor.record_metrics(child)
 
     def start() -> Any:
-        kwargs = options.worker_kwargs({s.name: cfg[s.name] for s in options.WORKER_SPECS})
         # By name: an async-only adapter (asyncpg) runs the async def jobs,
         # the installed sync one the rest (see Worker).
         # [tool.que.schedules] besides the job classes' own (a table, not a flag)
