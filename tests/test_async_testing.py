@@ -31,7 +31,8 @@ def sdb() -> Iterator[tuple[str, Connection]]:
             conn.close()
 
 
-@pytest_asyncio.fixture(params=sorted(plugins.async_adapters()))
+@pytest_asyncio.fixture(params=[
+    n for n in databases.adapter_names() if n in plugins.async_adapters()])
 async def araw(request: pytest.FixtureRequest, sdb: tuple[str, Connection]
                ) -> AsyncIterator[Any]:
     """A raw async driver connection (autocommit) of each async adapter."""
