@@ -122,14 +122,97 @@ def stats(conn: Any) -> Stats:
         age = counts[len(STATES)]
         row.oldest_ready_age = None if age is None else max(0.0, float(age))
         rows.append(row)
-    lockers = [
+    return Stats(rows, lockers(c))
+
+
+@dataclass
+class QueueCounts:
+    """One queue's jobs by state (finished ones not counted)."""
+
+    queue: str
+    ready: int = 0
+    scheduled: int = 0
+    running: int = 0
+    errored: int = 0
+    expired: int = 0
+    #: Seconds since the oldest job due now (errored retries included) that
+    #: no worker holds became due (None: there is none).
+    oldest_due_age: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def queue_overview(conn: Any) -> list[QueueCounts]:
+    """Each queue's counts, read from indexes that hold only the jobs not
+    finished (unlike :func:`stats`, which walks every job): quick on a big
+    table. Queues the live workers take are listed even when empty."""
+    out = []
+    for queue, ready, scheduled, running, errored, expired, age in _connection(conn).execute(
+        q("admin_queue_overview")
+    ):
+        out.append(QueueCounts(str(queue), int(ready), int(scheduled), int(running),
+                               int(errored), int(expired),
+                               None if age is None else max(0.0, float(age))))
+    return out
+
+
+def lockers(conn: Any) -> list[Locker]:
+    """The worker processes registered now (``que_lockers``)."""
+    return [
         Locker(int(pid), int(count), int(ppid or 0), str(host or ""), bool(listening),
                json.loads(queues), json.loads(priorities))
-        for pid, count, ppid, host, listening, queues, priorities in c.execute(
+        for pid, count, ppid, host, listening, queues, priorities in _connection(conn).execute(
             q("admin_lockers")
         )
     ]
-    return Stats(rows, lockers)
+
+
+@dataclass
+class RunningJob:
+    """A job some session holds now, and the worker holding it."""
+
+    id: int
+    queue: str
+    job_class: str
+    priority: int
+    run_at: str
+    error_count: int
+    #: The backend pid of the session holding it.
+    backend_pid: int
+    #: The worker process (from que_lockers), when it is known.
+    hostname: str | None
+    process_pid: int | None
+    #: Seconds since that session last began or ended a statement.
+    idle_for: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def running_jobs(conn: Any, limit: int = 500) -> list[RunningJob]:
+    """The jobs running now (at most *limit*, by id), each with its worker."""
+    return [
+        RunningJob(int(i), str(queue), str(cls), int(prio), str(run_at), int(errors), int(pid),
+                   None if host is None else str(host), None if ppid is None else int(ppid),
+                   None if idle is None else float(idle))
+        for i, queue, cls, prio, run_at, errors, pid, host, ppid, idle in _connection(
+            conn
+        ).execute(q("admin_running"), (int(limit),))
+    ]
+
+
+def throughput(conn: Any, queue: str | None = None) -> list[dict[str, Any]]:
+    """The last hour's runs per minute (of *queue*, or of all), from the
+    tallies workers write (:mod:`que_core.throughput`): minute (epoch s),
+    done, failed, latency_mean and latency_max (s; None without runs)."""
+    rows = _connection(conn).execute(q("throughput_recent"), (queue, queue))
+    return [
+        {"minute": int(m), "done": int(d), "failed": int(f),
+         "latency_mean": None if mean is None else float(mean),
+         "latency_max": None if most is None else float(most)}
+        for m, d, f, mean, most in rows
+    ]
 
 
 # -- jobs -------------------------------------------------------------------
@@ -147,6 +230,8 @@ class JobFilter:
     #: JSON values the job's args / kwargs must contain (jsonb ``@>``).
     args: Any = None
     kwargs: Any = None
+    #: Text the last error message contains (case-insensitive).
+    error: str | None = None
 
     def __post_init__(self) -> None:
         for state in self.states:
@@ -173,6 +258,8 @@ class JobFilter:
             p["args"] = self.args
         if self.kwargs is not None:
             p["kwargs"] = self.kwargs
+        if self.error:
+            p["error"] = self.error
         return json.dumps(p, ensure_ascii=False)
 
 
@@ -187,34 +274,48 @@ def _load(text: str | None) -> Any:
         return text
 
 
+def _job_row(row: Sequence[Any]) -> dict[str, Any]:
+    (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
+     expired_at, args, kwargs, data, stored_class, schema_version) = row
+    data_obj = _load(data) or {}
+    return {
+        "id": int(job_id),
+        "queue": queue,
+        "job_class": shown,
+        "state": state,
+        "priority": int(priority),
+        "run_at": run_at,
+        "error_count": int(errors),
+        "last_error_message": message,
+        "finished_at": finished_at,
+        "expired_at": expired_at,
+        "args": _load(args),
+        "kwargs": _load(kwargs),
+        "tags": data_obj.get("tags") or [],
+        "data": data_obj,
+        "stored_job_class": stored_class,
+        "job_schema_version": int(schema_version),
+    }
+
+
 def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The jobs matching *where*, by id, at most *limit* of them."""
     rows = _connection(conn).execute(
         q("admin_list_jobs"), ((where or JobFilter()).to_json(), int(limit))
     )
-    out = []
-    for (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
-         expired_at, args, kwargs, data, stored_class, schema_version) in rows:
-        data_obj = _load(data) or {}
-        out.append({
-            "id": int(job_id),
-            "queue": queue,
-            "job_class": shown,
-            "state": state,
-            "priority": int(priority),
-            "run_at": run_at,
-            "error_count": int(errors),
-            "last_error_message": message,
-            "finished_at": finished_at,
-            "expired_at": expired_at,
-            "args": _load(args),
-            "kwargs": _load(kwargs),
-            "tags": data_obj.get("tags") or [],
-            "data": data_obj,
-            "stored_job_class": stored_class,
-            "job_schema_version": int(schema_version),
-        })
-    return out
+    return [_job_row(row) for row in rows]
+
+
+def page_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50,
+              below: int | None = None) -> list[dict[str, Any]]:
+    """A page of the jobs matching *where*, newest first: at most *limit* of
+    them with ids below *below* (keyset paging: pass the last id of a page
+    to get the next one)."""
+    rows = _connection(conn).execute(
+        q("admin_page_jobs"),
+        ((where or JobFilter()).to_json(), None if below is None else int(below), int(limit)),
+    )
+    return [_job_row(row) for row in rows]
 
 
 def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
@@ -262,6 +363,19 @@ class BulkResult:
     changed: int
     #: Matching jobs left alone because a worker holds them.
     skipped_running: int
+
+    def summary(self) -> str:
+        """What was done, in a sentence (as `que jobs` and `que web` say it)."""
+        done = {"retry": "retried", "expire": "expired"}.get(self.action, "deleted")
+        line = f"{done} {self.changed} job{'s' if self.changed != 1 else ''}"
+        notes = []
+        if self.skipped_running:
+            notes.append(f"{self.skipped_running} skipped: running now")
+        other = self.matched - self.changed - self.skipped_running
+        if other:
+            notes.append(f"{other} unchanged: " + ("already finished" if self.action == "retry"
+                                                   else "already finished or expired"))
+        return line + (f" ({'; '.join(notes)})" if notes else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

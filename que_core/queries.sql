@@ -81,6 +81,11 @@ GROUP BY job_schema_version
 -- name: backend_pid
 SELECT pg_backend_pid()
 
+-- name: worker_session
+-- A worker thread's new session: its backend pid, and its application_name
+-- set (param) so that `que web` can tell whose jobs it holds.
+SELECT pg_backend_pid() FROM (SELECT set_config('application_name', %s, false)) AS s
+
 -- fragment: live_sessions
 -- Backend pids of the client sessions on this database. A que_lockers row
 -- naming any other pid is dead (a killed process leaves its row) or fake
@@ -134,23 +139,30 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 -- A class filter matches the stored job_class and, for Ruby ActiveJob
 -- wrappers, the wrapped class, which is also what is shown.
 
--- fragment: admin_jobs
--- Two CTEs: locked (job ids some other session holds) and j (every job with
--- its shown_class and state). Used as `{{admin_jobs}}` after WITH.
+-- fragment: admin_locked
+-- CTE locked: the job ids some other session holds now (with its pid).
 locked AS (
-  SELECT DISTINCT (l.classid::bigint << 32) | l.objid::bigint AS id
+  SELECT DISTINCT ON (1) (l.classid::bigint << 32) | l.objid::bigint AS id, l.pid
   FROM pg_locks AS l
   WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND l.pid <> pg_backend_pid()
-),
+)
+
+-- fragment: shown_class(r)
+CASE r.job_class
+  WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+    THEN coalesce(r.args -> 0 ->> 'job_class', r.job_class)
+  ELSE r.job_class
+END
+
+-- fragment: admin_jobs
+-- Two CTEs: locked (admin_locked) and j (every job with its shown_class and
+-- state). Used as `{{admin_jobs}}` after WITH.
+{{admin_locked}},
 j AS (
   SELECT q.*,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
+         {{shown_class(q)}} AS shown_class,
          CASE
            WHEN s.state IN ('expired', 'finished') THEN s.state
            WHEN k.id IS NOT NULL THEN 'running'
@@ -172,6 +184,7 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
   AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
   AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+  AND (p ->> 'error' IS NULL OR strpos(lower(j.last_error_message), lower(p ->> 'error')) > 0)
 
 -- fragment: iso_utc(ts)
 -- A timestamp as ISO 8601 text in UTC (...Z), whatever the session's
@@ -198,6 +211,87 @@ FROM j
 GROUP BY queue, shown_class
 ORDER BY queue, shown_class
 
+-- name: admin_queue_overview
+-- Per queue: ready, scheduled, running, errored (retrying) and expired
+-- counts (the states of admin_jobs, without walking every job: que_poll_idx
+-- for the waiting jobs, que_core_retrying_idx and que_core_expired_idx for the
+-- few others; finished jobs are not counted), and the age in seconds of the
+-- oldest job due now that no session holds. Queues that workers take but
+-- that have no jobs come with zeros.
+WITH {{admin_locked}},
+waiting AS (
+  SELECT queue,
+         count(*) FILTER (WHERE run_at <= now()) AS due,
+         count(*) FILTER (WHERE run_at > now()) AS later,
+         min(greatest(run_at, '0001-01-02 00:00:00+00'))
+           FILTER (WHERE run_at <= now() AND id <> ALL(ARRAY(SELECT id FROM locked)))
+           AS oldest
+  FROM que_jobs
+  WHERE finished_at IS NULL AND expired_at IS NULL
+  GROUP BY queue
+),
+retrying AS (
+  SELECT queue, count(*) FILTER (WHERE run_at <= now()) AS due,
+         count(*) FILTER (WHERE run_at > now()) AS later
+  FROM que_jobs
+  WHERE error_count > 0 AND finished_at IS NULL AND expired_at IS NULL
+  GROUP BY queue
+),
+running AS (
+  SELECT q.queue, count(*) AS n,
+         count(*) FILTER (WHERE q.error_count > 0) AS errored,
+         count(*) FILTER (WHERE q.error_count = 0 AND q.run_at > now()) AS later
+  FROM que_jobs AS q
+  WHERE q.id IN (SELECT id FROM locked) AND q.finished_at IS NULL AND q.expired_at IS NULL
+  GROUP BY q.queue
+),
+expired AS (
+  SELECT queue, count(*) AS n FROM que_jobs WHERE expired_at IS NOT NULL GROUP BY queue
+),
+names AS (
+  SELECT queue FROM waiting
+  UNION SELECT queue FROM expired
+  UNION SELECT unnest(queues) FROM que_lockers WHERE pid IN ({{live_sessions}})
+)
+SELECT n.queue,
+       coalesce(w.due, 0) - coalesce(r.due, 0)
+         - coalesce(k.n - k.errored - k.later, 0),
+       coalesce(w.later, 0) - coalesce(r.later, 0) - coalesce(k.later, 0),
+       coalesce(k.n, 0),
+       coalesce(r.due, 0) + coalesce(r.later, 0) - coalesce(k.errored, 0),
+       coalesce(e.n, 0),
+       extract(epoch FROM now() - w.oldest)::float8
+FROM names AS n
+LEFT JOIN waiting AS w ON w.queue = n.queue
+LEFT JOIN retrying AS r ON r.queue = n.queue
+LEFT JOIN running AS k ON k.queue = n.queue
+LEFT JOIN expired AS e ON e.queue = n.queue
+ORDER BY n.queue
+
+-- name: admin_running
+-- The jobs some other session holds now, and who holds them: the session's
+-- backend pid and, from que_lockers, the worker process's host and pid (a Ruby
+-- Que locker holds its jobs on its registered session; a que-core worker
+-- thread's session is named after its process, see worker_thread.session_name).
+-- Params: row limit.
+WITH {{admin_locked}}
+SELECT q.id, q.queue, {{shown_class(q)}}, q.priority,
+       {{iso_utc(q.run_at)}},
+       q.error_count, k.pid, w.ruby_hostname, w.ruby_pid,
+       extract(epoch FROM now() - a.state_change)::float8
+FROM locked AS k
+JOIN que_jobs AS q ON q.id = k.id AND q.finished_at IS NULL AND q.expired_at IS NULL
+LEFT JOIN pg_stat_activity AS a ON a.pid = k.pid
+LEFT JOIN LATERAL (
+  SELECT l.ruby_hostname, l.ruby_pid FROM que_lockers AS l
+  WHERE l.pid = k.pid
+     OR a.application_name = left('que ' || l.ruby_pid || '@' || l.ruby_hostname, 63)
+  ORDER BY l.pid = k.pid DESC
+  LIMIT 1
+) AS w ON true
+ORDER BY q.id
+LIMIT %s
+
 -- name: admin_lockers
 -- The worker processes registered now (rows of dead or fake sessions left out).
 SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
@@ -206,18 +300,32 @@ FROM que_lockers
 WHERE pid IN ({{live_sessions}})
 ORDER BY ruby_hostname, ruby_pid
 
+-- fragment: admin_job_columns
+j.id, j.queue, j.shown_class, j.state, j.priority,
+{{iso_utc(j.run_at)}},
+j.error_count, j.last_error_message,
+{{iso_utc(j.finished_at)}},
+{{iso_utc(j.expired_at)}},
+j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+
 -- name: admin_list_jobs
 -- Params: filter JSON, row limit.
 WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
-SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
-       {{iso_utc(j.run_at)}},
-       j.error_count, j.last_error_message,
-       {{iso_utc(j.finished_at)}},
-       {{iso_utc(j.expired_at)}},
-       j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+SELECT {{admin_job_columns}}
 FROM j, params
 {{admin_match}}
 ORDER BY j.id
+LIMIT %s
+
+-- name: admin_page_jobs
+-- A page of the matching jobs, newest first, for keyset paging: params
+-- filter JSON, the id to start below (NULL: the newest), row limit.
+WITH params AS (SELECT %s::jsonb AS p, %s::bigint AS below), {{admin_jobs}}
+SELECT {{admin_job_columns}}
+FROM j, params
+{{admin_match}}
+  AND (below IS NULL OR j.id < below)
+ORDER BY j.id DESC
 LIMIT %s
 
 -- name: admin_get_job
@@ -302,3 +410,32 @@ WHERE q.finished_at IS NULL AND q.expired_at IS NULL AND q.run_at <= now()
   )
 GROUP BY q.queue
 ORDER BY q.queue
+
+-- name: throughput_add
+-- A worker process's tallies since its last flush (que_core/throughput.py), a
+-- JSON array of {minute (epoch s), queue, done, failed, latency_sum,
+-- latency_max}, added to its minute's rows; rows older than a day go.
+WITH pruned AS (
+  DELETE FROM que_core_throughput WHERE minute < now() - interval '1 day'
+)
+INSERT INTO que_core_throughput AS t (minute, queue, done, failed, latency_sum, latency_max)
+SELECT to_timestamp(r.minute), r.queue, r.done, r.failed, r.latency_sum, r.latency_max
+FROM jsonb_to_recordset(%s::jsonb)
+  AS r(minute bigint, queue text, done bigint, failed bigint,
+       latency_sum float8, latency_max float8)
+ORDER BY r.minute, r.queue
+ON CONFLICT (minute, queue) DO UPDATE
+SET done = t.done + excluded.done,
+    failed = t.failed + excluded.failed,
+    latency_sum = t.latency_sum + excluded.latency_sum,
+    latency_max = greatest(t.latency_max, excluded.latency_max)
+
+-- name: throughput_recent
+-- The last hour's minutes (of one queue, or all when the param is NULL):
+-- minute (epoch s), runs done and failed, mean and most latency (s).
+SELECT extract(epoch FROM minute)::bigint, sum(done), sum(failed),
+       sum(latency_sum) / nullif(sum(done + failed), 0), max(latency_max)
+FROM que_core_throughput
+WHERE minute > now() - interval '1 hour' AND (%s::text IS NULL OR queue = %s::text)
+GROUP BY minute
+ORDER BY minute

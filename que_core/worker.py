@@ -26,6 +26,7 @@ from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
 from que_core.plugins import get_adapter
 from que_core.pooler import check_sessions_last
+from que_core.throughput import Throughput
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -114,6 +115,7 @@ class Worker:
         self.batch_size = batch_size
         self.listen = listen
         self.dispatcher = Dispatcher()
+        self.throughput = Throughput()
         self._stopping = threading.Event()  # take no new jobs
         self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
@@ -144,7 +146,8 @@ class Worker:
         finally:
             conn.close()
         listener = Listener(self._connect, self.queues, self.worker_priorities,
-                            self.dispatcher, self.listen, self._stop_event)
+                            self.dispatcher, self.listen, self._stop_event,
+                            throughput=self.throughput)
         listener.open()
         self.listener = listener
         durations, set_aside = Durations(), SetAside()
@@ -152,6 +155,7 @@ class Worker:
             WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
                          batch_size=self.batch_size, poll_interval=self.poll_interval,
                          durations=durations, set_aside=set_aside,
+                         throughput=self.throughput,
                          stopping=self._stopping, stop_event=self._stop_event)
             for i, p in enumerate(self.worker_priorities)
         ]
