@@ -125,35 +125,66 @@ def stats(conn: Any) -> Stats:
     return Stats(rows, lockers(c))
 
 
+#: How far :func:`queue_overview` counts each kind of job before it stops.
+OVERVIEW_CAP = 10_000
+
+
 @dataclass
 class QueueCounts:
     """One queue's jobs by state (finished ones not counted)."""
 
     queue: str
-    ready: int = 0
-    scheduled: int = 0
+    #: None: not known (more retries were due, or later, than were counted).
+    ready: int | None = 0
+    scheduled: int | None = 0
     running: int = 0
     errored: int = 0
     expired: int = 0
     #: Seconds since the oldest job due now (errored retries included) that
     #: no worker holds became due (None: there is none).
     oldest_due_age: float | None = None
+    #: The counts that are only lower bounds ("at least"): counting stopped at
+    #: the cap.
+    capped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def queue_overview(conn: Any) -> list[QueueCounts]:
-    """Each queue's counts, read from indexes that hold only the jobs not
-    finished (unlike :func:`stats`, which walks every job): quick on a big
-    table. Queues the live workers take are listed even when empty."""
+def queue_overview(conn: Any, cap: int = OVERVIEW_CAP) -> list[QueueCounts]:
+    """Each queue's counts (the states of :func:`list_jobs`), read from the
+    indexes that hold only unfinished, retrying or expired jobs, each count
+    stopping at about *cap* (see :attr:`QueueCounts.capped`): quick however
+    big the table is, unlike :func:`stats`, which walks every job. Queues the
+    live workers take are listed even when empty."""
     out = []
-    for queue, ready, scheduled, running, errored, expired, age in _connection(conn).execute(
-        q("admin_queue_overview")
+    limit = int(cap) + 1
+    for (queue, due, due_capped, later, later_capped, r_due, r_later, expired, running,
+         running_errored, running_later, age) in _connection(conn).execute(
+        q("admin_queue_overview"), (limit,) * 6
     ):
-        out.append(QueueCounts(str(queue), int(ready), int(scheduled), int(running),
-                               int(errored), int(expired),
-                               None if age is None else max(0.0, float(age))))
+        due, later, r_due, r_later = int(due), int(later), int(r_due), int(r_later)
+        k_ready = int(running) - int(running_errored) - int(running_later)
+        row = QueueCounts(str(queue), running=int(running), expired=int(expired),
+                          oldest_due_age=None if age is None else max(0.0, float(age)))
+        row.ready = max(0, due - r_due - k_ready)
+        row.scheduled = max(0, later - r_later - int(running_later))
+        row.errored = max(0, r_due + r_later - int(running_errored))
+        # ready and scheduled are the waiting jobs less the retries among
+        # them: unknown when the retries were too many to count.
+        if r_due == limit:
+            row.ready = None
+        elif due_capped:
+            row.capped.append("ready")
+        if r_later == limit:
+            row.scheduled = None
+        elif later_capped:
+            row.capped.append("scheduled")
+        if limit in (r_due, r_later):
+            row.capped.append("errored")
+        if int(expired) == limit:
+            row.capped.append("expired")
+        out.append(row)
     return out
 
 
@@ -306,16 +337,35 @@ def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> lis
     return [_job_row(row) for row in rows]
 
 
+#: How many jobs (by id) one page of :func:`page_jobs` looks through at most.
+PAGE_WINDOW = 50_000
+
+
+@dataclass
+class JobPage:
+    jobs: list[dict[str, Any]]
+    #: Where the next page starts (its ``below``); None: this was the last.
+    next_below: int | None
+    #: How many jobs, newest first from ``below``, this page looked through
+    #: (fewer than :data:`PAGE_WINDOW` when the page filled up first).
+    searched: int
+
+
 def page_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50,
-              below: int | None = None) -> list[dict[str, Any]]:
+              below: int | None = None, window: int = PAGE_WINDOW) -> JobPage:
     """A page of the jobs matching *where*, newest first: at most *limit* of
-    them with ids below *below* (keyset paging: pass the last id of a page
-    to get the next one)."""
-    rows = _connection(conn).execute(
-        q("admin_page_jobs"),
-        ((where or JobFilter()).to_json(), None if below is None else int(below), int(limit)),
-    )
-    return [_job_row(row) for row in rows]
+    those with ids below *below*, among the next *window* jobs by id (keyset
+    paging; a filter that matches few jobs gives short pages rather than a
+    walk of the whole table: go on from :attr:`JobPage.next_below`)."""
+    c = _connection(conn)
+    start = 2**63 - 1 if below is None else int(below)
+    rows = c.execute(q("admin_page_jobs"),
+                     ((where or JobFilter()).to_json(), start, int(window), int(limit) + 1))
+    found = [_job_row(row) for row in rows[:limit]]
+    if len(rows) > limit:
+        return JobPage(found, found[-1]["id"], window)
+    boundary = c.execute(q("admin_page_boundary"), (start, int(window) - 1))
+    return JobPage(found, int(boundary[0][0]) if boundary else None, window)
 
 
 def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
@@ -325,14 +375,13 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
     if not rows:
         return None
     (jid, queue, job_class, priority, run_at, errors, message, backtrace, finished_at,
-     expired_at, args, kwargs, data, schema_version) = rows[0]
-    listed = list_jobs(c, JobFilter(ids=[int(jid)]), 1)
+     expired_at, args, kwargs, data, schema_version, state) = rows[0]
     data_obj = _load(data) or {}
     return {
         "id": int(jid),
         "queue": queue,
         "job_class": job_class,
-        "state": listed[0]["state"] if listed else None,
+        "state": state,
         "priority": int(priority),
         "run_at": run_at,
         "error_count": int(errors),

@@ -129,7 +129,7 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 --
 -- A job's state is Que's que_determine_job_state (expired, finished,
 -- errored, scheduled, ready), except that an unfinished job whose advisory
--- lock some session holds right now is "running". pg_locks shows a bigint
+-- lock some session holds right now is "running" (fragment job_state). pg_locks shows a bigint
 -- advisory key with its high half in classid, its low half in objid and
 -- objsubid = 1 (two-int4-key locks, such as the migrators', have 2).
 -- Filters travel as one JSON object (admin.JobFilter.to_json); a key that is
@@ -156,21 +156,26 @@ CASE r.job_class
   ELSE r.job_class
 END
 
+-- fragment: job_state(r)
+-- Que's que_determine_job_state, written out: that function is VOLATILE (by
+-- default), so a view calling it is computed for every job before any filter,
+-- ORDER BY or LIMIT applies (a full walk of que_jobs for one page).
+CASE
+  WHEN r.expired_at IS NOT NULL THEN 'expired'
+  WHEN r.finished_at IS NOT NULL THEN 'finished'
+  WHEN r.id IN (SELECT id FROM locked) THEN 'running'
+  WHEN r.error_count > 0 THEN 'errored'
+  WHEN r.run_at > now() THEN 'scheduled'
+  ELSE 'ready'
+END
+
 -- fragment: admin_jobs
 -- Two CTEs: locked (admin_locked) and j (every job with its shown_class and
 -- state). Used as `{{admin_jobs}}` after WITH.
 {{admin_locked}},
 j AS (
-  SELECT q.*,
-         {{shown_class(q)}} AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
+  SELECT q.*, {{shown_class(q)}} AS shown_class, {{job_state(q)}} AS state
   FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
 )
 
 -- fragment: admin_match
@@ -185,6 +190,15 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
   AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
   AND (p ->> 'error' IS NULL OR strpos(lower(j.last_error_message), lower(p ->> 'error')) > 0)
+  -- What one state implies, in the terms of the partial indexes' predicates:
+  -- the filter JSON is a constant, so the planner keeps only the line that
+  -- applies, and may read que_core_retrying_idx, que_core_expired_idx or
+  -- que_poll_idx instead of walking every job.
+  AND (p -> 'states' IS DISTINCT FROM '["errored"]'
+       OR (j.error_count > 0 AND j.finished_at IS NULL AND j.expired_at IS NULL))
+  AND (p -> 'states' IS DISTINCT FROM '["expired"]' OR j.expired_at IS NOT NULL)
+  AND (p -> 'states' IS DISTINCT FROM '["ready"]' AND p -> 'states' IS DISTINCT FROM '["scheduled"]'
+       OR (j.finished_at IS NULL AND j.expired_at IS NULL))
 
 -- fragment: iso_utc(ts)
 -- A timestamp as ISO 8601 text in UTC (...Z), whatever the session's
@@ -211,32 +225,25 @@ FROM j
 GROUP BY queue, shown_class
 ORDER BY queue, shown_class
 
+-- fragment: waiting_job(j)
+-- A job que-core workers may take some time (que_poll_idx's rows).
+j.job_schema_version = 2 AND j.finished_at IS NULL AND j.expired_at IS NULL
+
 -- name: admin_queue_overview
--- Per queue: ready, scheduled, running, errored (retrying) and expired
--- counts (the states of admin_jobs, without walking every job: que_poll_idx
--- for the waiting jobs, que_core_retrying_idx and que_core_expired_idx for the
--- few others; finished jobs are not counted), and the age in seconds of the
--- oldest job due now that no session holds. Queues that workers take but
--- that have no jobs come with zeros.
-WITH {{admin_locked}},
-waiting AS (
-  SELECT queue,
-         count(*) FILTER (WHERE run_at <= now()) AS due,
-         count(*) FILTER (WHERE run_at > now()) AS later,
-         min(greatest(run_at, '0001-01-02 00:00:00+00'))
-           FILTER (WHERE run_at <= now() AND id <> ALL(ARRAY(SELECT id FROM locked)))
-           AS oldest
-  FROM que_jobs
-  WHERE finished_at IS NULL AND expired_at IS NULL
-  GROUP BY queue
-),
-retrying AS (
-  SELECT queue, count(*) FILTER (WHERE run_at <= now()) AS due,
-         count(*) FILTER (WHERE run_at > now()) AS later
-  FROM que_jobs
-  WHERE error_count > 0 AND finished_at IS NULL AND expired_at IS NULL
-  GROUP BY queue
-),
+-- Per queue (que-core's row format; the queues live workers take come too,
+-- with zeros): jobs due now and later, retrying (error_count > 0) due now and
+-- later, expired; those running now and what they would be otherwise; and the
+-- oldest run_at due now that no session holds. Every count reads index rows
+-- of its kind only, and no more than a cap (param: cap + 1, five times) per
+-- queue and priority (waiting) or per queue (retrying, expired): the work is
+-- bounded however big the table is. Columns: queue, due, due capped, later,
+-- later capped, retrying due, retrying later, expired (each up to cap + 1),
+-- running, running errored, running later, oldest due age (s).
+--
+-- que_poll_idx is (job_schema_version, queue, priority, run_at, id): each
+-- (queue, priority) is found with one probe (prios), and within it the jobs
+-- due now and later are two ranges of run_at.
+WITH RECURSIVE {{admin_locked}},
 running AS (
   SELECT q.queue, count(*) AS n,
          count(*) FILTER (WHERE q.error_count > 0) AS errored,
@@ -245,27 +252,64 @@ running AS (
   WHERE q.id IN (SELECT id FROM locked) AND q.finished_at IS NULL AND q.expired_at IS NULL
   GROUP BY q.queue
 ),
-expired AS (
-  SELECT queue, count(*) AS n FROM que_jobs WHERE expired_at IS NOT NULL GROUP BY queue
+prios(queue, priority) AS (
+  (SELECT j.queue, j.priority FROM que_jobs AS j WHERE {{waiting_job(j)}}
+   ORDER BY j.job_schema_version, j.queue, j.priority LIMIT 1)
+  UNION ALL
+  SELECT x.queue, x.priority FROM prios AS p CROSS JOIN LATERAL (
+    SELECT j.queue, j.priority FROM que_jobs AS j
+    WHERE {{waiting_job(j)}} AND (j.queue, j.priority) > (p.queue, p.priority)
+    ORDER BY j.job_schema_version, j.queue, j.priority LIMIT 1
+  ) AS x
+),
+waiting AS (
+  SELECT p.queue, sum(c.due) AS due, bool_or(c.due = c.cap) AS due_capped,
+         sum(c.later) AS later, bool_or(c.later = c.cap) AS later_capped,
+         min(c.oldest) AS oldest
+  FROM prios AS p CROSS JOIN LATERAL (
+    SELECT %s::integer AS cap,
+      (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at <= now() LIMIT %s) AS c) AS due,
+      (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at > now() LIMIT %s) AS c) AS later,
+      (SELECT greatest(j.run_at, '0001-01-02 00:00:00+00') FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at <= now() AND j.id <> ALL(ARRAY(SELECT id FROM locked))
+         ORDER BY j.run_at LIMIT 1) AS oldest
+  ) AS c
+  GROUP BY p.queue
+),
+expired_queues(queue) AS (
+  (SELECT j.queue FROM que_jobs AS j WHERE j.expired_at IS NOT NULL ORDER BY j.queue LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.queue FROM que_jobs AS j WHERE j.expired_at IS NOT NULL AND j.queue > e.queue
+          ORDER BY j.queue LIMIT 1)
+  FROM expired_queues AS e WHERE e.queue IS NOT NULL
 ),
 names AS (
   SELECT queue FROM waiting
-  UNION SELECT queue FROM expired
+  UNION SELECT queue FROM expired_queues WHERE queue IS NOT NULL
   UNION SELECT unnest(queues) FROM que_lockers WHERE pid IN ({{live_sessions}})
+  UNION SELECT queue FROM running
 )
 SELECT n.queue,
-       coalesce(w.due, 0) - coalesce(r.due, 0)
-         - coalesce(k.n - k.errored - k.later, 0),
-       coalesce(w.later, 0) - coalesce(r.later, 0) - coalesce(k.later, 0),
-       coalesce(k.n, 0),
-       coalesce(r.due, 0) + coalesce(r.later, 0) - coalesce(k.errored, 0),
-       coalesce(e.n, 0),
+       coalesce(w.due, 0), coalesce(w.due_capped, false),
+       coalesce(w.later, 0), coalesce(w.later_capped, false),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.error_count > 0 AND j.finished_at IS NULL
+            AND j.expired_at IS NULL AND j.run_at <= now() LIMIT %s) AS c),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.error_count > 0 AND j.finished_at IS NULL
+            AND j.expired_at IS NULL AND j.run_at > now() LIMIT %s) AS c),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.expired_at IS NOT NULL LIMIT %s) AS c),
+       coalesce(k.n, 0), coalesce(k.errored, 0), coalesce(k.later, 0),
        extract(epoch FROM now() - w.oldest)::float8
 FROM names AS n
 LEFT JOIN waiting AS w ON w.queue = n.queue
-LEFT JOIN retrying AS r ON r.queue = n.queue
 LEFT JOIN running AS k ON k.queue = n.queue
-LEFT JOIN expired AS e ON e.queue = n.queue
 ORDER BY n.queue
 
 -- name: admin_running
@@ -291,6 +335,12 @@ LEFT JOIN LATERAL (
 ) AS w ON true
 ORDER BY q.id
 LIMIT %s
+
+-- name: web_session
+-- A dashboard session: its statements are short, and the overview's estimated
+-- cost (bounded counts the planner cannot bound) would make JIT compile it,
+-- seconds on a loaded machine.
+SELECT set_config('jit', 'off', false)
 
 -- name: admin_lockers
 -- The worker processes registered now (rows of dead or fake sessions left out).
@@ -318,24 +368,36 @@ ORDER BY j.id
 LIMIT %s
 
 -- name: admin_page_jobs
--- A page of the matching jobs, newest first, for keyset paging: params
--- filter JSON, the id to start below (NULL: the newest), row limit.
-WITH params AS (SELECT %s::jsonb AS p, %s::bigint AS below), {{admin_jobs}}
+-- A page of the matching jobs, newest first, for keyset paging, among the
+-- next jobs by id only (a window: a filter that matches few jobs does not walk
+-- the whole table for one page). Params: filter JSON, the id to start below,
+-- the window's size, row limit.
+WITH params AS (SELECT %s::jsonb AS p), {{admin_locked}},
+w AS (SELECT * FROM que_jobs WHERE id < %s::bigint ORDER BY id DESC LIMIT %s),
+j AS (
+  SELECT q.*, {{shown_class(q)}} AS shown_class, {{job_state(q)}} AS state
+  FROM w AS q
+)
 SELECT {{admin_job_columns}}
 FROM j, params
 {{admin_match}}
-  AND (below IS NULL OR j.id < below)
 ORDER BY j.id DESC
 LIMIT %s
 
+-- name: admin_page_boundary
+-- The last id of admin_page_jobs' window (params: below, window size); no
+-- row when the window reached the oldest job.
+SELECT id FROM que_jobs WHERE id < %s::bigint ORDER BY id DESC OFFSET %s LIMIT 1
+
 -- name: admin_get_job
-SELECT id, queue, job_class, priority,
-       {{iso_utc(run_at)}},
-       error_count, last_error_message, last_error_backtrace,
-       {{iso_utc(finished_at)}},
-       {{iso_utc(expired_at)}},
-       args::text, kwargs::text, data::text, job_schema_version
-FROM que_jobs WHERE id = %s
+WITH {{admin_locked}}
+SELECT q.id, q.queue, q.job_class, q.priority,
+       {{iso_utc(q.run_at)}},
+       q.error_count, q.last_error_message, q.last_error_backtrace,
+       {{iso_utc(q.finished_at)}},
+       {{iso_utc(q.expired_at)}},
+       q.args::text, q.kwargs::text, q.data::text, q.job_schema_version, {{job_state(q)}}
+FROM que_jobs AS q WHERE q.id = %s
 
 -- name: admin_count_jobs
 -- Params: filter JSON. Returns how many jobs match and how many of those run now.

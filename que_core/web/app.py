@@ -216,11 +216,15 @@ def _overview_data(conn: Connection) -> dict[str, Any]:
     totals = admin.QueueCounts("all queues")
     for row in queues:
         for name in ("ready", "scheduled", "running", "errored", "expired"):
-            setattr(totals, name, getattr(totals, name) + getattr(row, name))
+            mine, theirs = getattr(totals, name), getattr(row, name)
+            setattr(totals, name, None if mine is None or theirs is None else mine + theirs)
+            if name in row.capped and name not in totals.capped:
+                totals.capped.append(name)
         if row.oldest_due_age is not None and (totals.oldest_due_age is None
                                                or row.oldest_due_age > totals.oldest_due_age):
             totals.oldest_due_age = row.oldest_due_age
-    return {"queues": queues, "totals": totals, "workers": admin.lockers(conn),
+    return {"queues": queues, "totals": totals, "cap": admin.OVERVIEW_CAP,
+            "workers": admin.lockers(conn),
             "chart": chart.build(admin.throughput(conn), time.time())}
 
 
@@ -240,13 +244,11 @@ async def jobs(request: Request) -> Response:
     board = _dashboard(request)
     where, given = _filter(request.query_params)
     below = _int(request.query_params.get("below"), "below")
-    found = await board.db(admin.page_jobs, where, PAGE_SIZE + 1, below)
-    more = len(found) > PAGE_SIZE
-    found = found[:PAGE_SIZE]
+    found = await board.db(admin.page_jobs, where, PAGE_SIZE, below)
     return board.render(
-        request, "jobs.html", page="jobs", jobs=found, given=given, below=below,
-        next_below=found[-1]["id"] if more else None,
-        notice=_notice(request.query_params),
+        request, "jobs.html", page="jobs", jobs=found.jobs, given=given, below=below,
+        next_below=found.next_below, short=len(found.jobs) < PAGE_SIZE,
+        window=admin.PAGE_WINDOW, notice=_notice(request.query_params),
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from que_core.connection import Adapter, Connection
+from que_core.sql import q
 
 
 class Pool:
@@ -26,6 +27,11 @@ class Pool:
             conn = self._idle.get_nowait()
         except queue.Empty:
             conn = self.adapter.connect(self._dsn)
+            try:
+                conn.execute(q("web_session"))
+            except BaseException:
+                conn.close()
+                raise
         ok = False
         try:
             yield conn
