@@ -151,14 +151,15 @@ class QueueCounts:
         return asdict(self)
 
 
-def queue_overview(conn: Any, cap: int = OVERVIEW_CAP) -> list[QueueCounts]:
+def queue_overview(conn: Any, cap: int | None = None) -> list[QueueCounts]:
     """Each queue's counts (the states of :func:`list_jobs`), read from the
     indexes that hold only unfinished, retrying or expired jobs, each count
-    stopping at about *cap* (see :attr:`QueueCounts.capped`): quick however
+    stopping at about *cap* (default :data:`OVERVIEW_CAP`; see
+    :attr:`QueueCounts.capped`): quick however
     big the table is, unlike :func:`stats`, which walks every job. Queues the
     live workers take are listed even when empty."""
     out = []
-    limit = int(cap) + 1
+    limit = int(OVERVIEW_CAP if cap is None else cap) + 1
     for (queue, due, due_capped, later, later_capped, r_due, r_later, expired, running,
          running_errored, running_later, age) in _connection(conn).execute(
         q("admin_queue_overview"), (limit,) * 6
