@@ -19,11 +19,12 @@ from typing import Any
 
 from que_core.claims import SetAside
 from que_core.connection import Adapter, Connection
-from que_core.dispatch import ANY_PRIORITY, Dispatcher
+from que_core.dispatch import Dispatcher
 from que_core.dsn import check_dsn, mask_password
 from que_core.errors import ConfigurationError, QueError
 from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
+from que_core.options import DEFAULTS
 from que_core.plugins import get_adapter
 from que_core.pooler import check_sessions_last
 from que_core.throughput import Throughput
@@ -32,26 +33,7 @@ from que_core.worker_thread import Durations, WorkerThread
 log = logging.getLogger("que_core.worker")
 
 DEFAULT_PRIORITIES: tuple[int | None, ...] = (10, 30, 50, None, None, None)
-
-
-def parse_priorities(text: str) -> list[int | None]:
-    """``"10,30,50,any,any"`` -> ``[10, 30, 50, None, None]``."""
-    out: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip()
-        if part.lower() == "any":
-            out.append(None)
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise ConfigurationError(
-                f"worker priority {part!r} is neither an integer nor 'any'"
-            ) from None
-        if not -32768 <= value <= ANY_PRIORITY:
-            raise ConfigurationError(f"worker priority {value} is outside the smallint range")
-        out.append(value)
-    return out
+_D = DEFAULTS  # each worker option's default is defined in que_core.options
 
 
 class Worker:
@@ -60,7 +42,9 @@ class Worker:
     :param dsn: where the jobs are (``$DATABASE_URL`` if omitted).
     :param adapter: the adapter name (``psycopg``, ``psycopg2``, ``pg8000``, ...).
     :param queues: queue names to work, in this order.
-    :param worker_count: number of worker threads (when *worker_priorities*
+    The defaults are :mod:`que_core.options`'s, as for ``que work``.
+
+    :param worker_count: number of worker threads (default 6; when *worker_priorities*
         is not given: the first three take only priorities <= 10, 30 and 50,
         as in Que, the rest take any).
     :param worker_priorities: one priority threshold per thread (None: any).
@@ -76,12 +60,12 @@ class Worker:
         dsn: str | None = None,
         *,
         adapter: str | Adapter | None = None,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] = _D["queues"],
         worker_count: int | None = None,
-        worker_priorities: Sequence[int | None] | None = None,
-        poll_interval: float = 5.0,
-        batch_size: int = 20,
-        listen: bool = True,
+        worker_priorities: Sequence[int | None] | None = _D["priorities"],
+        poll_interval: float = _D["poll_interval"],
+        batch_size: int = _D["batch_size"],
+        listen: bool = _D["listen"],
     ) -> None:
         source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
@@ -95,7 +79,7 @@ class Worker:
             raise ConfigurationError("a worker needs at least one queue")
         self.queues = [str(q) for q in queues]
         if worker_priorities is None:
-            count = 6 if worker_count is None else worker_count
+            count = _D["workers"] if worker_count is None else worker_count
             priorities = [
                 DEFAULT_PRIORITIES[i] if i < len(DEFAULT_PRIORITIES) else None
                 for i in range(count)

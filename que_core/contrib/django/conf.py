@@ -6,9 +6,10 @@
         "DATABASE": "default",        # the alias jobs are enqueued on and read from
         "DSN": None,                  # the worker's DSN; default: built from that alias
         "ADAPTER": None,              # the worker's adapter; default: Django's driver's
+        # the worker's options, with que work's defaults (que_core.options):
         "QUEUES": ["default"],        # queues `manage.py que_work` works
-        "WORKER_COUNT": None,         # worker threads (default 6)
-        "WORKER_PRIORITIES": None,    # e.g. [10, 30, None]
+        "WORKER_COUNT": 6,            # worker threads
+        "WORKER_PRIORITIES": None,    # e.g. [10, 30, None] (or "10,30,any")
         "POLL_INTERVAL": 5.0,
         "BATCH_SIZE": 20,
         "LISTEN": True,
@@ -25,17 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from que_core import options
+
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     "DSN": None,
     "ADAPTER": None,
-    "QUEUES": ["default"],
-    "WORKER_COUNT": None,
-    "WORKER_PRIORITIES": None,
-    "POLL_INTERVAL": 5.0,
-    "BATCH_SIZE": 20,
-    "LISTEN": True,
-    "SHUTDOWN_TIMEOUT": None,
+    **{s.django_key: s.default for s in options.WORKER_SPECS if s.django_key},
     "JOB_MODULES": [],
     "RUN_MODE": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
