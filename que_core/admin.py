@@ -404,6 +404,15 @@ def count_jobs(conn: Any, where: JobFilter) -> tuple[int, int]:
     return int(matched), int(running)
 
 
+#: Each bulk action's past tense and its confirmation question (`que jobs`, `que web`).
+ACTION_WORDS = {
+    "retry": ("retried", "Run {what} now"),
+    "expire": ("expired", "Expire {what}"),
+    "delete": ("deleted", "Delete {what}"),
+    "clear": ("deleted", "Delete {what}"),
+}
+
+
 @dataclass
 class BulkResult:
     action: str
@@ -416,7 +425,7 @@ class BulkResult:
 
     def summary(self) -> str:
         """What was done, in a sentence (as `que jobs` and `que web` say it)."""
-        done = {"retry": "retried", "expire": "expired"}.get(self.action, "deleted")
+        done = ACTION_WORDS[self.action][0]
         line = f"{done} {self.changed} job{'s' if self.changed != 1 else ''}"
         notes = []
         if self.skipped_running:

@@ -20,8 +20,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette 1.x: httpx in TestClient is deprecated
     from starlette.testclient import TestClient
 
-from que_core import Job, migrate, plugins, testdb
+from que_core import Job, migrate, plugins
 from que_core.connection import Connection
+from que_core.testing import databases
 from que_core.web import create_app
 from tests.helpers import wait_for
 
@@ -34,7 +35,7 @@ HOSTILE_BACKTRACE = "<b>line 1</b>\n<iframe src=javascript:alert(4)>"
 @pytest.fixture(scope="module")
 def web_dsn() -> Iterator[str]:
     adapter = plugins.get_adapter("psycopg")
-    with testdb.temporary_database(adapter, testdb.server_dsn()) as dsn:
+    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
         conn = adapter.connect(dsn)
         try:
             migrate(conn)

@@ -51,7 +51,6 @@ PAGE_SIZE = 50
 ACTIONS = ("retry", "expire", "delete")
 #: Filter fields of the job list, as query parameters and bulk form fields.
 FILTER_FIELDS = ("queue", "class", "state", "tag", "error")
-QUESTIONS = {"retry": "Run {what} now", "expire": "Expire {what}", "delete": "Delete {what}"}
 
 T = TypeVar("T")
 
@@ -324,7 +323,7 @@ async def bulk_action(request: Request) -> Response:
         what = f"{matched} job{'s' if matched != 1 else ''}" if matched else "no jobs"
         if where.empty and matched:
             what += " (every job: there is no filter)"
-        question = QUESTIONS[action].format(what=what)
+        question = admin.ACTION_WORDS[action][1].format(what=what)
         return board.render(request, "confirm.html", page="jobs", action=action,
                             given=given, matched=matched, running_now=running_now,
                             question=question)
