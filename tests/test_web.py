@@ -8,6 +8,7 @@ import html
 import re
 import threading
 import warnings
+from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,19 +154,30 @@ def test_chart_shows_what_workers_ran(db: Connection, web_dsn: str,
         def run(self) -> None:
             pass
 
+    class WebChartFailingJob(Job):
+        retry_interval = 3600
+
+        def run(self) -> None:
+            raise ValueError("no")
+
     for _ in range(7):
         WebChartJob.enqueue(conn=db)
+    WebChartFailingJob.enqueue(conn=db, run_at=datetime.now(timezone.utc) - timedelta(seconds=30))
     worker = Worker(web_dsn, adapter="psycopg", queues=["default"], poll_interval=0.2)
     worker.start()
     try:
-        wait_for(lambda: db.execute("SELECT coalesce(sum(done), 0) FROM que_core_throughput")
-                 [0][0] == 7)
+        wait_for(lambda: db.execute("SELECT coalesce(sum(done), 0), coalesce(sum(failed), 0) "
+                                    "FROM que_core_throughput")[0] == (7, 1))
     finally:
         worker.stop(timeout=10)
+    # The failing job was due 30 s before it ran: that is its latency.
+    ((most,),) = db.execute("SELECT max(latency_max) FROM que_core_throughput")
+    assert 29 < most < 60
     with client(web_dsn) as c:
         page = c.get("/")
-    assert "done 7" in page.text
-    assert re.search(r'<rect class="done"', page.text)
+    assert "done 7" in page.text and "failed 1" in page.text
+    assert re.search(r'<rect class="done"', page.text) and re.search(r'<rect class="failed"',
+                                                                      page.text)
 
 
 def test_job_list_filters_and_keyset_pages(db: Connection, web_dsn: str) -> None:
