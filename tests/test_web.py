@@ -8,8 +8,8 @@ import html
 import re
 import threading
 import warnings
-from datetime import datetime, timedelta, timezone
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
