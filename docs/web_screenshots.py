@@ -151,7 +151,7 @@ def main() -> int:
         conn = adapter.connect(dsn)
         migrate(conn)
         worker = Worker(dsn, adapter=adapter, queues=["default", "mail", "reports", "webhooks"],
-                        worker_count=6, poll_interval=1.0)
+                        worker_priorities=[None] * 6, poll_interval=1.0)
         worker.start()
         stop = threading.Event()
         feeder = threading.Thread(target=feed, args=(adapter.connect(dsn), stop, args.minutes),
@@ -183,11 +183,14 @@ def main() -> int:
                      ("job", f"/jobs/{failed_id}" if failed_id else "/jobs"),
                      ("running", "/running"), ("workers", "/workers")]
             for name, path in shots:
+                browser.set_window_size(1280, 1600)
                 browser.get(base + path)
-                time.sleep(0.5)
-                height = browser.execute_script("return document.body.scrollHeight")
-                browser.set_window_size(1280, min(max(height + 20, 500), 1400))
                 browser.find_element(By.TAG_NAME, "main")
+                time.sleep(0.5)
+                height = browser.execute_script(
+                    "return document.querySelector('main').getBoundingClientRect().bottom")
+                browser.set_window_size(1280, min(max(int(height) + 10, 400), 1400))
+                time.sleep(0.3)
                 browser.save_screenshot(str(OUT / f"web-{name}.png"))
                 print(f"docs/img/web-{name}.png")
         finally:
