@@ -183,13 +183,16 @@ def main() -> int:
                      ("job", f"/jobs/{failed_id}" if failed_id else "/jobs"),
                      ("running", "/running"), ("workers", "/workers")]
             for name, path in shots:
-                browser.set_window_size(1280, 1600)
+                metrics = {"width": 1280, "height": 1400, "deviceScaleFactor": 1,
+                           "mobile": False}
+                browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
                 browser.get(base + path)
                 browser.find_element(By.TAG_NAME, "main")
                 time.sleep(0.5)
-                height = browser.execute_script(
+                bottom = browser.execute_script(
                     "return document.querySelector('main').getBoundingClientRect().bottom")
-                browser.set_window_size(1280, min(max(int(height) + 10, 400), 1400))
+                metrics["height"] = min(max(int(bottom) + 10, 300), 1400)
+                browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
                 time.sleep(0.3)
                 browser.save_screenshot(str(OUT / f"web-{name}.png"))
                 print(f"docs/img/web-{name}.png")

@@ -126,7 +126,7 @@ def stats(conn: Any) -> Stats:
 
 
 #: How far :func:`queue_overview` counts each kind of job before it stops.
-OVERVIEW_CAP = 10_000
+OVERVIEW_CAP = 5_000
 
 
 @dataclass
