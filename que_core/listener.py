@@ -146,7 +146,7 @@ class Listener(threading.Thread):
             if self.conn is None:
                 return
             self._register()
-            self.dispatcher.notify()  # jobs may have come while we were away
+            self.dispatcher.announce()  # jobs may have come while we were away
         if self.throughput is not None and self.throughput.due():
             self.throughput.flush(self.conn)
         if not self.listen:
@@ -156,13 +156,13 @@ class Listener(threading.Thread):
         if not self._listening:
             self.conn.execute(f'LISTEN "{channel(self.pid)}"')  # pid is an int: safe to format
             self._set_listening(True)
-            self.dispatcher.notify()  # jobs may have come before we listened
+            self.dispatcher.announce()  # jobs may have come before we listened
         for note in self.conn.notifications(WAIT):
             if note.channel != channel(self.pid):
                 continue
             found = parse(note)
             if found is not None and found[0] in self.queues:
-                self.dispatcher.notify(found[1])
+                self.dispatcher.announce(found[1])
 
     def _set_listening(self, on: bool) -> None:
         assert self.conn is not None

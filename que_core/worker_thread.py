@@ -80,8 +80,10 @@ class WorkerThread(threading.Thread):
         throughput: Throughput | None = None,
         stopping: threading.Event,
         stop_event: threading.Event,
+        skip_classes: Sequence[str] = (),
+        name: str | None = None,
     ) -> None:
-        super().__init__(name=f"que-worker-{index}", daemon=True)
+        super().__init__(name=name or f"que-worker-{index}", daemon=True)
         self.max_priority = max_priority
         self._connect = connect
         self.queues = list(queues)
@@ -91,6 +93,8 @@ class WorkerThread(threading.Thread):
         self.durations = durations
         self.set_aside = set_aside
         self.throughput = throughput
+        #: Job classes this thread leaves alone (the event loop's: async def).
+        self.skip_classes = list(skip_classes)
         #: Set: take no new job (finish the current one).
         self._stopping = stopping
         #: Set: stop reconnecting too.
@@ -209,10 +213,13 @@ class WorkerThread(threading.Thread):
                 conn.close()
         self.conn = conn
         if self.claims is None:
-            self.claims = Claims(conn, self.queues, self.set_aside)
+            self.claims = self._claims(conn)
         else:
             self.claims.conn = conn
         return conn
+
+    def _claims(self, conn: Connection) -> Claims:
+        return Claims(conn, self.queues, self.set_aside, skip=self.skip_classes)
 
     def _close(self) -> None:
         if self.claims is not None and self.claims.held:

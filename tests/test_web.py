@@ -160,8 +160,14 @@ def test_chart_shows_what_workers_ran(db: Connection, web_dsn: str,
         def run(self) -> None:
             raise ValueError("no")
 
-    for _ in range(7):
+    class WebChartAsyncJob(Job):
+        async def run(self) -> None:
+            pass
+
+    for _ in range(5):
         WebChartJob.enqueue(conn=db)
+    for _ in range(2):  # run on the worker's event loop, tallied as well
+        WebChartAsyncJob.enqueue(conn=db)
     WebChartFailingJob.enqueue(conn=db, run_at=datetime.now(timezone.utc) - timedelta(seconds=30))
     worker = Worker(web_dsn, adapter="psycopg", queues=["default"], poll_interval=0.2)
     worker.start()
