@@ -5,6 +5,8 @@ from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connecti
 from que_core.hookspecs import hookimpl
 from que_core.job import Job, abulk_enqueue, bulk_enqueue
 from que_core.migrations import LATEST_VERSION, current_version, migrate
+from que_core.results import aresult, result
+from que_core.schedules import Schedule
 from que_core.worker import Worker
 
 __all__ = [
@@ -16,12 +18,15 @@ __all__ = [
     "Job",
     "Notification",
     "RunMode",
+    "Schedule",
     "Worker",
     "abulk_enqueue",
+    "aresult",
     "bulk_enqueue",
     "current_version",
     "hookimpl",
     "migrate",
+    "result",
     "run_mode",
     "set_run_mode",
     "settings",

@@ -66,6 +66,8 @@ log = logging.getLogger("que_core.worker")
 BLOCKED_AFTER = 0.5
 #: How often the loop says it runs, and the watchdog looks.
 BEAT = 0.05
+#: How long the claimer may be left unwoken after a job ended (for more).
+GATHER = 0.005
 #: After the deadline, how long cancelled jobs get to unwind.
 CANCEL_GRACE = 2.0
 
@@ -212,8 +214,9 @@ class AsyncClaimer(WorkerThread):
         #: The ids of the running jobs (claimer's thread).
         self.running: set[int] = set()
         self._tasks: dict[int, asyncio.Task[Any]] = {}  # the loop's only
-        #: Free slots worth a claim while jobs run (fewer: wait for more).
+        #: Ended jobs worth waking the claimer for at once (fewer: GATHER later).
         self._enough = max(1, concurrency // 2)
+        self._nudging = False  # the loop's: a wake-up is due in GATHER
         self._done: collections.deque[tuple[int, Outcome | None]] = collections.deque()
         #: Jobs still running when the grace after the deadline ran out.
         self.hung: list[int] = []
@@ -231,14 +234,14 @@ class AsyncClaimer(WorkerThread):
         self._collect()
         seen = self.dispatcher.generation
         free = self.concurrency - len(self.running)
-        if self.running and free < self._enough:
-            rows: list[Row] = []  # a few slots: wait for more, to claim them in one call
-        else:
-            rows = self.claims.next(None, free, full=self._full)
-            self._full = False
-            self._start(rows)
-            if rows and len(rows) >= free:
-                return  # full: claim again as soon as jobs end
+        if free <= 0:
+            self._wake.wait(self.poll_interval)  # until jobs end (see _ended)
+            return
+        rows = self.claims.next(None, free, full=self._full)
+        self._full = False
+        self._start(rows)
+        if rows and len(rows) >= free:
+            return  # full: claim again as soon as jobs end
         while self.claims.owes:  # outcomes written and their locks released
             self.claims.next(None, 0)
         if not self.running and self.claims.held:
@@ -273,6 +276,17 @@ class AsyncClaimer(WorkerThread):
             else:
                 outcome = task.result()
         self._done.append((job_id, outcome))
+        # Woken once for several ended jobs, to write their outcomes and fill
+        # their slots in one call: at once when enough ended (or all), else
+        # GATHER later.
+        if len(self._done) >= min(self._enough, len(self.running)):
+            self._wake.set()
+        elif not self._nudging:
+            self._nudging = True
+            self.loop.loop.call_later(GATHER, self._nudge)
+
+    def _nudge(self) -> None:
+        self._nudging = False
         self._wake.set()
 
     def _cancel(self) -> None:
@@ -316,7 +330,7 @@ class AsyncClaimer(WorkerThread):
             # Closed before its lock is released: nothing it began can
             # commit once another session may take the job.
             await asyncio.shield(self.sessions.drop(conn))
-            log.warning("job cancelled at shutdown: %s id=%s; it runs again",
+            log.warning("job cancelled: %s id=%s; its lock released, it runs again",
                         job.job_class, job.id)
             return NOT_RUN
         if conn.closed:  # lost, or closed by the job: its transactions ended with it
@@ -407,6 +421,7 @@ class AsyncWorker:
         """The worker stops: running jobs are cancelled at *deadline*."""
         self.claimer.deadline = deadline
         self.dispatcher.stop()
+        self.claimer._wake.set()
 
     def stop(self, deadline: float | None) -> bool:
         """Wait for the claimer (the jobs' deadline and grace, then a little);

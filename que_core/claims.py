@@ -16,7 +16,6 @@ that commit is done.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -24,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from que_core import execute
+from que_core import execute, validation
 from que_core.connection import AsyncConnection, Connection, Row
 from que_core.dispatch import ANY_PRIORITY
 from que_core.errors import ConnectionLost, DatabaseError
@@ -149,7 +148,7 @@ class Claims:
         """The parameters of the next call (see :meth:`next`)."""
         pending, unlock = self._pending, self._release
         finished = [o.job_id for o in pending if o.kind == DELETE]
-        others = [o.as_json() for o in pending if o.kind not in (DELETE, RESOLVED)]
+        others = [o.as_json() for o in pending if o.written]
         excluded = self.held.difference(unlock)
         excluded.update(exclude)
         excluded.update(self.set_aside.ids())
@@ -158,7 +157,7 @@ class Claims:
             starts = [self.after.get(name) for name in self.queues]
             bounds = [[b[k] if b else None for b in starts] for k in range(3)]
         return (
-            finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
+            finished, validation.dumps(others) if others else None, unlock,
             self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
             sorted(excluded), *bounds, self.only, self.skip_classes,
         )

@@ -73,3 +73,36 @@ def from_sqlstate(sqlstate: str | None, message: str) -> DatabaseError:
 
 class CannotConnect(ConnectionLost):
     """A new session could not be opened (the message has passwords masked)."""
+
+
+class DuplicateJob(QueError):
+    """An enqueue with ``on_conflict="raise"`` found a job of the same class
+    and unique key waiting or running. Nothing was inserted; ``job`` is the
+    existing job (its ``id``, arguments, priority and run_at)."""
+
+    def __init__(self, message: str, job: object) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class ResultUnavailable(QueError):
+    """There is no result to wait for: the job's row is gone (deleted when it
+    finished, as jobs of classes without ``keep_result`` are; removed by
+    retention; or never committed)."""
+
+    def __init__(self, message: str, job_id: int) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class JobFailed(ResultUnavailable):
+    """The job will not finish: it expired (its last attempt failed, or it was
+    expired by hand) or was cancelled. ``state`` says which, ``error`` and
+    ``backtrace`` are the job's last error (None when it had none)."""
+
+    def __init__(self, message: str, job_id: int, state: str, error: str | None,
+                 backtrace: str | None) -> None:
+        super().__init__(message, job_id)
+        self.state = state
+        self.error = error
+        self.backtrace = backtrace

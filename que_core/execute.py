@@ -19,6 +19,7 @@ import time
 import traceback
 from typing import Any
 
+from que_core import validation
 from que_core.config import settings
 from que_core.connection import AsyncConnection, Connection, Row
 from que_core.errors import QueError
@@ -48,6 +49,11 @@ class BadJobRow(QueError):
     kwargs that are not an object, values its class refuses)."""
 
 
+class ResultNotStorable(QueError):
+    """run() of a class with ``keep_result`` returned a value that cannot be
+    stored as JSON: that attempt fails (and is retried as any error)."""
+
+
 class SessionLeftInTransaction(QueError):
     """The job returned with its session inside a transaction block (or with
     autocommit turned off): what it left uncommitted was rolled back."""
@@ -56,7 +62,7 @@ class SessionLeftInTransaction(QueError):
 class Outcome:
     """What one run of a job came to, to be written and then reported."""
 
-    __slots__ = ("backtrace", "delay", "duration", "error", "job", "kind", "message")
+    __slots__ = ("backtrace", "delay", "duration", "error", "job", "kind", "message", "result")
 
     def __init__(self, job: Job, kind: str, duration: float,
                  error: BaseException | None = None) -> None:
@@ -67,17 +73,31 @@ class Outcome:
         self.message = ""
         self.backtrace = ""
         self.delay = 0.0
+        #: What run() returned, checked as JSON data (keep_result only).
+        self.result: Any = None
 
     @property
     def job_id(self) -> int:
         assert self.job.id is not None  # a claimed job has one
         return self.job.id
 
+    @property
+    def written(self) -> bool:
+        """Whether que_core_next_jobs gets it among its other outcomes: all
+        but deletes and self-resolved jobs, unless those keep a result."""
+        if self.kind == DELETE:
+            return False
+        return self.kind != RESOLVED or self.job.keep_result
+
     def as_json(self) -> dict[str, Any]:
-        """The outcome as que_core_next_jobs takes it (not for DELETE)."""
-        out: dict[str, Any] = {"id": self.job.id, "op": self.kind}
+        """The outcome as que_core_next_jobs takes it (when :attr:`written`)."""
+        out: dict[str, Any] = {"id": self.job.id,
+                               "op": "result" if self.kind == RESOLVED else self.kind}
         if self.kind in (ERROR, EXPIRE):
             out.update(delay=self.delay, message=self.message, backtrace=self.backtrace)
+        if self.job.keep_result and self.kind != ERROR:
+            # Stored, and its waiters woken (a retry wakes nobody: not final).
+            out.update(keep=True, result=self.result)
         return out
 
 
@@ -171,10 +191,12 @@ def run(job: Job) -> Outcome:
     start = time.monotonic()
     try:
         _check(job)
-        job.run(*job.args, **job.kwargs)
+        value = job.run(*job.args, **job.kwargs)
+        if job.keep_result:
+            value = _storable(job, value)
     except BaseException as exc:
         return _raised(job, exc, start)
-    return _returned(job, start)
+    return _returned(job, start, value)
 
 
 async def arun(job: Job) -> Outcome:
@@ -185,12 +207,14 @@ async def arun(job: Job) -> Outcome:
     start = time.monotonic()
     try:
         _check(job)
-        await job.run(*job.args, **job.kwargs)  # type: ignore[func-returns-value, misc]
+        value = await job.run(*job.args, **job.kwargs)
+        if job.keep_result:
+            value = _storable(job, value)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:
         return _raised(job, exc, start)
-    return _returned(job, start)
+    return _returned(job, start, value)
 
 
 def _check(job: Job) -> None:
@@ -206,12 +230,27 @@ def _raised(job: Job, exc: BaseException, start: float) -> Outcome:
     return failed(job, exc, time.monotonic() - start)
 
 
-def _returned(job: Job, start: float) -> Outcome:
+def _returned(job: Job, start: float, value: Any) -> Outcome:
     duration = time.monotonic() - start
     if job.resolved:
-        return Outcome(job, RESOLVED, duration)
-    keep = job.keep_finished if job.keep_finished is not None else settings.keep_finished
-    return Outcome(job, FINISH if keep else DELETE, duration)
+        outcome = Outcome(job, RESOLVED, duration)
+    else:
+        keep = job.keep_result or (job.keep_finished if job.keep_finished is not None
+                                   else settings.keep_finished)
+        outcome = Outcome(job, FINISH if keep else DELETE, duration)
+    outcome.result = value if job.keep_result else None
+    return outcome
+
+
+def _storable(job: Job, value: Any) -> Any:
+    """*value* as JSON data to keep, or ResultNotStorable naming its type."""
+    try:
+        return validation.check_result(value)
+    except QueError as exc:
+        raise ResultNotStorable(
+            f"{type(job).__qualname__} keeps its result, but {exc} (a result must be "
+            "JSON: None, bool, int, float, str, and lists and dicts with string keys of those)"
+        ) from None
 
 
 def failed(job: Job, exc: BaseException, duration: float) -> Outcome:

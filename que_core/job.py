@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import logging
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -20,13 +21,21 @@ from typing import Any, ClassVar, TypeVar
 from que_core import blocking, validation
 from que_core.config import RunMode, settings
 from que_core.connection import AsyncConnection, Connection, Row
-from que_core.errors import ConfigurationError, InvalidJob, QueError
+from que_core.errors import ConfigurationError, DuplicateJob, InvalidJob, QueError
 from que_core.plugins import awrap_connection, wrap_connection
 from que_core.sql import q
 
 log = logging.getLogger("que_core.job")
 
 J = TypeVar("J", bound="Job")
+
+#: What an enqueue does when a job of its class and unique key is waiting or
+#: running: return that one (skip), update its arguments, priority and run_at
+#: and return it (replace), or raise DuplicateJob.
+ON_CONFLICT = ("skip", "replace", "raise")
+#: How many times a unique enqueue tries again when the job it conflicted
+#: with was gone (finished) before it could be read.
+_UNIQUE_TRIES = 20
 
 #: Job classes by stored name. Workers resolve ``job_class`` here and only
 #: here: a name from the database is never imported or evaluated.
@@ -94,6 +103,13 @@ class Job:
             retry_interval = 30          # seconds; default error_count ** 4 + 3
             maximum_retry_count = 5      # then the job is expired
             job_name = "SendEmail"       # stored name; default module.QualName
+            keep_result = False          # store what run() returns (job.result())
+            unique_key = None            # a key, or a function of run()'s arguments
+            on_conflict = "skip"         # a duplicate key: "skip", "replace", "raise"
+            schedule = None              # cron, e.g. "*/5 * * * *" (que work enqueues it)
+            schedule_args = ()           # ... with these arguments
+            schedule_kwargs = {}
+            schedule_catch_up = 0        # missed ticks enqueued late, at most
 
             def run(self, user_id): ...
     """
@@ -104,6 +120,21 @@ class Job:
     retry_interval: ClassVar[float | None] = None
     keep_finished: ClassVar[bool | None] = None
     job_name: ClassVar[str] = "que_core.job.Job"
+    #: Keep the row when the job finishes, with what run() returned as JSON
+    #: (``job.result()``, :func:`que_core.result`); implies keep_finished.
+    keep_result: ClassVar[bool] = False
+    #: The unique key of the class's jobs, or a function of run()'s arguments
+    #: that gives it (None: not unique). ``enqueue(unique_key=...)`` overrides it.
+    unique_key: ClassVar[str | Callable[..., Any] | None] = None
+    on_conflict: ClassVar[str] = "skip"
+    #: A cron expression (five fields, or six with seconds first): every
+    #: ``que work`` process enqueues the class's job at each tick, once in all.
+    schedule: ClassVar[str | None] = None
+    schedule_args: ClassVar[Sequence[Any]] = ()
+    schedule_kwargs: ClassVar[dict[str, Any]] = {}
+    #: Ticks missed while no worker ran that are enqueued late (the latest
+    #: ones, at most this many); 0: none.
+    schedule_catch_up: ClassVar[int] = 0
 
     # Per job, set by enqueue or by the worker.
     id: int | None
@@ -123,6 +154,17 @@ class Job:
     #: Set by the worker: why the job's row cannot be run (see que_core.execute).
     _problem: str | None = None
     _unknown: bool = False
+    #: This job's unique key (None: none).
+    key: str | None = None
+    #: Set by a unique enqueue that found a job of the same class and key
+    #: waiting or running: this is that job (its id, arguments, ...).
+    duplicate: bool = False
+    #: ... and with on_conflict="replace", it took this enqueue's arguments,
+    #: priority and run_at (False: it was running, and is left as it was).
+    replaced: bool = False
+    _on_conflict: str = "skip"
+    #: The caller's connection the job was enqueued on: job.result() waits there.
+    _enqueued_on: Any = None
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """``class MyJob(Job, register=False)`` leaves it out of the
@@ -134,6 +176,11 @@ class Job:
         validation.check_job_name(cls.job_name)
         validation.check_priority(cls.priority)
         validation.check_queue(cls.queue)
+        _check_conflict(cls.on_conflict, f"{cls.__qualname__}.on_conflict")
+        if cls.__dict__.get("schedule") is not None:
+            from que_core.schedules import Schedule
+
+            Schedule.of_class(cls)  # a bad expression fails here, naming the class
         if register:
             register_job(cls)
 
@@ -171,8 +218,9 @@ class Job:
 
     # -- the job's work -------------------------------------------------
 
-    def run(self, *args: Any, **kwargs: Any) -> None:
-        """Do the job's work. Override it."""
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the job's work. Override it. What it returns is kept (as JSON)
+        when the class has ``keep_result``, and ignored otherwise."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement run()")
 
     def retry_delay(self, error_count: int) -> float:
@@ -286,10 +334,34 @@ class Job:
         queue: str | None = None,
         run_at: datetime | None = None,
         tags: Sequence[str] | None = None,
+        unique_key: Any = None,
+        on_conflict: str | None = None,
     ) -> J:
         """A checked, not yet enqueued job of this class."""
         a, k = validation.check_args(tuple(args), dict(kwargs or {}))
-        return cls(a, k, **cls._options(priority, queue, run_at, tags))
+        job = cls(a, k, **cls._options(priority, queue, run_at, tags))
+        job._set_key(unique_key, on_conflict)
+        return job
+
+    def _set_key(self, explicit: Any, on_conflict: str | None) -> None:
+        """This job's unique key: *explicit*, else the class's (a string, or
+        a function of the job's arguments)."""
+        cls = type(self)
+        value = explicit
+        if value is None and cls.unique_key is not None:
+            value = cls.unique_key
+            if callable(value):
+                try:
+                    value = value(*self.args, **self.kwargs)
+                except Exception as exc:
+                    raise InvalidJob(f"{cls.__qualname__}.unique_key raised "
+                                     f"{type(exc).__name__}: {exc}") from exc
+        if value is not None:
+            self.key = validation.check_unique_key(value)
+        if on_conflict is not None:
+            self._on_conflict = _check_conflict(on_conflict, "on_conflict")
+        else:
+            self._on_conflict = cls.on_conflict
 
     @classmethod
     def _options(cls, priority: int | None, queue: str | None, run_at: datetime | None,
@@ -312,6 +384,8 @@ class Job:
         queue: str | None = None,
         run_at: datetime | None = None,
         tags: Sequence[str] | None = None,
+        unique_key: Any = None,
+        on_conflict: str | None = None,
         **kwargs: Any,
     ) -> J:
         """Insert a job of this class in the transaction of *conn*.
@@ -319,12 +393,25 @@ class Job:
         *conn* is the caller's raw driver connection (psycopg, psycopg2,
         pg8000, ...): the job commits or rolls back with the caller's work.
         Returns the job, with its ``id``.
+
+        With a *unique_key* (or the class's), nothing is inserted while a job
+        of this class with that key is waiting or running: that job is
+        returned, with ``duplicate`` set, and *on_conflict* (default the
+        class's ``on_conflict``) says what else happens: ``"skip"``,
+        ``"replace"`` (its arguments, priority and run_at become this
+        enqueue's, unless it is running) or ``"raise"`` (:class:`DuplicateJob`).
         """
-        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags,
+                        unique_key=unique_key, on_conflict=on_conflict)
         if settings.run_mode is RunMode.INLINE:
             job._run_inline(conn)
         elif not job._collected():
-            job._inserted(_connection(conn).execute(*job._insert()))
+            c = _connection(conn)
+            job._enqueued_on = conn if conn is not None else c.raw
+            if job.key is None:
+                job._inserted(c.execute(*job._insert()))
+            else:
+                _run_steps(c, job._unique_steps())
         return job
 
     @classmethod
@@ -336,6 +423,8 @@ class Job:
         queue: str | None = None,
         run_at: datetime | None = None,
         tags: Sequence[str] | None = None,
+        unique_key: Any = None,
+        on_conflict: str | None = None,
         **kwargs: Any,
     ) -> J:
         """:meth:`enqueue` from async code: the same options and checks, in
@@ -343,12 +432,17 @@ class Job:
         ``psycopg.AsyncConnection``, an ``asyncpg`` connection or pool
         connection, a SQLAlchemy ``AsyncSession`` or ``AsyncConnection``, ...).
         """
-        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags)
+        job = cls.build(args, kwargs, priority=priority, queue=queue, run_at=run_at, tags=tags,
+                        unique_key=unique_key, on_conflict=on_conflict)
         if settings.run_mode is RunMode.INLINE:
             await job._arun_inline(conn)
         elif not job._collected():
             c = await _aconnection(conn)
-            job._inserted(await c.execute(*job._insert()))
+            job._enqueued_on = conn
+            if job.key is None:
+                job._inserted(await c.execute(*job._insert()))
+            else:
+                await _arun_steps(c, job._unique_steps())
         return job
 
     @classmethod
@@ -403,7 +497,11 @@ class Job:
     ) -> list[J]:
         """Checked jobs, one per element of *args_list*; the shared options checked once."""
         options = cls._options(priority, queue, run_at, tags)
-        return [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
+        jobs = [cls(*validation.check_args(tuple(a), {}), **options) for a in args_list]
+        if cls.unique_key is not None:
+            for job in jobs:
+                job._set_key(None, None)
+        return jobs
 
     def _collected(self) -> bool:
         """Check that the job can be stored; True when a bulk block took it
@@ -438,19 +536,82 @@ class Job:
     def _data(self) -> dict[str, Any]:
         return {"tags": self.tags} if self.tags else {}
 
+    def _unique_steps(self) -> Generator[Step, Any, None]:
+        """The statements of a unique enqueue (see :meth:`enqueue`), one at a
+        time. The unique index decides (INSERT ... ON CONFLICT), never a read
+        first: the read after a conflict only fetches the job that won. When
+        that one finished before it could be read, the insert is tried again."""
+        cls = type(self)
+        replace = self._on_conflict == "replace"
+        params = (*self._insert_params(), self.key)
+        for _ in range(_UNIQUE_TRIES):
+            rows = yield "execute", q("replace_unique_job" if replace else "insert_unique_job"), \
+                params
+            if rows:
+                ((self.id, self.run_at, self.replaced),) = rows
+                self.duplicate = self.replaced
+                log.debug("enqueued %s%s", self, " (replaced a duplicate)" if self.replaced else "")
+                return
+            rows = yield "execute", q("get_unique_job"), (cls.job_name, self.key)
+            if not rows:
+                continue  # it finished meanwhile: the key is free again
+            ((self.id, self.run_at, args, kwargs, priority, queue),) = rows
+            self.priority, self.queue = priority, queue  # type: ignore[misc]
+            self.args, self.kwargs = json.loads(args), json.loads(kwargs)
+            self.duplicate = True
+            if self._on_conflict == "raise":
+                raise DuplicateJob(
+                    f"a {cls.job_name} job with unique key {self.key!r} is already waiting or "
+                    f"running (job {self.id}); nothing was inserted", self)
+            return
+        raise QueError(f"could not enqueue {cls.job_name} with unique key {self.key!r}: "
+                       f"{_UNIQUE_TRIES} tries each found a job that was gone when read")
+
+    # -- results ------------------------------------------------------------
+
+    def result(self, timeout: float | None = None, *, conn: Any = None) -> Any:
+        """Wait for the job to finish and return what its run() returned (a
+        class with ``keep_result``), as :func:`que_core.result` does; on the
+        connection it was enqueued on unless *conn* is given. Call it after
+        the enqueue's transaction committed."""
+        inline = self.__dict__.get("_inline_result")
+        if inline is not None:
+            return inline[0]
+        from que_core.results import result
+
+        return result(self._committed_id(), conn=conn if conn is not None else self._enqueued_on,
+                      timeout=timeout)
+
+    async def aresult(self, timeout: float | None = None, *, conn: Any = None) -> Any:
+        """:meth:`result` from async code, on an async connection."""
+        inline = self.__dict__.get("_inline_result")
+        if inline is not None:
+            return inline[0]
+        from que_core.results import aresult
+
+        return await aresult(self._committed_id(),
+                             conn=conn if conn is not None else self._enqueued_on,
+                             timeout=timeout)
+
+    def _committed_id(self) -> int:
+        if self.id is None:
+            raise QueError(f"{self!r} has no id: it was not enqueued (or its bulk block has "
+                           "not ended)")
+        return self.id
+
     def _run_inline(self, conn: Any) -> None:
         db = wrap_connection(conn) if conn is not None else None
         if db is not None:
             self.conn = db.raw
         if not is_async(type(self)):
             self.db = db
-            self.run(*self.args, **self.kwargs)
+            self._inline_result = (self.run(*self.args, **self.kwargs),)
             return
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # none running here: run it on one of its own
             self.db = blocking.async_over(db) if db is not None else None
-            asyncio.run(self.run(*self.args, **self.kwargs))  # type: ignore[func-returns-value, arg-type]
+            self._inline_result = (asyncio.run(self.run(*self.args, **self.kwargs)),)
             return
         raise ConfigurationError(
             f"{type(self).__qualname__}.run is async def and enqueue was called inside a "
@@ -466,14 +627,35 @@ class Job:
             # An async job gets the async session (until the worker runs them,
             # this is the one place one runs).
             self.db = adb
-            await self.run(*self.args, **self.kwargs)
+            self._inline_result = (await self.run(*self.args, **self.kwargs),)
             return
         # A sync job runs in a thread, as a worker would run it, and its
         # statements go to the caller's session through the caller's loop,
         # which stays free meanwhile.
         if adb is not None:
             self.db = blocking.on_loop(adb, asyncio.get_running_loop())
-        await asyncio.to_thread(self.run, *self.args, **self.kwargs)
+        self._inline_result = (await asyncio.to_thread(self.run, *self.args, **self.kwargs),)
+
+
+def _check_conflict(value: Any, what: str) -> str:
+    if value not in ON_CONFLICT:
+        raise ConfigurationError(f"{what} is {value!r}; it must be one of "
+                                 f"{', '.join(map(repr, ON_CONFLICT))}")
+    return str(value)
+
+
+def _run_steps(c: Connection, steps: Generator[Step, Any, None]) -> None:
+    step: Step | None = next(steps)
+    while step is not None:
+        method, sql, arg = step
+        step = _then(steps, getattr(c, method)(sql, arg))
+
+
+async def _arun_steps(c: AsyncConnection, steps: Generator[Step, Any, None]) -> None:
+    step: Step | None = next(steps)
+    while step is not None:
+        method, sql, arg = step
+        step = _then(steps, await getattr(c, method)(sql, arg))
 
 
 def _check_storable(cls: type[Job]) -> None:
@@ -523,12 +705,24 @@ Step = tuple[str, str, Any]
 
 
 def _bulk_steps(jobs: Sequence[Job]) -> Generator[Step, Any, None]:
-    """The statements of a bulk insert of *jobs* with one COPY, in order,
-    inside one transaction block; sets the jobs' ids at the end.
+    """The statements of a bulk insert of *jobs*, in order, inside one
+    transaction block: one COPY of the jobs without a unique key, then one
+    statement for each job with one (the unique index decides each); sets the
+    jobs' ids.
 
-    The per-job NOTIFY is skipped for the batch: workers find bulk-inserted
+    The per-job NOTIFY is skipped for the COPY: workers find bulk-inserted
     jobs by polling, which takes many at a time.
     """
+    plain = [j for j in jobs if j.key is None]
+    if plain:
+        yield from _copy_steps(plain)
+    for job in jobs:
+        if job.key is not None:  # one statement each: the unique index decides
+            yield from job._unique_steps()
+
+
+def _copy_steps(jobs: Sequence[Job]) -> Generator[Step, Any, None]:
+    """The COPY of jobs without unique keys (see :func:`_bulk_steps`)."""
     dumps = validation.dumps
     ((before,),) = yield "execute", q("get_skip_notify"), ()
     yield "execute", q("set_skip_notify"), ("true",)
@@ -565,12 +759,10 @@ def insert_many(jobs: Sequence[Job], conn: Any) -> None:
     if not _storable(jobs):
         return
     c = _connection(conn)
-    steps = _bulk_steps(jobs)
+    for job in jobs:
+        job._enqueued_on = conn if conn is not None else c.raw
     with c.transaction():
-        step: Step | None = next(steps)
-        while step is not None:
-            method, sql, arg = step
-            step = _then(steps, getattr(c, method)(sql, arg))
+        _run_steps(c, _bulk_steps(jobs))
 
 
 async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
@@ -578,12 +770,10 @@ async def ainsert_many(jobs: Sequence[Job], conn: Any) -> None:
     if not _storable(jobs):
         return
     c = await _aconnection(conn)
-    steps = _bulk_steps(jobs)
+    for job in jobs:
+        job._enqueued_on = conn
     async with c.atransaction():
-        step: Step | None = next(steps)
-        while step is not None:
-            method, sql, arg = step
-            step = _then(steps, await getattr(c, method)(sql, arg))
+        await _arun_steps(c, _bulk_steps(jobs))
 
 
 @contextmanager

@@ -6,6 +6,40 @@ INSERT INTO que_jobs (queue, priority, run_at, job_class, args, kwargs, data, jo
 VALUES (%s, %s, coalesce(%s::timestamptz, now()), %s, %s::jsonb, %s::jsonb, %s::jsonb, 2)
 RETURNING id, run_at
 
+-- fragment: unique_target
+-- The conflict target of a unique enqueue: que_core_unique_key_idx (7.3).
+(job_class, que_core_unique_key)
+WHERE que_core_unique_key IS NOT NULL AND finished_at IS NULL AND expired_at IS NULL
+
+-- name: insert_unique_job
+-- A job with a unique key: inserted unless one of its class and key is
+-- waiting or running (then nothing, and get_unique_job reads that one).
+INSERT INTO que_jobs (queue, priority, run_at, job_class, args, kwargs, data, job_schema_version,
+                      que_core_unique_key)
+VALUES (%s, %s, coalesce(%s::timestamptz, now()), %s, %s::jsonb, %s::jsonb, %s::jsonb, 2, %s)
+ON CONFLICT {{unique_target}} DO NOTHING
+RETURNING id, run_at, false
+
+-- name: replace_unique_job
+-- The same, but the waiting duplicate takes this enqueue's arguments,
+-- priority and run_at. A duplicate some session holds (running) is left
+-- alone: the transaction-level lock keeps workers off it until the caller
+-- commits, and fails while a worker has it. The last column: replaced (a row
+-- that was updated has an xmax, a new one none).
+INSERT INTO que_jobs (queue, priority, run_at, job_class, args, kwargs, data, job_schema_version,
+                      que_core_unique_key)
+VALUES (%s, %s, coalesce(%s::timestamptz, now()), %s, %s::jsonb, %s::jsonb, %s::jsonb, 2, %s)
+ON CONFLICT {{unique_target}}
+DO UPDATE SET args = excluded.args, kwargs = excluded.kwargs, priority = excluded.priority,
+              run_at = excluded.run_at
+WHERE pg_try_advisory_xact_lock(que_jobs.id)
+RETURNING id, run_at, xmax::text <> '0'
+
+-- name: get_unique_job
+SELECT id, run_at, args::text, kwargs::text, priority, queue
+FROM que_jobs
+WHERE job_class = %s AND que_core_unique_key = %s AND finished_at IS NULL AND expired_at IS NULL
+
 -- name: reserve_job_ids
 -- Bulk enqueue by COPY, which returns nothing: the ids its rows take, in
 -- order, and the run_at of those that name none (the transaction's now(),
@@ -65,6 +99,85 @@ RETURNING id
 UPDATE que_jobs SET run_at = now() + %s * interval '1 second'
 WHERE id = %s AND finished_at IS NULL AND expired_at IS NULL
 RETURNING id
+
+-- ---------------------------------------------------------------------------
+-- Results (que_core/results.py). A finished job's result wakes its waiters
+-- with a NOTIFY on que_core_result_<id> (que_core_next_jobs, 7.3).
+
+-- name: result_probe
+-- Run twice before a wait: the same transaction_timestamp() both times says
+-- the session is inside a transaction block (the driver's, with autocommit
+-- off, or the caller's); the second column that the block has written
+-- something (it is the caller's: never committed by a waiter).
+SELECT transaction_timestamp(), txid_current_if_assigned() IS NOT NULL
+
+-- name: job_result
+-- A job's state as a waiter sees it. "cancelled": see results.py. The last
+-- column: some session holds the job's lock (a worker keeps it until the
+-- job's outcome, its result included, is committed).
+SELECT CASE WHEN q.finished_at IS NOT NULL THEN 'finished'
+            WHEN q.expired_at IS NOT NULL AND (q.data ? 'cancelled_at' OR q.data ? 'cancelled')
+              THEN 'cancelled'
+            WHEN q.expired_at IS NOT NULL THEN 'expired'
+            ELSE 'waiting' END,
+       q.que_core_result::text, q.last_error_message, q.last_error_backtrace,
+       EXISTS (
+         SELECT FROM pg_locks AS l
+         WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND (l.classid::bigint << 32) | l.objid::bigint = q.id
+       )
+FROM que_jobs AS q WHERE q.id = %s
+
+-- ---------------------------------------------------------------------------
+-- Periodic jobs (que_core/schedules.py).
+
+-- name: db_now
+SELECT clock_timestamp()
+
+-- name: enqueue_tick
+-- One tick of a schedule: its que_core_ticks row and its job, in one
+-- statement, or nothing at all when the tick's row exists (another worker
+-- enqueued it). A job with a unique key whose duplicate waits is not
+-- inserted (the tick still counts as done). Params: schedule, tick, then the
+-- job's queue, priority, class, args, kwargs, data, unique key.
+WITH t AS (
+  INSERT INTO que_core_ticks (schedule, tick, job_id)
+  VALUES (%s, %s::timestamptz, nextval(pg_get_serial_sequence('que_jobs', 'id')))
+  ON CONFLICT DO NOTHING
+  RETURNING job_id
+)
+INSERT INTO que_jobs (id, queue, priority, run_at, job_class, args, kwargs, data,
+                      job_schema_version, que_core_unique_key)
+SELECT t.job_id, %s, %s, now(), %s, %s::jsonb, %s::jsonb, %s::jsonb, 2, %s FROM t
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: tick_recorded
+SELECT job_id FROM que_core_ticks WHERE schedule = %s AND tick = %s::timestamptz
+
+-- name: last_ticks
+-- Per schedule named, its latest enqueued tick, that tick's job and the
+-- job's state now (NULL: the row is gone). Params: schedule names.
+SELECT t.schedule, {{iso_utc(t.tick)}}, t.job_id,
+       CASE WHEN j.id IS NULL THEN NULL ELSE que_determine_job_state(j) END
+FROM (
+  SELECT DISTINCT ON (schedule) schedule, tick, job_id
+  FROM que_core_ticks
+  WHERE schedule = ANY(%s::text[])
+  ORDER BY schedule, tick DESC
+) AS t
+LEFT JOIN que_jobs AS j ON j.id = t.job_id
+
+-- name: latest_tick
+SELECT max(tick) FROM que_core_ticks WHERE schedule = %s
+
+-- name: prune_ticks
+-- Forget ticks older than the bound, keeping each schedule's latest (catch-up
+-- starts after it). No worker enqueues a tick that old any more.
+DELETE FROM que_core_ticks AS t
+WHERE t.schedule = ANY(%s::text[]) AND t.tick < %s::timestamptz
+  AND t.tick < (SELECT max(l.tick) FROM que_core_ticks AS l WHERE l.schedule = t.schedule)
 
 -- name: waiting_jobs
 -- Every job a worker could take some time (que_core.testing), in its order.
@@ -426,12 +539,17 @@ SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
 
 -- name: admin_retry_jobs
 -- Run the matching jobs now: run_at = now(), and an expired job is no longer
--- expired (its error_count stays). Finished jobs are left alone.
+-- expired (its error_count stays). Finished jobs are left alone, and so is an
+-- expired unique job whose key another job of its class holds now.
 {{admin_claim}}
 changed AS (
-  UPDATE que_jobs SET run_at = now(), expired_at = NULL
-  WHERE id IN (SELECT id FROM c WHERE free) AND finished_at IS NULL
-  RETURNING id
+  UPDATE que_jobs AS u SET run_at = now(), expired_at = NULL
+  WHERE u.id IN (SELECT id FROM c WHERE free) AND u.finished_at IS NULL
+    AND (u.que_core_unique_key IS NULL OR u.expired_at IS NULL OR NOT EXISTS (
+      SELECT FROM que_jobs AS o
+      WHERE o.job_class = u.job_class AND o.que_core_unique_key = u.que_core_unique_key
+        AND o.finished_at IS NULL AND o.expired_at IS NULL))
+  RETURNING u.id
 )
 {{admin_claim_result}}
 

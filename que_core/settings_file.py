@@ -100,13 +100,26 @@ def read_pyproject(path: Path) -> dict[str, Any]:
     table = data.get("tool", {}).get("que", {})
     if not isinstance(table, dict):
         raise ConfigurationError(f"{path}: [tool.que] must be a table")
-    unknown = sorted(set(table) - set(SPECS_BY_NAME))
+    unknown = sorted(set(table) - set(SPECS_BY_NAME) - {"schedules"})
     if unknown:
         raise ConfigurationError(
             f"{path}: unknown [tool.que] setting(s): {', '.join(unknown)} "
-            f"(known: {', '.join(SPECS_BY_NAME)})"
+            f"(known: {', '.join(SPECS_BY_NAME)}, schedules)"
         )
     return table
+
+
+def read_schedules(pyproject: Path | bool | None = True) -> list[Any]:
+    """The periodic jobs of ``[tool.que.schedules]`` (see
+    :func:`que_core.schedules.from_table`) in *pyproject* (True: the one found
+    from the current directory up; False or None: none)."""
+    from que_core.schedules import from_table
+
+    path = find_pyproject() if pyproject is True else (pyproject or None)
+    if path is None:
+        return []
+    table = read_pyproject(path).get("schedules")
+    return [] if table is None else from_table(table, f"[tool.que.schedules] in {path}")
 
 
 def _convert(spec: Spec, raw: Any, where: str) -> Any:

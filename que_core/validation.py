@@ -16,6 +16,7 @@ MAX_QUEUE = 100
 MAX_TAGS = 5
 MAX_TAG = 100
 MAX_JOB_CLASS = 200
+MAX_UNIQUE_KEY = 200
 #: How deep lists and dicts may nest in an argument: far more than any job
 #: needs, and far below Python's recursion limit, so that every reader
 #: (the worker, ``que jobs``, json) can load the row back.
@@ -37,11 +38,18 @@ def _lone_surrogate(text: str) -> bool:
     return False
 
 
+#: The head of the path of a job's return value (a kept result), in messages.
+RETURNED = object()
+
+
 def _where(path: tuple[Any, ...]) -> str:
     """``argument 0[2]['key']`` for the path (0, 2, 'key'); a keyword argument's
-    path starts with its name."""
+    path starts with its name, a kept result's with :data:`RETURNED`."""
     head, *rest = path
-    name = f"argument {head}" if isinstance(head, int) else f"keyword argument {head!r}"
+    if head is RETURNED:
+        name = "the value run() returned"
+    else:
+        name = f"argument {head}" if isinstance(head, int) else f"keyword argument {head!r}"
     return name + "".join(f"[{p!r}]" for p in rest)
 
 
@@ -116,6 +124,22 @@ def check_args(
             raise InvalidJob(f"keyword argument name {name!r} contains a lone surrogate")
         k[name] = _walk(v, (name,))
     return a, k
+
+
+def check_result(value: Any) -> Any:
+    """A job's return value as plain JSON data (its result is kept), or
+    :class:`InvalidJob` naming what cannot be stored and its type."""
+    return _walk(value, (RETURNED,))
+
+
+def check_unique_key(value: Any) -> str:
+    """A unique key: a non-empty string of at most 200 characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidJob(f"unique key {value!r} is a {type(value).__name__}, not a string")
+    text = check_text(str(value), "unique key", MAX_UNIQUE_KEY)
+    if not text:
+        raise InvalidJob("unique key is empty")
+    return text
 
 
 def dumps(value: Any) -> str:

@@ -29,6 +29,7 @@ from que_core.listener import Listener, end_sessions
 from que_core.options import DEFAULTS
 from que_core.plugins import get_adapter, get_async_adapter, installed_adapters
 from que_core.pooler import check_sessions_last
+from que_core.schedules import Schedule, Scheduler, declared
 from que_core.throughput import Throughput
 from que_core.worker_thread import Durations, WorkerThread
 
@@ -72,6 +73,10 @@ class Worker:
     :param batch_size: the most jobs a thread claims at once (it claims
         fewer when its jobs take long: about 5 ms of work per batch).
     :param listen: use LISTEN/NOTIFY (otherwise polling only).
+    :param schedules: periodic jobs to enqueue besides those the registered
+        Job classes declare (``schedule = "..."``); see :mod:`que_core.schedules`.
+    :param scheduler: enqueue the periodic jobs (a scheduler thread): every
+        worker process does, and each tick is enqueued once in all.
     :param async_concurrency: how many ``async def`` jobs run at once on the
         worker's event loop (0: none; the threads leave them alone anyway).
         The loop is started only when such job classes are registered.
@@ -90,6 +95,8 @@ class Worker:
         poll_interval: float = _D["poll_interval"],
         batch_size: int = _D["batch_size"],
         listen: bool = _D["listen"],
+        schedules: Sequence[Schedule] = (),
+        scheduler: bool = True,
         async_concurrency: int = _D["async_concurrency"],
         async_adapter: str | AsyncAdapter | None = None,
     ) -> None:
@@ -126,6 +133,9 @@ class Worker:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.listen = listen
+        self.extra_schedules = list(schedules)
+        self.run_scheduler = scheduler
+        self.scheduler: Scheduler | None = None
         self.dispatcher = Dispatcher()
         self.throughput = Throughput()
         self._stopping = threading.Event()  # take no new jobs
@@ -162,6 +172,8 @@ class Worker:
             check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
+        plan = declared(self.extra_schedules) if self.run_scheduler else []
+        scheduler = Scheduler(self._connect, plan, self._stopping) if plan else None
         listener = Listener(self._connect, self.queues, self.worker_priorities,
                             self.dispatcher, self.listen, self._stop_event,
                             throughput=self.throughput)
@@ -188,6 +200,9 @@ class Worker:
         listener.start()
         for thread in self.threads:
             thread.start()
+        if scheduler is not None:
+            self.scheduler = scheduler
+            scheduler.start()
         if self.async_worker is not None:
             self.async_worker.start()
         log.info("worker started: %r", self)
@@ -227,6 +242,8 @@ class Worker:
         self.dispatcher.stop()
         for thread in self.threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.scheduler is not None:
+            self.scheduler.join(5.0)  # a statement at most: it stops at _stopping
         hung = [t for t in self.threads if t.is_alive()]
         async_hung = self.async_worker is not None and not self.async_worker.stop(deadline)
         if hung:

@@ -87,5 +87,13 @@ class AsyncResolveJob(Job):
                 await getattr(self, "a" + how)()
 
 
+class AsyncAddJob(Job):
+    keep_result = True
+
+    async def run(self, a: Any, b: Any) -> Any:
+        await asyncio.sleep(0)
+        return a + b
+
+
 CLASSES: list[type[Job]] = [AsyncRecordJob, AsyncPlainJob, AsyncSleepJob, AsyncHangFirstJob,
-                            AsyncBlockingJob, AsyncResolveJob]
+                            AsyncBlockingJob, AsyncResolveJob, AsyncAddJob]

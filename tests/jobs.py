@@ -85,3 +85,59 @@ class HangFirstJob(Job):
         with self.transaction():
             record(self, tag, "done")
             self.destroy()
+
+
+class UniqueJob(Job):
+    """Unique per user: its key is a function of its argument."""
+
+    @staticmethod
+    def unique_key(user: Any, **kwargs: Any) -> str:
+        return f"user:{user}"
+
+    def run(self, user: Any, **kwargs: Any) -> None:
+        record(self, user, "ran")
+
+
+class AddJob(Job):
+    keep_result = True
+
+    def run(self, a: Any, b: Any) -> Any:
+        return a + b
+
+
+class FailOnceJob(Job):
+    """Keeps its result; fails for good at once (no retries)."""
+
+    keep_result = True
+    maximum_retry_count = 0
+
+    def run(self, message: str) -> None:
+        raise RuntimeError(message)
+
+
+class ReturnsObjectJob(Job):
+    keep_result = True
+    maximum_retry_count = 0
+
+    def run(self) -> Any:
+        return object()
+
+
+class SlowAddJob(Job):
+    keep_result = True
+
+    def run(self, a: Any, b: Any, seconds: float) -> Any:
+        time.sleep(seconds)
+        return a + b
+
+
+class FinishesItselfJob(Job):
+    """Keeps its result, and resolves itself in its own transaction."""
+
+    keep_result = True
+
+    def run(self, value: Any) -> Any:
+        with self.transaction():
+            self.finish()
+        time.sleep(0.5)  # finished, its result not yet written
+        return {"value": value}

@@ -294,3 +294,28 @@ def test_processes_from_pyproject(tmp_path: Path, pg: tuple[str, Connection], ru
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(30) == 0
     assert not any(alive(p) for p in pids)
+
+
+def test_no_schema_is_said_once_by_the_supervisor(server_dsn: str) -> None:
+    adapter = plugins.get_adapter(ADAPTER)
+    with databases.temporary_database(adapter, server_dsn) as dsn:
+        out = subprocess.run(
+            [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", ADAPTER,
+             "--processes", "2", "tests.jobs"],
+            cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 4
+    assert "que migrate" in out.stderr
+    assert "started worker process" not in out.stderr
+
+
+def test_log_lines_name_their_process() -> None:
+    import json
+    import logging
+
+    from que_core import logs
+
+    record = logging.LogRecord("que_core.worker", logging.INFO, __file__, 1, "hi", None, None)
+    assert json.loads(logs.JsonFormatter(pid=True).format(record))["pid"] == os.getpid()
+    assert "pid" not in json.loads(logs.JsonFormatter().format(record))
+    text = logs.TextFormatter(logs.TEXT_FORMAT_PID).format(record)
+    assert text.endswith(f"INFO que_core.worker[{os.getpid()}]: hi")

@@ -43,7 +43,7 @@ def work(modules: tuple[str, ...], supervised: bool, **opts: Any) -> None:
     on (same exit statuses) and serves --metrics-port for all of them.
     """
     from que_core import supervisor
-    from que_core.job_modules import import_job_module
+    from que_core.settings_file import read_schedules
     from que_core.worker import Worker
 
     child: dict[str, Any] = {}
@@ -55,7 +55,49 @@ def work(modules: tuple[str, ...], supervised: bool, **opts: Any) -> None:
     several = cfg["processes"] > 1
     cfg.setup_logging(pid=supervised or several)
     dsn = cfg.dsn()
-    for name in cfg["modules"]:
+    import_modules(cfg["modules"])
+    with cfg.errors():  # a bad priority list, say
+        kwargs = options.worker_kwargs({s.name: cfg[s.name] for s in options.WORKER_SPECS})
+    if several:
+        from que_core import admin
+
+        settings = {n: v.value for n, v in cfg.values.items()}
+        # each child: one process, its metrics to the supervisor's endpoint
+        settings.update(dsn=dsn, embedded=False, processes=1, metrics_port=None)
+        with cfg.errors():
+            probe = Worker(dsn, adapter=cfg["adapter"], **kwargs)  # checked, never started
+            conn = probe.adapter.connect(dsn)
+            try:  # no database, no schema: said once, not in N crash loops
+                admin.check_schema(conn)
+            finally:
+                conn.close()
+            sys.exit(supervisor.supervise(
+                [sys.executable, *SUPERVISED_WORK], cfg["processes"],
+                payload={"settings": settings}, shutdown_timeout=cfg["shutdown_timeout"],
+                metrics_port=cfg["metrics_port"], metrics_host=cfg["metrics_host"],
+                connect=lambda: probe.adapter.connect(dsn), queues=probe.queues))
+    supervisor.record_metrics(child)
+
+    def start() -> Any:
+        # By name: an async-only adapter (asyncpg) runs the async def jobs,
+        # the installed sync one the rest (see Worker).
+        # [tool.que.schedules] besides the job classes' own (a table, not a flag)
+        return Worker(dsn, adapter=cfg["adapter"], schedules=read_schedules(),
+                      **kwargs).start()
+
+    with cfg.errors():
+        foreground.work_until_signalled(
+            start, lambda w: bool(w.stop(timeout=cfg["shutdown_timeout"])),
+            cfg["metrics_port"], cfg["metrics_host"],
+        )
+
+
+def import_modules(names: list[str]) -> None:
+    """Import the job modules *names* (from the installed modules, else the
+    current directory), or exit with a usage error saying why not."""
+    from que_core.job_modules import import_job_module
+
+    for name in names:
         try:
             import_job_module(name, Path.cwd())
         except ImportError as exc:
@@ -63,31 +105,6 @@ def work(modules: tuple[str, ...], supervised: bool, **opts: Any) -> None:
         except Exception as exc:  # the module itself raised: a bug or a setting of the app
             raise QueCliError(f"cannot import job module {name!r}: {_raised(exc)}",
                               EXIT_USAGE) from None
-    if several:
-        cfg.connect().close()  # no database, no schema: say so once, not in N crash loops
-        adapter = cfg.adapter()
-        settings = {n: v.value for n, v in cfg.values.items()}
-        # each child: one process, its metrics to the supervisor's endpoint
-        settings.update(dsn=dsn, embedded=False, processes=1, metrics_port=None)
-        with cfg.errors():
-            sys.exit(supervisor.supervise(
-                [sys.executable, *SUPERVISED_WORK], cfg["processes"],
-                payload={"settings": settings}, shutdown_timeout=cfg["shutdown_timeout"],
-                metrics_port=cfg["metrics_port"], metrics_host=cfg["metrics_host"],
-                connect=lambda: adapter.connect(dsn), queues=cfg["queues"]))
-    supervisor.record_metrics(child)
-
-    def start() -> Any:
-        kwargs = options.worker_kwargs({s.name: cfg[s.name] for s in options.WORKER_SPECS})
-        # By name: an async-only adapter (asyncpg) runs the async def jobs,
-        # the installed sync one the rest (see Worker).
-        return Worker(dsn, adapter=cfg["adapter"], **kwargs).start()
-
-    with cfg.errors():
-        foreground.work_until_signalled(
-            start, lambda w: bool(w.stop(timeout=cfg["shutdown_timeout"])),
-            cfg["metrics_port"], cfg["metrics_host"],
-        )
 
 
 def _raised(exc: BaseException) -> str:

@@ -37,10 +37,10 @@ CASES: list[tuple[str, str, str]] = [
      "(0.2-1 s), ~3% failing once, more arriving one by one; at random moments one process "
      "is frozen (SIGSTOP, time noted) and killed (SIGKILL), and a new one started; "
      "5 (full: 40) kills per adapter."),
-    ("pg_terminate_backend of locker and job sessions", "fault",
+    ("pg_terminate_backend of listener and job sessions", "fault",
      "3 in-process workers (4 threads each) work 200 (full: 3,000) jobs, half of them slow; "
-     "10 (full: 80) times, `pg_terminate_backend` of a busy worker's locker session, of a "
-     "session running a job, or of any worker session (listener, idle ones)."),
+     "10 (full: 80) times, `pg_terminate_backend` of a busy worker's listener session, of a "
+     "session running a job, or of any worker session (idle ones too)."),
     ("LISTEN connection lost", "fault",
      "The listener's session is terminated and every reconnect refused, or the listener "
      "thread dies; jobs enqueued afterwards must be found by polling (interval 0.3 s)."),
@@ -248,13 +248,16 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
               "workers left to check).", ""]
     if failed_tests:
         lines += ["Failed tests:", ""] + [f"- `{t}`" for t in failed_tests] + [""]
+        if RUN_NOTES.exists():  # what was found about them, written after the run
+            lines += [RUN_NOTES.read_text(encoding="utf-8").strip(), ""]
     # Scale figures
     scale_recs = [r for r in records if "lock_ms_waiting" in r]
     if scale_recs:
         lines += [
             "### Many waiting jobs and dead tuples",
             "",
-            "Lock query: the locker's poll for 8 jobs (`lock_jobs`), median and worst of "
+            "Claim: one `que_core_next_jobs` call for 8 jobs (locks released after), "
+            "median and worst of "
             "15 runs (5 with the old snapshot), milliseconds.",
             "",
             "| Adapter | Waiting jobs | Dead tuples | Insert (s) | Poll, waiting jobs only "
@@ -306,6 +309,8 @@ def render(records: list[dict[str, Any]], outcomes: dict[str, str], seconds: flo
 
 #: Issue 16's attacks, before and after (a table too wide for this file).
 HOSTILE_NEIGHBOURS = Path(__file__).with_name("hostile_neighbours.md")
+#: Notes on the recorded run's failures, if it had any.
+RUN_NOTES = DOC.parent / "reliability-run" / "notes.md"
 
 FOOTER = """\
 ## Reproducing

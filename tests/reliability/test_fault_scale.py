@@ -34,8 +34,10 @@ def bulk_insert(conn: Connection, n: int, priority: int) -> None:
             "SELECT 'rel.Effect', '[]', %s, 2 FROM generate_series(1, %s)", (priority, n))
 
 
-def lock_query_ms(conn: Connection, samples: int = 15) -> dict[str, float]:
-    """Median and worst time of a worker's claim (8 jobs), locks released after."""
+def lock_query_ms(conn: Connection, samples: int = 15, working: bool = False) -> dict[str, float]:
+    """Median and worst time of a worker's claim (8 jobs), locks released after.
+    While workers work, a job they finish between the claim's walk and its
+    fresh re-read is rightly left out: then a claim may return fewer."""
     times = []
     for _ in range(samples):
         claims = Claims(conn, ["default"])
@@ -43,7 +45,7 @@ def lock_query_ms(conn: Connection, samples: int = 15) -> dict[str, float]:
         got = claims.next(None, 8)
         times.append((time.perf_counter() - t) * 1000)
         claims.flush()
-        assert len(got) == 8
+        assert 1 <= len(got) <= 8 if working else len(got) == 8
     return {"median_ms": round(statistics.median(times), 2), "max_ms": round(max(times), 2)}
 
 
@@ -114,7 +116,7 @@ def test_a_million_waiting_jobs_and_dead_tuples(
                      timeout=60, what="workers registered")
     t = time.monotonic()
     time.sleep(WORK_SECONDS)
-    figures["lock_ms_while_working"] = lock_query_ms(rel, samples=5)
+    figures["lock_ms_while_working"] = lock_query_ms(rel, samples=5, working=True)
     codes = procs.terminate_all()
     elapsed = time.monotonic() - t
     after = int(harness.scalar(rel, "SELECT count(*) FROM que_jobs"))

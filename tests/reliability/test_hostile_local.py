@@ -452,6 +452,7 @@ def _invoke(args: list[str]) -> Any:
         logs._installed = installed
 
 
+@pytest.mark.timeout(900)  # the full run's 200 examples each run que commands
 @DB_SETTINGS
 @given(text=HOSTILE)
 def test_cli_views_escape_text_from_rows(

@@ -226,6 +226,10 @@ def connect_args(dsn: str) -> dict[str, Any]:
     return kwargs
 
 
+#: Notifications kept between two reads on a session this adapter opened.
+NOTIFICATION_BACKLOG = 100_000
+
+
 class Pg8000Adapter:
     name = "pg8000"
 
@@ -235,6 +239,9 @@ class Pg8000Adapter:
             raw = pg8000.native.Connection(**kwargs)
             if kwargs.get("timeout"):  # pg8000 keeps it for every read: it was for connecting
                 raw._usock.settimeout(None)
+            # pg8000 keeps the last 100 notifications between reads and drops
+            # older ones: a burst of junk would push out the jobs' own.
+            raw.notifications = deque(maxlen=NOTIFICATION_BACKLOG)
         except _ERRORS as exc:
             raise errors.CannotConnect(
                 f"cannot connect to {mask_password(dsn)}: {mask_password(_message(exc))}"

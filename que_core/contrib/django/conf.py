@@ -16,6 +16,7 @@
         "LISTEN": True,
         "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
         "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
+        "SCHEDULES": {},              # periodic jobs: {"name": {"job": ..., "cron": ...}}
         "RUN_MODE": None,             # "inline" runs jobs at enqueue (tests)
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_QUEUE": "default",
@@ -35,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "ADAPTER": None,
     **{s.django_key: s.default for s in options.WORKER_SPECS if s.django_key},
     "JOB_MODULES": [],
+    "SCHEDULES": {},
     "RUN_MODE": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
     "EMAIL_QUEUE": "default",

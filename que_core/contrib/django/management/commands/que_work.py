@@ -69,6 +69,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **flags: Any) -> None:
         from que_core import supervisor
+        from que_core.schedules import from_table
         from que_core.worker import Worker
 
         if flags["supervised"]:
@@ -89,7 +90,9 @@ class Command(BaseCommand):
 
         def start() -> Worker:
             kwargs = options.worker_kwargs(values)
-            worker = Worker(dsn, adapter=db.worker_adapter(), **kwargs).start()
+            worker = Worker(dsn, adapter=db.worker_adapter(), **kwargs,
+                            schedules=from_table(conf.get("SCHEDULES"),
+                                                 "settings.QUE['SCHEDULES']")).start()
             self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
             self.stdout.flush()
             return worker
