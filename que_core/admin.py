@@ -376,7 +376,7 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
     if not rows:
         return None
     (jid, queue, job_class, priority, run_at, errors, message, backtrace, finished_at,
-     expired_at, args, kwargs, data, schema_version, state) = rows[0]
+     expired_at, args, kwargs, data, schema_version, state, result) = rows[0]
     data_obj = _load(data) or {}
     return {
         "id": int(jid),
@@ -395,6 +395,8 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
         "tags": data_obj.get("tags") or [],
         "data": data_obj,
         "job_schema_version": int(schema_version),
+        #: What run() returned, for a class with keep_result (None: none kept).
+        "result": _load(result),
     }
 
 

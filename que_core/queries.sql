@@ -511,7 +511,8 @@ SELECT q.id, q.queue, q.job_class, q.priority,
        q.error_count, q.last_error_message, q.last_error_backtrace,
        {{iso_utc(q.finished_at)}},
        {{iso_utc(q.expired_at)}},
-       q.args::text, q.kwargs::text, q.data::text, q.job_schema_version, {{job_state(q)}}
+       q.args::text, q.kwargs::text, q.data::text, q.job_schema_version, {{job_state(q)}},
+       q.que_core_result::text
 FROM que_jobs AS q WHERE q.id = %s
 
 -- name: admin_count_jobs

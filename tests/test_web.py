@@ -481,3 +481,31 @@ def test_mounted_in_a_starlette_app_under_a_prefix(db: Connection, web_dsn: str)
         done = c.post(f"/admin/que/jobs/{job_id}/retry", data={"csrf_token": csrf.group(1)})
         assert done.status_code == 200 and "retried 1 job" in done.text
         assert str(done.url).startswith("http://testserver/admin/que/jobs/")
+
+
+def test_schedules_page_shows_last_and_next_ticks(db: Connection, web_dsn: str) -> None:
+    from que_core.schedules import Schedule
+
+    job_id = insert(db, job_class="Nightly")
+    db.execute("INSERT INTO que_core_ticks (schedule, tick, job_id) "
+               "VALUES ('nightly', '2026-01-01 03:00:00+00', %s)", (job_id,))
+    plan = [Schedule("nightly", "0 3 * * *", "Nightly", ("<b>x</b>",)),
+            Schedule("hourly", "0 * * * *", "Hourly")]
+    with client(web_dsn, schedules=plan) as c:
+        page = c.get("/schedules")
+    assert page.status_code == 200
+    row = re.search(r'<tr data-schedule="nightly">(.*?)</tr>', page.text, re.S)
+    assert row and "0 3 * * *" in row.group(1) and f'href="/jobs/{job_id}"' in row.group(1)
+    assert "2026-01-01" in row.group(1) and "ready" in row.group(1)
+    assert re.search(r"T03:00:00", row.group(1).split("</td>")[-2])  # the next tick
+    hourly = re.search(r'<tr data-schedule="hourly">(.*?)</tr>', page.text, re.S)
+    assert hourly and "-" in hourly.group(1)
+
+
+def test_job_page_shows_a_kept_result(db: Connection, web_dsn: str) -> None:
+    job_id = insert(db, finished=True)
+    db.execute("UPDATE que_jobs SET que_core_result = '{\"sum\": 3, \"html\": \"<i>\"}' "
+               "WHERE id = %s", (job_id,))
+    with client(web_dsn) as c:
+        page = c.get(f"/jobs/{job_id}")
+    assert '"sum": 3' in html.unescape(page.text) and "<i>" not in page.text

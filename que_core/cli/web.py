@@ -61,8 +61,10 @@ def read_password(password_file: Path | None) -> str | None:
 @click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Serve HTTPS with this certificate (and --ssl-keyfile).")
 @click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.argument("modules", nargs=-1)
 def web(host: str, port: int, password_file: Path | None, read_only: bool, refresh: float,
-        ssl_certfile: str | None, ssl_keyfile: str | None, **opts: Any) -> None:
+        ssl_certfile: str | None, ssl_keyfile: str | None, modules: tuple[str, ...],
+        **opts: Any) -> None:
     """Serve the dashboard: the queues' counts and a chart of the last hour,
     jobs by queue, class, state, tag and error, a job's page, the running jobs
     and their workers; retry, expire and delete, one job or every job of a
@@ -70,7 +72,9 @@ def web(host: str, port: int, password_file: Path | None, read_only: bool, refre
 
     Without a password ($QUE_WEB_PASSWORD or --password-file) it serves this
     machine only (--host must be a loopback address). --read-only hides and
-    refuses every action. Ctrl-C stops it."""
+    refuses every action. The schedules page shows the periodic jobs of the
+    job MODULES ($QUE_MODULES, [tool.que] modules) and [tool.que.schedules],
+    as `que schedules list` does. Ctrl-C stops it."""
     try:
         import uvicorn
 
@@ -86,11 +90,18 @@ def web(host: str, port: int, password_file: Path | None, read_only: bool, refre
             "--host 127.0.0.1", EXIT_USAGE)
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise QueCliError("--ssl-certfile and --ssl-keyfile go together", EXIT_USAGE)
-    cfg = Settings(opts)
+    from que_core.cli.work import import_modules
+    from que_core.schedules import declared
+    from que_core.settings_file import read_schedules
+
+    cfg = Settings({**opts, "modules": modules})
+    import_modules(cfg["modules"])
+    with cfg.errors():
+        plan = declared(read_schedules())
     with cfg.session():  # the database answers and has the schema, before serving
         pass
     app = create_app(cfg.dsn(), adapter=cfg.adapter(), password=password, read_only=read_only,
-                     refresh=refresh)
+                     refresh=refresh, schedules=plan)
     scheme = "https" if ssl_certfile else "http"
     shown = f"[{host}]" if ":" in host else host
     notes = ["read-only" if read_only else "actions on"]

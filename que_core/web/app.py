@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import jinja2
@@ -43,6 +43,9 @@ from que_core.web.security import (
     csrf_token,
     set_csrf_cookie,
 )
+
+if TYPE_CHECKING:
+    from que_core.schedules import Schedule
 
 log = logging.getLogger("que_core.web")
 
@@ -89,8 +92,11 @@ def _templates() -> Jinja2Templates:
 class Dashboard:
     """The state behind one dashboard app: settings and database sessions."""
 
-    def __init__(self, pool: Pool, read_only: bool, refresh: float) -> None:
+    def __init__(self, pool: Pool, read_only: bool, refresh: float,
+                 schedules: Sequence[Schedule] | None = None) -> None:
         self.pool = pool
+        #: None: the schedules of the job classes registered when a page asks.
+        self.schedules = None if schedules is None else list(schedules)
         self.read_only = read_only
         self.refresh = refresh
         self.templates = _templates()
@@ -258,13 +264,14 @@ async def job(request: Request) -> Response:
     found = await board.db(admin.get_job, job_id)
     if found is None:
         raise HTTPException(404, f"no job with id {job_id}")
+    # A keep_result class's result (que_core.results), else a Django task's.
     django_task = found["data"].get("django_task") if isinstance(found["data"], dict) else None
-    return board.render(request, "job.html", page="jobs", job=found,
-                        result=django_task.get("return_value")
-                        if isinstance(django_task, dict) else None,
-                        has_result=isinstance(django_task, dict)
-                        and "return_value" in django_task,
-                        notice=_notice(request.query_params))
+    has_result = found["result"] is not None
+    result = found["result"]
+    if not has_result and isinstance(django_task, dict) and "return_value" in django_task:
+        has_result, result = True, django_task["return_value"]
+    return board.render(request, "job.html", page="jobs", job=found, result=result,
+                        has_result=has_result, notice=_notice(request.query_params))
 
 
 async def running(request: Request) -> Response:
@@ -277,6 +284,16 @@ async def running_live(request: Request) -> Response:
     board = _dashboard(request)
     found = await board.db(admin.running_jobs)
     return board.render(request, "_running_live.html", running=found)
+
+
+async def schedules_page(request: Request) -> Response:
+    """The periodic jobs (issue 14's que_core.schedules): last and next ticks."""
+    from que_core.schedules import declared, status
+
+    board = _dashboard(request)
+    plan = board.schedules if board.schedules is not None else declared()
+    rows = await board.db(status, plan)
+    return board.render(request, "schedules.html", page="schedules", schedules=rows)
 
 
 async def workers(request: Request) -> Response:
@@ -350,6 +367,7 @@ def create_app(
     authorize: Authorize | None = None,
     read_only: bool = False,
     refresh: float = 3.0,
+    schedules: Sequence[Schedule] | None = None,
 ) -> Starlette:
     """The dashboard as an ASGI app, to serve (``que web``) or mount::
 
@@ -361,12 +379,14 @@ def create_app(
     With neither, the app answers only clients on this machine.
     :param read_only: hide every action and refuse every POST.
     :param refresh: seconds between the live parts' refreshes.
+    :param schedules: the periodic jobs to show (``que_core.schedules``);
+        default: those of the job classes registered in this process.
     """
     checked = check_dsn(dsn, "")
     found = get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
     if password is not None and not password:
         raise ValueError("an empty password would let anyone in: give one, or none")
-    board = Dashboard(Pool(found, checked), read_only, refresh)
+    board = Dashboard(Pool(found, checked), read_only, refresh, schedules)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -383,8 +403,9 @@ def create_app(
         Route("/running", running, name="running"),
         Route("/live/running", running_live, name="running_live"),
         Route("/workers", workers, name="workers"),
-        # Job control (issue 13: cancel, pause and resume a queue) and
-        # schedules (issue 14) add their pages and actions here.
+        Route("/schedules", schedules_page, name="schedules"),
+        # Job control (issue 13: cancel, pause and resume a queue) adds its
+        # actions here.
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(
