@@ -122,14 +122,129 @@ def stats(conn: Any) -> Stats:
         age = counts[len(STATES)]
         row.oldest_ready_age = None if age is None else max(0.0, float(age))
         rows.append(row)
-    lockers = [
+    return Stats(rows, lockers(c))
+
+
+#: How far :func:`queue_overview` counts each kind of job before it stops.
+OVERVIEW_CAP = 5_000
+
+
+@dataclass
+class QueueCounts:
+    """One queue's jobs by state (finished ones not counted)."""
+
+    queue: str
+    #: None: not known (more retries were due, or later, than were counted).
+    ready: int | None = 0
+    scheduled: int | None = 0
+    running: int = 0
+    errored: int = 0
+    expired: int = 0
+    #: Seconds since the oldest job due now (errored retries included) that
+    #: no worker holds became due (None: there is none).
+    oldest_due_age: float | None = None
+    #: The counts that are only lower bounds ("at least"): counting stopped at
+    #: the cap.
+    capped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def queue_overview(conn: Any, cap: int | None = None) -> list[QueueCounts]:
+    """Each queue's counts (the states of :func:`list_jobs`), read from the
+    indexes that hold only unfinished, retrying or expired jobs, each count
+    stopping at about *cap* (default :data:`OVERVIEW_CAP`; see
+    :attr:`QueueCounts.capped`): quick however
+    big the table is, unlike :func:`stats`, which walks every job. Queues the
+    live workers take are listed even when empty."""
+    out = []
+    limit = int(OVERVIEW_CAP if cap is None else cap) + 1
+    for (queue, due, due_capped, later, later_capped, r_due, r_later, expired, running,
+         running_errored, running_later, age) in _connection(conn).execute(
+        q("admin_queue_overview"), (limit,) * 6
+    ):
+        due, later, r_due, r_later = int(due), int(later), int(r_due), int(r_later)
+        k_ready = int(running) - int(running_errored) - int(running_later)
+        row = QueueCounts(str(queue), running=int(running), expired=int(expired),
+                          oldest_due_age=None if age is None else max(0.0, float(age)))
+        row.ready = max(0, due - r_due - k_ready)
+        row.scheduled = max(0, later - r_later - int(running_later))
+        row.errored = max(0, r_due + r_later - int(running_errored))
+        # ready and scheduled are the waiting jobs less the retries among
+        # them: unknown when the retries were too many to count.
+        if r_due == limit:
+            row.ready = None
+        elif due_capped:
+            row.capped.append("ready")
+        if r_later == limit:
+            row.scheduled = None
+        elif later_capped:
+            row.capped.append("scheduled")
+        if limit in (r_due, r_later):
+            row.capped.append("errored")
+        if int(expired) == limit:
+            row.capped.append("expired")
+        out.append(row)
+    return out
+
+
+def lockers(conn: Any) -> list[Locker]:
+    """The worker processes registered now (``que_lockers``)."""
+    return [
         Locker(int(pid), int(count), int(ppid or 0), str(host or ""), bool(listening),
                json.loads(queues), json.loads(priorities))
-        for pid, count, ppid, host, listening, queues, priorities in c.execute(
+        for pid, count, ppid, host, listening, queues, priorities in _connection(conn).execute(
             q("admin_lockers")
         )
     ]
-    return Stats(rows, lockers)
+
+
+@dataclass
+class RunningJob:
+    """A job some session holds now, and the worker holding it."""
+
+    id: int
+    queue: str
+    job_class: str
+    priority: int
+    run_at: str
+    error_count: int
+    #: The backend pid of the session holding it.
+    backend_pid: int
+    #: The worker process (from que_lockers), when it is known.
+    hostname: str | None
+    process_pid: int | None
+    #: Seconds since that session last began or ended a statement.
+    idle_for: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def running_jobs(conn: Any, limit: int = 500) -> list[RunningJob]:
+    """The jobs running now (at most *limit*, by id), each with its worker."""
+    return [
+        RunningJob(int(i), str(queue), str(cls), int(prio), str(run_at), int(errors), int(pid),
+                   None if host is None else str(host), None if ppid is None else int(ppid),
+                   None if idle is None else float(idle))
+        for i, queue, cls, prio, run_at, errors, pid, host, ppid, idle in _connection(
+            conn
+        ).execute(q("admin_running"), (int(limit),))
+    ]
+
+
+def throughput(conn: Any, queue: str | None = None) -> list[dict[str, Any]]:
+    """The last hour's runs per minute (of *queue*, or of all), from the
+    tallies workers write (:mod:`que_core.throughput`): minute (epoch s),
+    done, failed, latency_mean and latency_max (s; None without runs)."""
+    rows = _connection(conn).execute(q("throughput_recent"), (queue, queue))
+    return [
+        {"minute": int(m), "done": int(d), "failed": int(f),
+         "latency_mean": None if mean is None else float(mean),
+         "latency_max": None if most is None else float(most)}
+        for m, d, f, mean, most in rows
+    ]
 
 
 # -- jobs -------------------------------------------------------------------
@@ -147,6 +262,8 @@ class JobFilter:
     #: JSON values the job's args / kwargs must contain (jsonb ``@>``).
     args: Any = None
     kwargs: Any = None
+    #: Text the last error message contains (case-insensitive).
+    error: str | None = None
 
     def __post_init__(self) -> None:
         for state in self.states:
@@ -173,6 +290,8 @@ class JobFilter:
             p["args"] = self.args
         if self.kwargs is not None:
             p["kwargs"] = self.kwargs
+        if self.error:
+            p["error"] = self.error
         return json.dumps(p, ensure_ascii=False)
 
 
@@ -187,34 +306,67 @@ def _load(text: str | None) -> Any:
         return text
 
 
+def _job_row(row: Sequence[Any]) -> dict[str, Any]:
+    (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
+     expired_at, args, kwargs, data, stored_class, schema_version) = row
+    data_obj = _load(data) or {}
+    return {
+        "id": int(job_id),
+        "queue": queue,
+        "job_class": shown,
+        "state": state,
+        "priority": int(priority),
+        "run_at": run_at,
+        "error_count": int(errors),
+        "last_error_message": message,
+        "finished_at": finished_at,
+        "expired_at": expired_at,
+        "args": _load(args),
+        "kwargs": _load(kwargs),
+        "tags": data_obj.get("tags") or [],
+        "data": data_obj,
+        "stored_job_class": stored_class,
+        "job_schema_version": int(schema_version),
+    }
+
+
 def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """The jobs matching *where*, by id, at most *limit* of them."""
     rows = _connection(conn).execute(
         q("admin_list_jobs"), ((where or JobFilter()).to_json(), int(limit))
     )
-    out = []
-    for (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
-         expired_at, args, kwargs, data, stored_class, schema_version) in rows:
-        data_obj = _load(data) or {}
-        out.append({
-            "id": int(job_id),
-            "queue": queue,
-            "job_class": shown,
-            "state": state,
-            "priority": int(priority),
-            "run_at": run_at,
-            "error_count": int(errors),
-            "last_error_message": message,
-            "finished_at": finished_at,
-            "expired_at": expired_at,
-            "args": _load(args),
-            "kwargs": _load(kwargs),
-            "tags": data_obj.get("tags") or [],
-            "data": data_obj,
-            "stored_job_class": stored_class,
-            "job_schema_version": int(schema_version),
-        })
-    return out
+    return [_job_row(row) for row in rows]
+
+
+#: How many jobs (by id) one page of :func:`page_jobs` looks through at most.
+PAGE_WINDOW = 50_000
+
+
+@dataclass
+class JobPage:
+    jobs: list[dict[str, Any]]
+    #: Where the next page starts (its ``below``); None: this was the last.
+    next_below: int | None
+    #: How many jobs, newest first from ``below``, this page looked through
+    #: (fewer than :data:`PAGE_WINDOW` when the page filled up first).
+    searched: int
+
+
+def page_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50,
+              below: int | None = None, window: int = PAGE_WINDOW) -> JobPage:
+    """A page of the jobs matching *where*, newest first: at most *limit* of
+    those with ids below *below*, among the next *window* jobs by id (keyset
+    paging; a filter that matches few jobs gives short pages rather than a
+    walk of the whole table: go on from :attr:`JobPage.next_below`)."""
+    c = _connection(conn)
+    start = 2**63 - 1 if below is None else int(below)
+    rows = c.execute(q("admin_page_jobs"),
+                     ((where or JobFilter()).to_json(), start, int(window), int(limit) + 1))
+    found = [_job_row(row) for row in rows[:limit]]
+    if len(rows) > limit:
+        return JobPage(found, found[-1]["id"], window)
+    boundary = c.execute(q("admin_page_boundary"), (start, int(window) - 1))
+    return JobPage(found, int(boundary[0][0]) if boundary else None, window)
 
 
 def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
@@ -224,14 +376,13 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
     if not rows:
         return None
     (jid, queue, job_class, priority, run_at, errors, message, backtrace, finished_at,
-     expired_at, args, kwargs, data, schema_version) = rows[0]
-    listed = list_jobs(c, JobFilter(ids=[int(jid)]), 1)
+     expired_at, args, kwargs, data, schema_version, state, result) = rows[0]
     data_obj = _load(data) or {}
     return {
         "id": int(jid),
         "queue": queue,
         "job_class": job_class,
-        "state": listed[0]["state"] if listed else None,
+        "state": state,
         "priority": int(priority),
         "run_at": run_at,
         "error_count": int(errors),
@@ -244,6 +395,8 @@ def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
         "tags": data_obj.get("tags") or [],
         "data": data_obj,
         "job_schema_version": int(schema_version),
+        #: What run() returned, for a class with keep_result (None: none kept).
+        "result": _load(result),
     }
 
 
@@ -251,6 +404,15 @@ def count_jobs(conn: Any, where: JobFilter) -> tuple[int, int]:
     """How many jobs match *where*, and how many of them are running."""
     ((matched, running),) = _connection(conn).execute(q("admin_count_jobs"), (where.to_json(),))
     return int(matched), int(running)
+
+
+#: Each bulk action's past tense and its confirmation question (`que jobs`, `que web`).
+ACTION_WORDS = {
+    "retry": ("retried", "Run {what} now"),
+    "expire": ("expired", "Expire {what}"),
+    "delete": ("deleted", "Delete {what}"),
+    "clear": ("deleted", "Delete {what}"),
+}
 
 
 @dataclass
@@ -262,6 +424,19 @@ class BulkResult:
     changed: int
     #: Matching jobs left alone because a worker holds them.
     skipped_running: int
+
+    def summary(self) -> str:
+        """What was done, in a sentence (as `que jobs` and `que web` say it)."""
+        done = ACTION_WORDS[self.action][0]
+        line = f"{done} {self.changed} job{'s' if self.changed != 1 else ''}"
+        notes = []
+        if self.skipped_running:
+            notes.append(f"{self.skipped_running} skipped: running now")
+        other = self.matched - self.changed - self.skipped_running
+        if other:
+            notes.append(f"{other} unchanged: " + ("already finished" if self.action == "retry"
+                                                   else "already finished or expired"))
+        return line + (f" ({'; '.join(notes)})" if notes else "")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

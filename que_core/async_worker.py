@@ -57,6 +57,7 @@ from que_core.errors import ConnectionLost, DatabaseError
 from que_core.execute import Outcome
 from que_core.listener import end_sessions
 from que_core.sql import q
+from que_core.throughput import Throughput
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -199,11 +200,11 @@ class AsyncClaimer(WorkerThread):
                  dispatcher: Dispatcher, loop: EventLoop, sessions: Sessions, *,
                  classes: Sequence[str], concurrency: int, poll_interval: float,
                  set_aside: SetAside, stopping: threading.Event,
-                 stop_event: threading.Event) -> None:
+                 stop_event: threading.Event, throughput: Throughput | None = None) -> None:
         super().__init__(0, None, connect, queues, dispatcher, batch_size=concurrency,
                          poll_interval=poll_interval, durations=Durations(),
-                         set_aside=set_aside, stopping=stopping, stop_event=stop_event,
-                         name="que-async-claims")
+                         set_aside=set_aside, throughput=throughput, stopping=stopping,
+                         stop_event=stop_event, name="que-async-claims")
         self.classes = sorted(classes)
         self.concurrency = concurrency
         self.loop = loop
@@ -307,6 +308,10 @@ class AsyncClaimer(WorkerThread):
                 self.claims.skip([job_id])
             else:
                 self.claims.add(outcome)
+                if self.throughput is not None:  # (ended a moment before: close enough)
+                    self.throughput.observe(outcome.job.queue, outcome.job.run_at,
+                                            outcome.duration,
+                                            outcome.kind in (execute.ERROR, execute.EXPIRE))
 
     async def _run_job(self, row: Row) -> Outcome | None:
         """Run one job on a session of its own; NOT_RUN when it was
@@ -393,7 +398,7 @@ class AsyncWorker:
     def __init__(self, adapter: AsyncAdapter, dsn: str, connect: Callable[[], Connection],
                  queues: Sequence[str], classes: Sequence[str], *, concurrency: int,
                  poll_interval: float, set_aside: SetAside, stopping: threading.Event,
-                 stop_event: threading.Event) -> None:
+                 stop_event: threading.Event, throughput: Throughput | None = None) -> None:
         self.adapter = adapter
         self.loop = EventLoop()
         self.sessions = Sessions(adapter, dsn)
@@ -402,7 +407,8 @@ class AsyncWorker:
         self.claimer = AsyncClaimer(connect, queues, self.dispatcher, self.loop, self.sessions,
                                     classes=classes, concurrency=concurrency,
                                     poll_interval=poll_interval, set_aside=set_aside,
-                                    stopping=stopping, stop_event=stop_event)
+                                    stopping=stopping, stop_event=stop_event,
+                                    throughput=throughput)
 
     def start(self) -> None:
         self.loop.start()

@@ -23,6 +23,7 @@ from que_core.connection import Connection, Notification
 from que_core.dispatch import Dispatcher
 from que_core.errors import ConnectionLost, DatabaseError
 from que_core.sql import q, quoted
+from que_core.throughput import Throughput
 
 log = logging.getLogger("que_core.listener")
 
@@ -90,8 +91,10 @@ class Listener(threading.Thread):
         dispatcher: Dispatcher,
         listen: bool,
         stop_event: threading.Event,
+        throughput: Throughput | None = None,
     ) -> None:
         super().__init__(name="que-listener", daemon=True)
+        self.throughput = throughput
         self._connect = connect
         self.queues = list(queues)
         self.worker_priorities = list(worker_priorities)
@@ -144,6 +147,8 @@ class Listener(threading.Thread):
                 return
             self._register()
             self.dispatcher.announce()  # jobs may have come while we were away
+        if self.throughput is not None and self.throughput.due():
+            self.throughput.flush(self.conn)
         if not self.listen:
             self._stop_event.wait(WAIT)
             return
@@ -202,6 +207,8 @@ class Listener(threading.Thread):
                     conn.close()
                 conn = connect()
             if self.pid is not None and conn is not None and not conn.closed:
+                if self.throughput is not None:
+                    self.throughput.flush(conn)
                 conn.execute(q("unregister_locker"), (self.pid,))
                 self.pid = None
         except DatabaseError as exc:

@@ -196,6 +196,11 @@ GROUP BY job_schema_version
 -- name: backend_pid
 SELECT pg_backend_pid()
 
+-- name: worker_session
+-- A worker thread's new session: its backend pid, and its application_name
+-- set (param) so that `que web` can tell whose jobs it holds.
+SELECT pg_backend_pid() FROM (SELECT set_config('application_name', %s, false)) AS s
+
 -- fragment: live_sessions
 -- Backend pids of the client sessions on this database. A que_lockers row
 -- naming any other pid is dead (a killed process leaves its row) or fake
@@ -239,7 +244,7 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 --
 -- A job's state is Que's que_determine_job_state (expired, finished,
 -- errored, scheduled, ready), except that an unfinished job whose advisory
--- lock some session holds right now is "running". pg_locks shows a bigint
+-- lock some session holds right now is "running" (fragment job_state). pg_locks shows a bigint
 -- advisory key with its high half in classid, its low half in objid and
 -- objsubid = 1 (two-int4-key locks, such as the migrators', have 2).
 -- Filters travel as one JSON object (admin.JobFilter.to_json); a key that is
@@ -257,27 +262,40 @@ FROM pg_locks AS l
 WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 
--- fragment: admin_jobs
--- Two CTEs: locked (job ids some other session holds) and j (every job with
--- its shown_class and state). Used as `{{admin_jobs}}` after WITH.
+-- fragment: admin_locked
+-- CTE locked: the job ids some other session holds now (with its pid).
 locked AS (
-  SELECT DISTINCT h.id FROM ({{held_job_locks}}) AS h WHERE h.pid <> pg_backend_pid()
-),
+  SELECT DISTINCT ON (1) h.id, h.pid FROM ({{held_job_locks}}) AS h
+  WHERE h.pid <> pg_backend_pid()
+)
+
+-- fragment: shown_class(r)
+CASE r.job_class
+  WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
+    THEN coalesce(r.args -> 0 ->> 'job_class', r.job_class)
+  ELSE r.job_class
+END
+
+-- fragment: job_state(r)
+-- Que's que_determine_job_state, written out: that function is VOLATILE (by
+-- default), so a view calling it is computed for every job before any filter,
+-- ORDER BY or LIMIT applies (a full walk of que_jobs for one page).
+CASE
+  WHEN r.expired_at IS NOT NULL THEN 'expired'
+  WHEN r.finished_at IS NOT NULL THEN 'finished'
+  WHEN r.id IN (SELECT id FROM locked) THEN 'running'
+  WHEN r.error_count > 0 THEN 'errored'
+  WHEN r.run_at > now() THEN 'scheduled'
+  ELSE 'ready'
+END
+
+-- fragment: admin_jobs
+-- Two CTEs: locked (admin_locked) and j (every job with its shown_class and
+-- state). Used as `{{admin_jobs}}` after WITH.
+{{admin_locked}},
 j AS (
-  SELECT q.*,
-         CASE q.job_class
-           WHEN 'ActiveJob::QueueAdapters::QueAdapter::JobWrapper'
-             THEN coalesce(q.args -> 0 ->> 'job_class', q.job_class)
-           ELSE q.job_class
-         END AS shown_class,
-         CASE
-           WHEN s.state IN ('expired', 'finished') THEN s.state
-           WHEN k.id IS NOT NULL THEN 'running'
-           ELSE s.state
-         END AS state
+  SELECT q.*, {{shown_class(q)}} AS shown_class, {{job_state(q)}} AS state
   FROM que_jobs AS q
-  CROSS JOIN LATERAL (SELECT que_determine_job_state(q) AS state) AS s
-  LEFT JOIN locked AS k ON k.id = q.id
 )
 
 -- fragment: admin_match
@@ -291,6 +309,16 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p ->> 'tag' IS NULL OR j.data @> jsonb_build_object('tags', jsonb_build_array(p ->> 'tag')))
   AND (p -> 'args' IS NULL OR j.args @> (p -> 'args'))
   AND (p -> 'kwargs' IS NULL OR j.kwargs @> (p -> 'kwargs'))
+  AND (p ->> 'error' IS NULL OR strpos(lower(j.last_error_message), lower(p ->> 'error')) > 0)
+  -- What one state implies, in the terms of the partial indexes' predicates:
+  -- the filter JSON is a constant, so the planner keeps only the line that
+  -- applies, and may read que_core_retrying_idx, que_core_expired_idx or
+  -- que_poll_idx instead of walking every job.
+  AND (p -> 'states' IS DISTINCT FROM '["errored"]'
+       OR (j.error_count > 0 AND j.finished_at IS NULL AND j.expired_at IS NULL))
+  AND (p -> 'states' IS DISTINCT FROM '["expired"]' OR j.expired_at IS NOT NULL)
+  AND (p -> 'states' IS DISTINCT FROM '["ready"]' AND p -> 'states' IS DISTINCT FROM '["scheduled"]'
+       OR (j.finished_at IS NULL AND j.expired_at IS NULL))
 
 -- fragment: iso_utc(ts)
 -- A timestamp as ISO 8601 text in UTC (...Z), whatever the session's
@@ -317,6 +345,123 @@ FROM j
 GROUP BY queue, shown_class
 ORDER BY queue, shown_class
 
+-- fragment: waiting_job(j)
+-- A job que-core workers may take some time (que_poll_idx's rows).
+j.job_schema_version = 2 AND j.finished_at IS NULL AND j.expired_at IS NULL
+
+-- name: admin_queue_overview
+-- Per queue (que-core's row format; the queues live workers take come too,
+-- with zeros): jobs due now and later, retrying (error_count > 0) due now and
+-- later, expired; those running now and what they would be otherwise; and the
+-- oldest run_at due now that no session holds. Every count reads index rows
+-- of its kind only, and no more than a cap (param: cap + 1, five times) per
+-- queue and priority (waiting) or per queue (retrying, expired): the work is
+-- bounded however big the table is. Columns: queue, due, due capped, later,
+-- later capped, retrying due, retrying later, expired (each up to cap + 1),
+-- running, running errored, running later, oldest due age (s).
+--
+-- que_poll_idx is (job_schema_version, queue, priority, run_at, id): each
+-- (queue, priority) is found with one probe (prios), and within it the jobs
+-- due now and later are two ranges of run_at.
+WITH RECURSIVE {{admin_locked}},
+running AS (
+  SELECT q.queue, count(*) AS n,
+         count(*) FILTER (WHERE q.error_count > 0) AS errored,
+         count(*) FILTER (WHERE q.error_count = 0 AND q.run_at > now()) AS later
+  FROM que_jobs AS q
+  WHERE q.id IN (SELECT id FROM locked) AND q.finished_at IS NULL AND q.expired_at IS NULL
+  GROUP BY q.queue
+),
+prios(queue, priority) AS (
+  (SELECT j.queue, j.priority FROM que_jobs AS j WHERE {{waiting_job(j)}}
+   ORDER BY j.job_schema_version, j.queue, j.priority LIMIT 1)
+  UNION ALL
+  SELECT x.queue, x.priority FROM prios AS p CROSS JOIN LATERAL (
+    SELECT j.queue, j.priority FROM que_jobs AS j
+    WHERE {{waiting_job(j)}} AND (j.queue, j.priority) > (p.queue, p.priority)
+    ORDER BY j.job_schema_version, j.queue, j.priority LIMIT 1
+  ) AS x
+),
+waiting AS (
+  SELECT p.queue, sum(c.due) AS due, bool_or(c.due = c.cap) AS due_capped,
+         sum(c.later) AS later, bool_or(c.later = c.cap) AS later_capped,
+         min(c.oldest) AS oldest
+  FROM prios AS p CROSS JOIN LATERAL (
+    SELECT %s::integer AS cap,
+      (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at <= now() LIMIT %s) AS c) AS due,
+      (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at > now() LIMIT %s) AS c) AS later,
+      (SELECT greatest(j.run_at, '0001-01-02 00:00:00+00') FROM que_jobs AS j
+         WHERE {{waiting_job(j)}} AND j.queue = p.queue AND j.priority = p.priority
+           AND j.run_at <= now() AND j.id <> ALL(ARRAY(SELECT id FROM locked))
+         ORDER BY j.run_at LIMIT 1) AS oldest
+  ) AS c
+  GROUP BY p.queue
+),
+expired_queues(queue) AS (
+  (SELECT j.queue FROM que_jobs AS j WHERE j.expired_at IS NOT NULL ORDER BY j.queue LIMIT 1)
+  UNION ALL
+  SELECT (SELECT j.queue FROM que_jobs AS j WHERE j.expired_at IS NOT NULL AND j.queue > e.queue
+          ORDER BY j.queue LIMIT 1)
+  FROM expired_queues AS e WHERE e.queue IS NOT NULL
+),
+names AS (
+  SELECT queue FROM waiting
+  UNION SELECT queue FROM expired_queues WHERE queue IS NOT NULL
+  UNION SELECT unnest(queues) FROM que_lockers WHERE pid IN ({{live_sessions}})
+  UNION SELECT queue FROM running
+)
+SELECT n.queue,
+       coalesce(w.due, 0), coalesce(w.due_capped, false),
+       coalesce(w.later, 0), coalesce(w.later_capped, false),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.error_count > 0 AND j.finished_at IS NULL
+            AND j.expired_at IS NULL AND j.run_at <= now() LIMIT %s) AS c),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.error_count > 0 AND j.finished_at IS NULL
+            AND j.expired_at IS NULL AND j.run_at > now() LIMIT %s) AS c),
+       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
+          WHERE j.queue = n.queue AND j.expired_at IS NOT NULL LIMIT %s) AS c),
+       coalesce(k.n, 0), coalesce(k.errored, 0), coalesce(k.later, 0),
+       extract(epoch FROM now() - w.oldest)::float8
+FROM names AS n
+LEFT JOIN waiting AS w ON w.queue = n.queue
+LEFT JOIN running AS k ON k.queue = n.queue
+ORDER BY n.queue
+
+-- name: admin_running
+-- The jobs some other session holds now, and who holds them: the session's
+-- backend pid and, from que_lockers, the worker process's host and pid (a Ruby
+-- Que locker holds its jobs on its registered session; a que-core worker
+-- thread's session is named after its process, see worker_thread.session_name).
+-- Params: row limit.
+WITH {{admin_locked}}
+SELECT q.id, q.queue, {{shown_class(q)}}, q.priority,
+       {{iso_utc(q.run_at)}},
+       q.error_count, k.pid, w.ruby_hostname, w.ruby_pid,
+       extract(epoch FROM now() - a.state_change)::float8
+FROM locked AS k
+JOIN que_jobs AS q ON q.id = k.id AND q.finished_at IS NULL AND q.expired_at IS NULL
+LEFT JOIN pg_stat_activity AS a ON a.pid = k.pid
+LEFT JOIN LATERAL (
+  SELECT l.ruby_hostname, l.ruby_pid FROM que_lockers AS l
+  WHERE l.pid = k.pid
+     OR a.application_name = left('que ' || l.ruby_pid || '@' || l.ruby_hostname, 63)
+  ORDER BY l.pid = k.pid DESC
+  LIMIT 1
+) AS w ON true
+ORDER BY q.id
+LIMIT %s
+
+-- name: web_session
+-- A dashboard session: its statements are short, and the overview's estimated
+-- cost (bounded counts the planner cannot bound) would make JIT compile it,
+-- seconds on a loaded machine.
+SELECT set_config('jit', 'off', false)
+
 -- name: admin_lockers
 -- The worker processes registered now (rows of dead or fake sessions left out).
 SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
@@ -325,28 +470,55 @@ FROM que_lockers
 WHERE pid IN ({{live_sessions}})
 ORDER BY ruby_hostname, ruby_pid
 
+-- fragment: admin_job_columns
+j.id, j.queue, j.shown_class, j.state, j.priority,
+{{iso_utc(j.run_at)}},
+j.error_count, j.last_error_message,
+{{iso_utc(j.finished_at)}},
+{{iso_utc(j.expired_at)}},
+j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+
 -- name: admin_list_jobs
 -- Params: filter JSON, row limit.
 WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
-SELECT j.id, j.queue, j.shown_class, j.state, j.priority,
-       {{iso_utc(j.run_at)}},
-       j.error_count, j.last_error_message,
-       {{iso_utc(j.finished_at)}},
-       {{iso_utc(j.expired_at)}},
-       j.args::text, j.kwargs::text, j.data::text, j.job_class, j.job_schema_version
+SELECT {{admin_job_columns}}
 FROM j, params
 {{admin_match}}
 ORDER BY j.id
 LIMIT %s
 
+-- name: admin_page_jobs
+-- A page of the matching jobs, newest first, for keyset paging, among the
+-- next jobs by id only (a window: a filter that matches few jobs does not walk
+-- the whole table for one page). Params: filter JSON, the id to start below,
+-- the window's size, row limit.
+WITH params AS (SELECT %s::jsonb AS p), {{admin_locked}},
+w AS (SELECT * FROM que_jobs WHERE id < %s::bigint ORDER BY id DESC LIMIT %s),
+j AS (
+  SELECT q.*, {{shown_class(q)}} AS shown_class, {{job_state(q)}} AS state
+  FROM w AS q
+)
+SELECT {{admin_job_columns}}
+FROM j, params
+{{admin_match}}
+ORDER BY j.id DESC
+LIMIT %s
+
+-- name: admin_page_boundary
+-- The last id of admin_page_jobs' window (params: below, window size); no
+-- row when the window reached the oldest job.
+SELECT id FROM que_jobs WHERE id < %s::bigint ORDER BY id DESC OFFSET %s LIMIT 1
+
 -- name: admin_get_job
-SELECT id, queue, job_class, priority,
-       {{iso_utc(run_at)}},
-       error_count, last_error_message, last_error_backtrace,
-       {{iso_utc(finished_at)}},
-       {{iso_utc(expired_at)}},
-       args::text, kwargs::text, data::text, job_schema_version
-FROM que_jobs WHERE id = %s
+WITH {{admin_locked}}
+SELECT q.id, q.queue, q.job_class, q.priority,
+       {{iso_utc(q.run_at)}},
+       q.error_count, q.last_error_message, q.last_error_backtrace,
+       {{iso_utc(q.finished_at)}},
+       {{iso_utc(q.expired_at)}},
+       q.args::text, q.kwargs::text, q.data::text, q.job_schema_version, {{job_state(q)}},
+       q.que_core_result::text
+FROM que_jobs AS q WHERE q.id = %s
 
 -- name: admin_count_jobs
 -- Params: filter JSON. Returns how many jobs match and how many of those run now.
@@ -526,3 +698,32 @@ INSERT INTO que_demo_ledger (job_id, amount) VALUES (%s, %s)
 SELECT (SELECT count(*) FROM que_jobs WHERE finished_at IS NULL AND expired_at IS NULL),
        (SELECT count(*) FROM que_jobs WHERE expired_at IS NOT NULL),
        (SELECT count(*) FROM que_demo_ledger)
+
+-- name: throughput_add
+-- A worker process's tallies since its last flush (que_core/throughput.py), a
+-- JSON array of {minute (epoch s), queue, done, failed, latency_sum,
+-- latency_max}, added to its minute's rows; rows older than a day go.
+WITH pruned AS (
+  DELETE FROM que_core_throughput WHERE minute < now() - interval '1 day'
+)
+INSERT INTO que_core_throughput AS t (minute, queue, done, failed, latency_sum, latency_max)
+SELECT to_timestamp(r.minute), r.queue, r.done, r.failed, r.latency_sum, r.latency_max
+FROM jsonb_to_recordset(%s::jsonb)
+  AS r(minute bigint, queue text, done bigint, failed bigint,
+       latency_sum float8, latency_max float8)
+ORDER BY r.minute, r.queue
+ON CONFLICT (minute, queue) DO UPDATE
+SET done = t.done + excluded.done,
+    failed = t.failed + excluded.failed,
+    latency_sum = t.latency_sum + excluded.latency_sum,
+    latency_max = greatest(t.latency_max, excluded.latency_max)
+
+-- name: throughput_recent
+-- The last hour's minutes (of one queue, or all when the param is NULL):
+-- minute (epoch s), runs done and failed, mean and most latency (s).
+SELECT extract(epoch FROM minute)::bigint, sum(done), sum(failed),
+       sum(latency_sum) / nullif(sum(done + failed), 0), max(latency_max)
+FROM que_core_throughput
+WHERE minute > now() - interval '1 hour' AND (%s::text IS NULL OR queue = %s::text)
+GROUP BY minute
+ORDER BY minute

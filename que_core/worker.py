@@ -30,6 +30,7 @@ from que_core.options import DEFAULTS
 from que_core.plugins import get_adapter, get_async_adapter, installed_adapters
 from que_core.pooler import check_sessions_last
 from que_core.schedules import Schedule, Scheduler, declared
+from que_core.throughput import Throughput
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -136,6 +137,7 @@ class Worker:
         self.run_scheduler = scheduler
         self.scheduler: Scheduler | None = None
         self.dispatcher = Dispatcher()
+        self.throughput = Throughput()
         self._stopping = threading.Event()  # take no new jobs
         self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
@@ -173,7 +175,8 @@ class Worker:
         plan = declared(self.extra_schedules) if self.run_scheduler else []
         scheduler = Scheduler(self._connect, plan, self._stopping) if plan else None
         listener = Listener(self._connect, self.queues, self.worker_priorities,
-                            self.dispatcher, self.listen, self._stop_event)
+                            self.dispatcher, self.listen, self._stop_event,
+                            throughput=self.throughput)
         listener.open()
         self.listener = listener
         durations, set_aside = Durations(), SetAside()
@@ -182,12 +185,14 @@ class Worker:
             self.async_worker = AsyncWorker(
                 self._async_side(), self.dsn, self._connect, self.queues, async_classes,
                 concurrency=self.async_concurrency, poll_interval=self.poll_interval,
-                set_aside=set_aside, stopping=self._stopping, stop_event=self._stop_event)
+                set_aside=set_aside, stopping=self._stopping, stop_event=self._stop_event,
+                throughput=self.throughput)
             self.dispatcher.followers.append(self.async_worker.dispatcher)
         self.threads = [
             WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
                          batch_size=self.batch_size, poll_interval=self.poll_interval,
                          durations=durations, set_aside=set_aside,
+                         throughput=self.throughput,
                          stopping=self._stopping, stop_event=self._stop_event,
                          skip_classes=async_classes)
             for i, p in enumerate(self.worker_priorities)

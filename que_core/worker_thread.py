@@ -11,7 +11,9 @@ while a slow job never holds back a queue of others behind it.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 from collections.abc import Callable, Sequence
 
@@ -23,8 +25,17 @@ from que_core.dispatch import Dispatcher
 from que_core.errors import ConnectionLost, DatabaseError
 from que_core.job import Job, registry
 from que_core.sql import q
+from que_core.throughput import Throughput
 
 log = logging.getLogger("que_core.worker")
+
+
+def session_name() -> str:
+    """The application_name of this process's worker sessions: `que web`
+    finds the worker (que_lockers' ruby_pid and ruby_hostname) of a running
+    job by it (see queries.sql, admin_running)."""
+    return f"que {os.getpid()}@{socket.gethostname()}"[:63]
+
 
 #: About how long the jobs of one batch are expected to take, at most.
 BATCH_SECONDS = 0.005
@@ -66,6 +77,7 @@ class WorkerThread(threading.Thread):
         poll_interval: float,
         durations: Durations,
         set_aside: SetAside,
+        throughput: Throughput | None = None,
         stopping: threading.Event,
         stop_event: threading.Event,
         skip_classes: Sequence[str] = (),
@@ -80,6 +92,7 @@ class WorkerThread(threading.Thread):
         self.poll_interval = poll_interval
         self.durations = durations
         self.set_aside = set_aside
+        self.throughput = throughput
         #: Job classes this thread leaves alone (the event loop's: async def).
         self.skip_classes = list(skip_classes)
         #: Set: take no new job (finish the current one).
@@ -168,6 +181,9 @@ class WorkerThread(threading.Thread):
         finally:
             self.current = None
         self.durations.observe(job.job_class, outcome.duration)
+        if self.throughput is not None:
+            self.throughput.observe(row[4], row[2], outcome.duration,
+                                    outcome.kind in (execute.ERROR, execute.EXPIRE))
         if self.conn.closed:  # the job closed its session, or it was lost
             self.claims.add(outcome)
             raise ConnectionLost("the job's session was closed or lost while it ran")
@@ -190,7 +206,7 @@ class WorkerThread(threading.Thread):
             if conn is None:
                 return None
             try:
-                ((self.backend_pid,),) = conn.execute(q("backend_pid"))
+                ((self.backend_pid,),) = conn.execute(q("worker_session"), (session_name(),))
                 break
             except DatabaseError as exc:
                 log.warning("%s: new session unusable (%s); reconnecting", self.name, exc)

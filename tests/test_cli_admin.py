@@ -84,7 +84,7 @@ def ok_json(out: subprocess.CompletedProcess[str]) -> Any:
 SUBCOMMANDS = [
     [], ["work"], ["migrate"], ["stats"], ["jobs"], ["jobs", "list"], ["jobs", "show"],
     ["jobs", "retry"], ["jobs", "expire"], ["jobs", "delete"], ["clear"], ["drop"],
-    ["config"], ["demo"],
+    ["config"], ["demo"], ["web"],
 ]
 
 
@@ -98,7 +98,7 @@ def test_help_on_every_subcommand(cmd: list[str]) -> None:
 
 def test_top_level_help_lists_exit_codes_and_commands() -> None:
     out = que("--help")
-    for word in ("work", "migrate", "stats", "jobs", "clear", "drop", "config", "demo",
+    for word in ("work", "migrate", "stats", "jobs", "clear", "drop", "config", "demo", "web",
                  "3  cannot connect", "4  the database has no que schema"):
         assert word in out.stdout
 

@@ -244,9 +244,16 @@ REVISION_INDEXES = {
             "(job_class, que_core_unique_key) WHERE ((que_core_unique_key IS NOT NULL) "
             "AND (finished_at IS NULL) AND (expired_at IS NULL))"
         ),
+        # 7.5: the dashboard's (que web)
+        "que_core_expired_idx": "CREATE INDEX que_core_expired_idx ON que_jobs USING btree "
+                                "(queue) WHERE (expired_at IS NOT NULL)",
+        "que_core_retrying_idx": "CREATE INDEX que_core_retrying_idx ON que_jobs USING btree "
+                                 "(queue, run_at) WHERE ((error_count > 0) AND "
+                                 "(finished_at IS NULL) AND (expired_at IS NULL))",
     },
 }
-REVISION_RELATIONS = {"que_core_ticks", "que_core_ticks_pkey"}
+REVISION_RELATIONS = {"que_core_ticks", "que_core_ticks_pkey", "que_core_throughput",
+                      "que_core_throughput_pkey"}
 
 
 def que_triggers(conn: Connection) -> dict[str, str | None]:

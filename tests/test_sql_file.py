@@ -43,6 +43,8 @@ def test_every_statement_of_the_shipped_file_is_complete() -> None:
     for name, sql in found.items():
         assert "{{" not in sql and "--" not in sql.splitlines()[0], name
     # The shared admin view is written once and used by every admin statement.
-    uses = [n for n, s in found.items() if "que_determine_job_state(q)" in s]
+    running = "WHEN q.id IN (SELECT id FROM locked) THEN 'running'"
+    uses = [n for n, s in found.items() if running in s and "shown_class" in s]
     assert sorted(uses) == ["admin_count_jobs", "admin_delete_jobs", "admin_expire_jobs",
-                            "admin_list_jobs", "admin_retry_jobs", "admin_stats"]
+                            "admin_list_jobs", "admin_page_jobs", "admin_retry_jobs",
+                            "admin_stats"]

@@ -5,9 +5,9 @@ One module a role: :mod:`~que_core.cli.group` (the group, exit codes, errors),
 :mod:`~que_core.cli.output` (tables, JSON), and the commands by what they act
 on: :mod:`~que_core.cli.work`, :mod:`~que_core.cli.schema` (migrate, drop),
 :mod:`~que_core.cli.queues` (stats, clear), :mod:`~que_core.cli.jobs`,
-:mod:`~que_core.cli.schedules`, :mod:`~que_core.cli.config` and
-:mod:`~que_core.cli.demo`. A new command is a
-function decorated with ``@main.command()`` in the module of what it acts on
+:mod:`~que_core.cli.schedules`, :mod:`~que_core.cli.config`,
+:mod:`~que_core.cli.demo` and :mod:`~que_core.cli.web` (the dashboard). A new
+command is a function decorated with ``@main.command()`` in the module of what it acts on
 (or a new module, imported below); a new worker option goes in
 :data:`que_core.options.WORKER_SPECS`.
 """
@@ -21,6 +21,7 @@ from que_core.cli import (  # noqa: F401 (registers the commands)
     queues,
     schedules,
     schema,
+    web,
     work,
 )
 from que_core.cli.group import (

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from que_core.admin import ACTION_WORDS
+
 
 def echo_json(value: Any) -> None:
     from que_core.printable import dumps
@@ -79,26 +81,12 @@ def render_stats(s: Any) -> str:
 
 
 #: What each bulk action did, and how its confirmation asks.
-VERBS = {
-    "retry": ("retried", "Run {what} now"),
-    "expire": ("expired", "Expire {what}"),
-    "delete": ("deleted", "Delete {what}"),
-    "clear": ("deleted", "Delete {what}"),
-}
+VERBS = ACTION_WORDS
 
 
 def bulk_report(action: str, result: Any, missing: list[int], as_json: bool) -> None:
     if as_json:
         echo_json({**result.to_dict(), "not_found": missing})
         return
-    done = VERBS[action][0]
-    line = f"{done} {result.changed} job{'s' if result.changed != 1 else ''}"
-    notes = []
-    if result.skipped_running:
-        notes.append(f"{result.skipped_running} skipped: running now")
-    other = result.matched - result.changed - result.skipped_running
-    if other:
-        notes.append(f"{other} unchanged: "
-                     + ("already finished" if action == "retry" else "already finished or expired"))
-    click.echo(line + (f" ({'; '.join(notes)})" if notes else ""))
+    click.echo(result.summary())
 

@@ -1,0 +1,418 @@
+"""The dashboard's pages and actions (a Starlette app; see :func:`create_app`).
+
+Everything it reads or changes goes through :mod:`que_core.admin`, the code
+behind ``que stats`` and ``que jobs``: a retry, expiry or deletion here means
+what it means there (running jobs are left alone and counted as skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from que_core import admin
+from que_core.connection import Adapter, Connection
+from que_core.dsn import check_dsn, mask_password
+from que_core.errors import CannotConnect, DatabaseError, SchemaError
+from que_core.plugins import get_adapter
+from que_core.web import chart
+from que_core.web.pool import Pool
+from que_core.web.security import (
+    CSRF_FIELD,
+    Authorize,
+    Guard,
+    csrf_refusal,
+    csrf_token,
+    set_csrf_cookie,
+)
+
+if TYPE_CHECKING:
+    from que_core.schedules import Schedule
+
+log = logging.getLogger("que_core.web")
+
+HERE = Path(__file__).parent
+PAGE_SIZE = 50
+ACTIONS = ("retry", "expire", "delete")
+#: Filter fields of the job list, as query parameters and bulk form fields.
+FILTER_FIELDS = ("queue", "class", "state", "tag", "error")
+
+T = TypeVar("T")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.0f} d"
+
+
+def _pretty(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _templates() -> Jinja2Templates:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every value: job data is whatever someone enqueued
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["age"] = _age
+    env.filters["pretty"] = _pretty
+    return Jinja2Templates(env=env)
+
+
+class Dashboard:
+    """The state behind one dashboard app: settings and database sessions."""
+
+    def __init__(self, pool: Pool, read_only: bool, refresh: float,
+                 schedules: Sequence[Schedule] | None = None) -> None:
+        self.pool = pool
+        #: None: the schedules of the job classes registered when a page asks.
+        self.schedules = None if schedules is None else list(schedules)
+        self.read_only = read_only
+        self.refresh = refresh
+        self.templates = _templates()
+        self._schema_checked = False
+
+    # -- database --------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        with self.pool.connection() as conn:
+            if not self._schema_checked:
+                admin.check_schema(conn)
+                self._schema_checked = True
+            return fn(conn, *args)
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """*fn(connection, *args)* on a pooled session, in a worker thread."""
+        try:
+            return await run_in_threadpool(self._call, fn, *args)
+        except CannotConnect as exc:
+            log.error("que web: cannot connect to the database: %s", mask_password(str(exc)))
+            raise HTTPException(503, "cannot connect to the database (the reason is in "
+                                     "the dashboard's log)") from None
+        except SchemaError as exc:
+            raise HTTPException(503, str(exc)) from None
+        except DatabaseError as exc:
+            log.error("que web: database error: %s", mask_password(str(exc)))
+            raise HTTPException(500, "database error (the details are in the dashboard's "
+                                     "log)") from None
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render(self, request: Request, name: str, status: int = 200,
+               **context: Any) -> Response:
+        def url(route: str, **params: Any) -> str:
+            query = {k: v for k, v in params.pop("_query", {}).items() if v not in (None, "")}
+            path = request.url_for(route, **params).path
+            return path + ("?" + urlencode(query) if query else "")
+
+        response = self.templates.TemplateResponse(request, name, {
+            "url": url,
+            "read_only": self.read_only,
+            "refresh": self.refresh,
+            "csrf_field": CSRF_FIELD,
+            "csrf_token": csrf_token(request),
+            "states": admin.STATES,
+            "now": time.time(),
+            **context,
+        }, status_code=status)
+        set_csrf_cookie(request, response)
+        return response
+
+    async def form(self, request: Request) -> FormData:
+        """The posted form, once this POST may change anything."""
+        if self.read_only:
+            raise HTTPException(403, "this dashboard is read-only (que web --read-only): "
+                                     "it changes nothing")
+        form = await request.form()
+        why = csrf_refusal(request, form)
+        if why is not None:
+            raise HTTPException(403, why)
+        return form
+
+
+def _dashboard(request: Request) -> Dashboard:
+    board: Dashboard = request.app.state.que_dashboard
+    return board
+
+
+def _filter(values: Mapping[str, Any]) -> tuple[admin.JobFilter, dict[str, str]]:
+    """The job filter of a query string or form, and its fields as given."""
+    given = {k: str(values.get(k) or "").strip() for k in FILTER_FIELDS}
+    state = given["state"]
+    if state and state not in admin.STATES:
+        raise HTTPException(400, f"unknown job state {state!r} (one of "
+                                 f"{', '.join(admin.STATES)})")
+    where = admin.JobFilter(
+        queues=[given["queue"]] if given["queue"] else [],
+        classes=[given["class"]] if given["class"] else [],
+        states=[state] if state else [],
+        tag=given["tag"] or None,
+        error=given["error"] or None,
+    )
+    return where, {k: v for k, v in given.items() if v}
+
+
+def _int(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise HTTPException(400, f"{name} {value!r} is not a whole number") from None
+    if not -(2**63) <= number < 2**63:
+        raise HTTPException(400, f"{name} {value!r} is out of range")
+    return number
+
+
+def _notice(params: Mapping[str, Any]) -> str | None:
+    """What the last action did, from the numbers in its redirect (never text
+    from the URL: a link cannot make the page say anything else)."""
+    action = params.get("done")
+    if action not in ACTIONS:
+        return None
+    try:
+        changed, skipped, other = (int(params.get(k, 0)) for k in ("changed", "skipped", "other"))
+    except ValueError:
+        return None
+    return admin.BulkResult(action, changed + skipped + other, changed, skipped).summary()
+
+
+def _done_query(result: admin.BulkResult) -> dict[str, Any]:
+    return {"done": result.action, "changed": result.changed,
+            "skipped": result.skipped_running,
+            "other": result.matched - result.changed - result.skipped_running}
+
+
+# -- pages ---------------------------------------------------------------------------
+
+
+def _overview_data(conn: Connection) -> dict[str, Any]:
+    queues = admin.queue_overview(conn)
+    totals = admin.QueueCounts("all queues")
+    for row in queues:
+        for name in ("ready", "scheduled", "running", "errored", "expired"):
+            mine, theirs = getattr(totals, name), getattr(row, name)
+            setattr(totals, name, None if mine is None or theirs is None else mine + theirs)
+            if name in row.capped and name not in totals.capped:
+                totals.capped.append(name)
+        if row.oldest_due_age is not None and (totals.oldest_due_age is None
+                                               or row.oldest_due_age > totals.oldest_due_age):
+            totals.oldest_due_age = row.oldest_due_age
+    return {"queues": queues, "totals": totals, "cap": admin.OVERVIEW_CAP,
+            "workers": admin.lockers(conn),
+            "chart": chart.build(admin.throughput(conn), time.time())}
+
+
+async def overview(request: Request) -> Response:
+    board = _dashboard(request)
+    data = await board.db(_overview_data)
+    return board.render(request, "overview.html", page="overview", **data)
+
+
+async def overview_live(request: Request) -> Response:
+    board = _dashboard(request)
+    data = await board.db(_overview_data)
+    return board.render(request, "_overview_live.html", **data)
+
+
+async def jobs(request: Request) -> Response:
+    board = _dashboard(request)
+    where, given = _filter(request.query_params)
+    below = _int(request.query_params.get("below"), "below")
+    found = await board.db(admin.page_jobs, where, PAGE_SIZE, below)
+    return board.render(
+        request, "jobs.html", page="jobs", jobs=found.jobs, given=given, below=below,
+        next_below=found.next_below, short=len(found.jobs) < PAGE_SIZE,
+        window=admin.PAGE_WINDOW, notice=_notice(request.query_params),
+    )
+
+
+async def job(request: Request) -> Response:
+    board = _dashboard(request)
+    job_id = _int(request.path_params["job_id"], "job id")
+    assert job_id is not None
+    found = await board.db(admin.get_job, job_id)
+    if found is None:
+        raise HTTPException(404, f"no job with id {job_id}")
+    # A keep_result class's result (que_core.results), else a Django task's.
+    django_task = found["data"].get("django_task") if isinstance(found["data"], dict) else None
+    has_result = found["result"] is not None
+    result = found["result"]
+    if not has_result and isinstance(django_task, dict) and "return_value" in django_task:
+        has_result, result = True, django_task["return_value"]
+    return board.render(request, "job.html", page="jobs", job=found, result=result,
+                        has_result=has_result, notice=_notice(request.query_params))
+
+
+async def running(request: Request) -> Response:
+    board = _dashboard(request)
+    found = await board.db(admin.running_jobs)
+    return board.render(request, "running.html", page="running", running=found)
+
+
+async def running_live(request: Request) -> Response:
+    board = _dashboard(request)
+    found = await board.db(admin.running_jobs)
+    return board.render(request, "_running_live.html", running=found)
+
+
+async def schedules_page(request: Request) -> Response:
+    """The periodic jobs (issue 14's que_core.schedules): last and next ticks."""
+    from que_core.schedules import declared, status
+
+    board = _dashboard(request)
+    plan = board.schedules if board.schedules is not None else declared()
+    rows = await board.db(status, plan)
+    return board.render(request, "schedules.html", page="schedules", schedules=rows)
+
+
+async def workers(request: Request) -> Response:
+    board = _dashboard(request)
+    found = await board.db(admin.lockers)
+    return board.render(request, "workers.html", page="workers", workers=found)
+
+
+# -- actions --------------------------------------------------------------------------
+
+
+async def job_action(request: Request) -> Response:
+    """Retry, expire or delete one job: `que jobs <action> ID`."""
+    board = _dashboard(request)
+    await board.form(request)
+    action = request.path_params["action"]
+    if action not in ACTIONS:
+        raise HTTPException(404, f"no action {action!r} (one of {', '.join(ACTIONS)})")
+    job_id = _int(request.path_params["job_id"], "job id")
+    assert job_id is not None
+    result = await board.db(getattr(admin, f"{action}_jobs"), admin.JobFilter(ids=[job_id]))
+    if result.matched == 0:
+        raise HTTPException(404, f"no job with id {job_id}")
+    if action == "delete" and result.changed:
+        target = request.url_for("jobs").path
+    else:
+        target = request.url_for("job", job_id=job_id).path
+    return RedirectResponse(f"{target}?{urlencode(_done_query(result))}", 303)
+
+
+async def bulk_action(request: Request) -> Response:
+    """An action over every job the list's filter matches: first a page that
+    says how many (and how many run now, which are skipped) and asks; then,
+    confirmed, `que jobs <action> --queue ... --yes`."""
+    board = _dashboard(request)
+    form = await board.form(request)
+    action = form.get("action")
+    if action not in ACTIONS:
+        raise HTTPException(400, f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    assert isinstance(action, str)
+    where, given = _filter(form)
+    if form.get("confirm") != "yes":
+        matched, running_now = await board.db(admin.count_jobs, where)
+        what = f"{matched} job{'s' if matched != 1 else ''}" if matched else "no jobs"
+        if where.empty and matched:
+            what += " (every job: there is no filter)"
+        question = admin.ACTION_WORDS[action][1].format(what=what)
+        return board.render(request, "confirm.html", page="jobs", action=action,
+                            given=given, matched=matched, running_now=running_now,
+                            question=question)
+    result = await board.db(getattr(admin, f"{action}_jobs"), where)
+    query = {**given, **_done_query(result)}
+    return RedirectResponse(f"{request.url_for('jobs').path}?{urlencode(query)}", 303)
+
+
+async def _error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    board = _dashboard(request)
+    return board.render(request, "error.html", status=exc.status_code, page="",
+                        status_code=exc.status_code, message=exc.detail)
+
+
+# -- the app --------------------------------------------------------------------------
+
+
+def create_app(
+    dsn: str,
+    *,
+    adapter: str | Adapter | None = None,
+    password: str | None = None,
+    authorize: Authorize | None = None,
+    read_only: bool = False,
+    refresh: float = 3.0,
+    schedules: Sequence[Schedule] | None = None,
+) -> Starlette:
+    """The dashboard as an ASGI app, to serve (``que web``) or mount::
+
+        app.mount("/que", create_app(dsn, authorize=is_staff))
+
+    :param password: ask for it by HTTP basic auth (any user name).
+    :param authorize: the host application's check of a request (its login):
+        a callable taking the Starlette request, returning (or awaiting) a bool.
+    With neither, the app answers only clients on this machine.
+    :param read_only: hide every action and refuse every POST.
+    :param refresh: seconds between the live parts' refreshes.
+    :param schedules: the periodic jobs to show (``que_core.schedules``);
+        default: those of the job classes registered in this process.
+    """
+    checked = check_dsn(dsn, "")
+    found = get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
+    if password is not None and not password:
+        raise ValueError("an empty password would let anyone in: give one, or none")
+    board = Dashboard(Pool(found, checked), read_only, refresh, schedules)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        board.pool.close()
+
+    routes = [
+        Route("/", overview, name="overview"),
+        Route("/live/overview", overview_live, name="overview_live"),
+        Route("/jobs", jobs, name="jobs"),
+        Route("/jobs/bulk", bulk_action, methods=["POST"], name="bulk"),
+        Route("/jobs/{job_id}", job, name="job"),
+        Route("/jobs/{job_id}/{action}", job_action, methods=["POST"], name="job_action"),
+        Route("/running", running, name="running"),
+        Route("/live/running", running_live, name="running_live"),
+        Route("/workers", workers, name="workers"),
+        Route("/schedules", schedules_page, name="schedules"),
+        # Job control (issue 13: cancel, pause and resume a queue) adds its
+        # actions here.
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(Guard, password=password, authorize=authorize)],
+        exception_handlers={HTTPException: _error},
+        lifespan=lifespan,
+    )
+    app.state.que_dashboard = board
+    return app
