@@ -73,3 +73,19 @@ def from_sqlstate(sqlstate: str | None, message: str) -> DatabaseError:
 
 class CannotConnect(ConnectionLost):
     """A new session could not be opened (the message has passwords masked)."""
+
+
+class JobStopped(BaseException):
+    """Raised inside a running job's code to stop it: it ran past its
+    ``max_run_time`` (:class:`JobTimedOut`) or was cancelled
+    (:class:`JobCancelled`). A BaseException, as KeyboardInterrupt is, so that
+    a job's ``except Exception`` does not swallow it; a job may catch it to
+    clean up, and should re-raise it."""
+
+
+class JobTimedOut(JobStopped):
+    """The job ran past its ``max_run_time``; the attempt counts as an error."""
+
+
+class JobCancelled(JobStopped):
+    """The job was cancelled (``que jobs cancel``, ``que_core.cancel``)."""

@@ -85,6 +85,9 @@ class Job:
     maximum_retry_count: ClassVar[int] = 15
     retry_interval: ClassVar[float | None] = None
     keep_finished: ClassVar[bool | None] = None
+    #: Seconds a run may take before it is stopped and counted as an error
+    #: ("timed out after N seconds"); None: the worker's --max-run-time, if any.
+    max_run_time: ClassVar[float | None] = None
     job_name: ClassVar[str] = "que_core.job.Job"
 
     # Per job, set by enqueue or by the worker.
@@ -104,6 +107,10 @@ class Job:
     #: Set by the worker: why the job's row cannot be run (see que_core.execute).
     _problem: str | None = None
     _unknown: bool = False
+    #: Set by the watchdog: why the run is being stopped (timed out, cancelled).
+    _stop: BaseException | None = None
+    #: Set by the watchdog: the job's cancel request, (when, why).
+    _cancel: tuple[str, str | None] | None = None
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """``class MyJob(Job, register=False)`` leaves it out of the
@@ -115,6 +122,7 @@ class Job:
         validation.check_job_name(cls.job_name)
         validation.check_priority(cls.priority)
         validation.check_queue(cls.queue)
+        validation.check_max_run_time(cls.max_run_time, cls.__qualname__)
         if register:
             register_job(cls)
 
@@ -197,6 +205,13 @@ class Job:
     @property
     def resolved(self) -> bool:
         return self._resolved
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while it runs: a job that checks
+        it at a safe point and returns is recorded as cancelled. One that
+        does not is stopped a moment later (see que_core.watchdog)."""
+        return self._cancel is not None
 
     def _resolve(self, query: str, params: tuple[Any, ...]) -> None:
         if self.db is not None and self.id is not None:

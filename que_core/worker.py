@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from que_core import retention
 from que_core.claims import SetAside
 from que_core.connection import Adapter, Connection
 from que_core.dispatch import ANY_PRIORITY, Dispatcher
@@ -26,6 +27,8 @@ from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
 from que_core.plugins import get_adapter
 from que_core.pooler import check_sessions_last
+from que_core.validation import check_max_run_time
+from que_core.watchdog import Watchdog
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -68,6 +71,16 @@ class Worker:
     :param batch_size: the most jobs a thread claims at once (it claims
         fewer when its jobs take long: about 5 ms of work per batch).
     :param listen: use LISTEN/NOTIFY (otherwise polling only).
+    :param max_run_time: seconds a job may run before it is stopped and its
+        attempt counted as an error, for job classes without a
+        ``max_run_time`` of their own (None: no limit).
+    :param retain_finished: seconds finished jobs (kept with
+        ``keep_finished``) are kept before they are deleted (None: forever);
+        default :data:`que_core.retention.DEFAULT_FINISHED` (7 days).
+    :param retain_expired: the same for expired and cancelled jobs; default
+        :data:`que_core.retention.DEFAULT_EXPIRED` (30 days).
+    :param prune_interval: seconds between retention rounds (one worker
+        process at a time prunes).
     """
 
     def __init__(
@@ -81,6 +94,10 @@ class Worker:
         poll_interval: float = 5.0,
         batch_size: int = 20,
         listen: bool = True,
+        max_run_time: float | None = None,
+        retain_finished: float | None = retention.DEFAULT_FINISHED,
+        retain_expired: float | None = retention.DEFAULT_EXPIRED,
+        prune_interval: float = retention.PRUNE_EVERY,
     ) -> None:
         source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
@@ -113,11 +130,19 @@ class Worker:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.listen = listen
+        self.max_run_time = check_max_run_time(max_run_time, "Worker")
+        self.retention = retention.Retention(retain_finished, retain_expired)
+        if prune_interval <= 0:
+            raise ConfigurationError(f"prune interval {prune_interval!r} must be positive")
+        self.prune_interval = prune_interval
         self.dispatcher = Dispatcher()
         self._stopping = threading.Event()  # take no new jobs
         self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
         self.threads: list[WorkerThread] = []
+        self._threads_lock = threading.Lock()
+        self.watchdog: Watchdog | None = None
+        self.janitor: retention.Janitor | None = None
         self._started = False
 
     def __repr__(self) -> str:
@@ -143,21 +168,30 @@ class Worker:
             check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
+        watchdog = Watchdog(self._connect, self.dispatcher, self.queues, self._held)
         listener = Listener(self._connect, self.queues, self.worker_priorities,
-                            self.dispatcher, self.listen, self._stop_event)
+                            self.dispatcher, self.listen, self._stop_event, watchdog)
         listener.open()
         self.listener = listener
+        self.watchdog = watchdog
         durations, set_aside = Durations(), SetAside()
         self.threads = [
             WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
                          batch_size=self.batch_size, poll_interval=self.poll_interval,
                          durations=durations, set_aside=set_aside,
-                         stopping=self._stopping, stop_event=self._stop_event)
+                         stopping=self._stopping, stop_event=self._stop_event,
+                         watchdog=watchdog, max_run_time=self.max_run_time,
+                         given_up=self._given_up)
             for i, p in enumerate(self.worker_priorities)
         ]
+        watchdog.start()
         listener.start()
         for thread in self.threads:
             thread.start()
+        if self.retention.enabled:
+            self.janitor = retention.Janitor(self._connect, self.retention,
+                                             self.prune_interval, self._stop_event)
+            self.janitor.start()
         log.info("worker started: %r", self)
         call_hook("que_worker_started", worker=self)
         return self
@@ -170,6 +204,21 @@ class Worker:
     def busy_count(self) -> int:
         """How many worker threads are running a job now."""
         return sum(1 for t in self.threads if t.current is not None)
+
+    def _held(self) -> list[int]:
+        """The ids of the jobs in the worker threads' batches (the watchdog
+        looks for cancel requests among them)."""
+        return [i for t in self.threads for i in t.batch_ids]
+
+    def _given_up(self, stuck: WorkerThread) -> None:
+        """The watchdog gave up on *stuck* (its job did not stop): a new
+        thread takes its slot (the watchdog takes its job over)."""
+        with self._threads_lock:
+            if stuck not in self.threads:
+                return
+            fresh = stuck.clone()
+            self.threads = [fresh if t is stuck else t for t in self.threads]
+        fresh.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking jobs, let running ones finish, release the rest.
@@ -185,9 +234,19 @@ class Worker:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._stopping.set()
         self.dispatcher.stop()
-        for thread in self.threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        hung = [t for t in self.threads if t.is_alive()]
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        while True:  # a thread given up meanwhile has a new one in its slot
+            with self._threads_lock:
+                busy = [t for t in self.threads if t.is_alive() and not t.guard.abandoned]
+            if not busy or left() == 0.0:
+                break
+            busy[0].join(min(0.1, left() or 0.1))
+        for helper in self.watchdog.takeovers if self.watchdog else ():
+            helper.join(left())  # writing the outcomes of stuck jobs
+        hung = [t for t in self.threads if t.is_alive() and not t.guard.abandoned]
         if hung:
             log.warning(
                 "shutdown deadline passed with %s job(s) still running: ending their "
@@ -195,6 +254,10 @@ class Worker:
             )
             end_sessions(self._connect, [t.backend_pid for t in hung if t.backend_pid])
         self._stop_event.set()  # from here on, no more reconnect attempts
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.janitor is not None:
+            self.janitor.join(5)
         self.listener.join()
         self.listener.shutdown(self._connect)  # if its thread could not
         log.info("worker stopped")

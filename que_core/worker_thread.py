@@ -13,16 +13,20 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from que_core import execute
 from que_core.backoff import retry_connect
 from que_core.claims import Claims, SetAside
 from que_core.connection import Connection, Row
 from que_core.dispatch import Dispatcher
-from que_core.errors import ConnectionLost, DatabaseError
+from que_core.errors import ConnectionLost, DatabaseError, JobStopped
 from que_core.job import Job, registry
 from que_core.sql import q
+from que_core.stopping import Guard
+from que_core.watchdog import Handover, Running, Watchdog
 
 log = logging.getLogger("que_core.worker")
 
@@ -53,6 +57,11 @@ class Durations:
         self._by_class[job_class] = seconds if before is None else 0.7 * before + 0.3 * seconds
 
 
+class _GivenUp(BaseException):
+    """The watchdog gave up on this thread while its job was stuck: another
+    thread has its slot, and its job's outcome is written elsewhere."""
+
+
 class WorkerThread(threading.Thread):
     def __init__(
         self,
@@ -68,8 +77,25 @@ class WorkerThread(threading.Thread):
         set_aside: SetAside,
         stopping: threading.Event,
         stop_event: threading.Event,
+        watchdog: Watchdog | None = None,
+        max_run_time: float | None = None,
+        given_up: Callable[[WorkerThread], None] | None = None,
     ) -> None:
         super().__init__(name=f"que-worker-{index}", daemon=True)
+        #: What clone() makes a thread for the same slot from.
+        self._init: tuple[tuple[Any, ...], dict[str, Any]] = (
+            (index, max_priority, connect, queues, dispatcher),
+            dict(batch_size=batch_size, poll_interval=poll_interval, durations=durations,
+                 set_aside=set_aside, stopping=stopping, stop_event=stop_event,
+                 watchdog=watchdog, max_run_time=max_run_time, given_up=given_up))
+        self.watchdog = watchdog
+        self.max_run_time = max_run_time
+        self._given_up = given_up
+        #: Where the job's own code runs (see que_core.stopping).
+        self.guard = Guard()
+        #: The ids of the batch being worked (the watchdog reads it).
+        self.batch_ids: tuple[int, ...] = ()
+        self._job_started = 0.0
         self.max_priority = max_priority
         self._connect = connect
         self.queues = list(queues)
@@ -92,6 +118,11 @@ class WorkerThread(threading.Thread):
         #: The next claim walks every queue from its start (see Claims.next).
         self._full = True
 
+    def clone(self) -> WorkerThread:
+        """A new thread for this one's slot (this one was given up)."""
+        args, kwargs = self._init
+        return WorkerThread(*args, **kwargs)
+
     def run(self) -> None:
         try:
             while not self._stopping.is_set():
@@ -104,8 +135,15 @@ class WorkerThread(threading.Thread):
                 except Exception:  # never die silently, never spin
                     log.exception("%s: unexpected error; going on", self.name)
                     self._stop_event.wait(1.0)
+        except _GivenUp:
+            pass
         finally:
-            self._finish()
+            if self.guard.abandoned:  # its claims are another thread's now
+                if self.conn is not None:
+                    self.conn.close()
+                log.info("%s (given up) ended: its stuck job returned", self.name)
+            else:
+                self._finish()
 
     # -- one claim and its batch -------------------------------------------------------
 
@@ -129,11 +167,16 @@ class WorkerThread(threading.Thread):
         if len(rows) >= limit:  # there may be more: pass the word on
             self.dispatcher.notify(rows[-1][1])
         rows = self._trim(rows)
-        for i, row in enumerate(rows):
-            if self._stopping.is_set():
-                self.claims.skip(r[0] for r in rows[i:])
-                return
-            self._run_one(row)
+        self.batch_ids = tuple(r[0] for r in rows)
+        try:
+            for i, row in enumerate(rows):
+                if self._stopping.is_set():
+                    self.claims.skip(r[0] for r in rows[i:])
+                    return
+                self._run_one(row)
+        finally:
+            if not self.guard.abandoned:
+                self.batch_ids = ()
 
     def _limit(self) -> int:
         recent = self.durations.recent
@@ -158,20 +201,62 @@ class WorkerThread(threading.Thread):
     def _run_one(self, row: Row) -> None:
         assert self.conn is not None and self.claims is not None
         job = execute.build(row, self.conn)
+        request = self.watchdog.requests.get(job.id or 0) if self.watchdog else None
+        if request is not None:  # cancelled while it waited in this batch
+            job._cancel = request
+            self.claims.add(execute.cancelled(job))
+            return
         self.current = job
+        self._job_started = time.monotonic()
+        running = None
+        if self.watchdog is not None:
+            running = self.watchdog.register(Running(
+                job, execute.max_run_time(job, self.max_run_time), self._interrupt,
+                self._give_up))
         try:
-            outcome = execute.run(job)
+            outcome = execute.run(job, self.guard if running is not None else None)
         finally:
-            self.current = None
+            if running is not None and self.watchdog is not None:
+                self.watchdog.unregister(running)
+            if not self.guard.abandoned:
+                self.current = None
+        if self.guard.abandoned:
+            raise _GivenUp
         self.durations.observe(job.job_class, outcome.duration)
         if self.conn.closed:  # the job closed its session, or it was lost
             self.claims.add(outcome)
             raise ConnectionLost("the job's session was closed or lost while it ran")
-        if self.conn.reset():
+        if self.conn.reset() and job._stop is None:
             log.warning("job %s left its session inside a transaction block: rolled back",
                         job.id)
             outcome = execute.left_in_transaction(outcome)
         self.claims.add(outcome)
+
+    # -- stopping its job (called by the watchdog's thread) -------------------------
+
+    def _interrupt(self, why: type[JobStopped]) -> bool:
+        """Raise *why* in the job's code, and cancel its statement if any."""
+        pid, watchdog = self.backend_pid, self.watchdog
+
+        def cancel_statement() -> None:
+            if pid is not None and watchdog is not None:
+                watchdog.cancel_statement(pid)
+
+        return self.guard.stop(why, cancel_statement)
+
+    def _give_up(self) -> Handover | None:
+        """The job did not come back: give this thread up, if it is still in
+        the job's code; a new thread takes its slot, and the watchdog its job
+        (see Watchdog._take_over). None: it came back meanwhile."""
+        job, claims = self.current, self.claims
+        if job is None or claims is None or not self.guard.abandon():
+            return None
+        outcome = execute.stopped(job, time.monotonic() - self._job_started)
+        if self._given_up is not None:
+            self._given_up(self)
+        # Quiescent from here on: this thread never touches its claims again.
+        return Handover(outcome.job_id, self.backend_pid,
+                        lambda conn: claims.take_over(conn, outcome))
 
     # -- the session ---------------------------------------------------------------------
 
@@ -250,3 +335,4 @@ class WorkerThread(threading.Thread):
             except DatabaseError as exc:
                 self._settle(exc)
         self._close()
+
