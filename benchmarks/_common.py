@@ -14,8 +14,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from que_core import migrate, plugins, testdb
+from que_core import migrate, plugins
 from que_core.connection import Adapter, Connection
+from que_core.testing import databases
 
 REPO = Path(__file__).resolve().parent.parent
 PREFERRED = ("psycopg", "psycopg2", "pg8000")
@@ -29,7 +30,7 @@ def exit_cleanly_on_sigterm() -> None:
 
 def server_dsn(arg: str | None) -> str:
     """--dsn, else $QUE_TEST_DSN / $DATABASE_URL, else the embedded server."""
-    return arg or testdb.server_dsn()
+    return arg or databases.server_dsn()
 
 
 def adapter_names(arg: str) -> list[str]:
@@ -44,7 +45,7 @@ def adapter_names(arg: str) -> list[str]:
 @contextlib.contextmanager
 def bench_database(adapter: Adapter, server: str) -> Iterator[str]:
     """A new migrated database on *server*, dropped afterwards."""
-    db = testdb.create_database(adapter, server, prefix="que_bench")
+    db = databases.create_database(adapter, server, prefix="que_bench")
     try:
         conn = adapter.connect(db)
         try:
@@ -53,7 +54,7 @@ def bench_database(adapter: Adapter, server: str) -> Iterator[str]:
             conn.close()
         yield db
     finally:
-        testdb.drop_database(adapter, server, db)
+        databases.drop_database(adapter, server, db)
 
 
 def checkpoint(conn: Connection) -> None:

@@ -69,8 +69,9 @@ from benchmarks._common import (
 )
 from benchmarks.latency import percentile
 from benchmarks.noop_jobs import LATENCY_TABLE
-from que_core import plugins, testdb
+from que_core import plugins
 from que_core.connection import Connection
+from que_core.testing import databases
 
 ADAPTER = plugins.get_adapter("psycopg")  # this process's own sessions
 
@@ -232,13 +233,13 @@ def database(system: System, args: argparse.Namespace, server: str) -> Iterator[
             _create_latency_table(dsn)
             yield dsn
         return
-    dsn = testdb.create_database(ADAPTER, server, prefix="que_bench")
+    dsn = databases.create_database(ADAPTER, server, prefix="que_bench")
     try:
         run([system.python(args), *system.install], dsn)
         _create_latency_table(dsn)
         yield dsn
     finally:
-        testdb.drop_database(ADAPTER, server, dsn)
+        databases.drop_database(ADAPTER, server, dsn)
 
 
 def _create_latency_table(dsn: str) -> None:

@@ -8,7 +8,8 @@ Same set-up as drain.py (its own database, --jobs NoopJob rows bulk-inserted,
 Worker defaults; logging at INFO to a file as `que work` does), but the
 Worker runs in this process so that its Connection objects can be wrapped.
 Prints round trips per job by statement and thread, the time spent waiting
-on each, and how many jobs each lock_jobs poll and each unlock carried.
+on each, and how many jobs each claim (``next_jobs``) asked for, returned,
+and wrote outcomes for.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ class CountingConnection:
         with _lock:
             stats[key] += 1
             waits[key] += dt
-            if name == "lock_jobs":
-                sizes["lock_jobs limit"][params[3]] += 1
-                sizes["lock_jobs rows"][len(rows)] += 1
-            elif name == "unlock_jobs":
-                sizes["unlock_jobs ids"][len(params[0])] += 1
+            if name == "next_jobs":  # (finished, outcomes, unlock, queues, max_priority, lim, ...)
+                sizes["next_jobs limit"][params[5]] += 1
+                sizes["next_jobs rows"][len(rows)] += 1
+                sizes["next_jobs deletes"][len(params[0] or ())] += 1
+                sizes["next_jobs unlocks"][len(params[2] or ())] += 1
         return rows
 
     def transaction(self) -> Any:
@@ -70,6 +71,12 @@ class CountingConnection:
 
     def notifications(self, timeout: float) -> Any:
         return self._inner.notifications(timeout)
+
+    def copy_in(self, sql: str, rows: Any) -> None:
+        self._inner.copy_in(sql, rows)
+
+    def reset(self) -> bool:
+        return bool(self._inner.reset())
 
     def close(self) -> None:
         self._inner.close()
@@ -83,7 +90,6 @@ class CountingAdapter:
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.name = inner.name
-        self.blocking_notifications = inner.blocking_notifications
 
     def connect(self, dsn: str) -> CountingConnection:
         return CountingConnection(self._inner.connect(dsn))
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapter", default="psycopg")
     p.add_argument("--jobs", type=int, default=20_000)
     p.add_argument("--dsn", default=None)
-    p.add_argument("--buffer-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=20)
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--log-level", default="info")
     p.add_argument("--patch", action="append", default=[], metavar="MODULE",
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
             yappi.set_clock_type("cpu")
             yappi.start()
-        worker = Worker(dsn, adapter=adapter, buffer_size=args.buffer_size,
+        worker = Worker(dsn, adapter=adapter, batch_size=args.batch_size,
                         worker_count=args.workers)
         t0 = time.monotonic()
         c0 = time.process_time()

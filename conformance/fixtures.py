@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import pytest
 import pytest_asyncio
 
-from que_core import testdb
 from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection, Notification
+from que_core.testing import databases
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ POLL_INTERVAL = 0.01
 @pytest.fixture
 def db_dsn(adapter: Adapter, server_dsn: str) -> Iterator[str]:
     """The DSN of an empty database of this test's own (emptied after it)."""
-    with testdb.temporary_database(adapter, server_dsn) as dsn:
+    with databases.temporary_database(adapter, server_dsn) as dsn:
         yield dsn
 
 
@@ -66,7 +66,7 @@ def conn(connect: Callable[[], Connection]) -> Connection:
 def adb_dsn(async_adapter: AsyncAdapter, server_dsn: str) -> Iterator[str]:
     """:func:`db_dsn` for the async tests (made through the sync side, or
     through the async one on an event loop of its own when there is none)."""
-    with testdb.temporary_database(async_adapter, server_dsn) as dsn:
+    with databases.temporary_database(async_adapter, server_dsn) as dsn:
         yield dsn
 
 

@@ -20,8 +20,9 @@ import pytest
 
 from conformance import DECLARED_UNSUPPORTED, async_side, sync_side
 from conformance.fixtures import aconn, aconnect, adb_dsn, conn, connect, db_dsn
-from que_core import plugins, testdb
+from que_core import plugins
 from que_core.connection import Adapter, AsyncAdapter
+from que_core.testing import databases
 
 __all__ = [
     "aconn",
@@ -97,7 +98,7 @@ def async_adapter(request: pytest.FixtureRequest) -> AsyncAdapter:
 def server_dsn(request: pytest.FixtureRequest) -> str:
     """The server the test databases are created on."""
     dsn: str | None = request.config.getoption("dsn")
-    return dsn or testdb.server_dsn()
+    return dsn or databases.server_dsn()
 
 
 class Summary:

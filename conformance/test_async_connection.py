@@ -33,8 +33,9 @@ from conformance.fixtures import (
     quote_ident,
 )
 from conformance.test_connection import TEXTS
-from que_core import errors, plugins, testdb
+from que_core import errors, plugins
 from que_core.connection import AsyncAdapter, AsyncConnection, Connection
+from que_core.testing import databases
 
 AConnect = Callable[[], Awaitable[AsyncConnection]]
 asyncio_test = pytest.mark.asyncio
@@ -72,7 +73,7 @@ async def test_async_connect_failure_raises_cannot_connect_without_the_password(
     async_adapter: AsyncAdapter, adb_dsn: str
 ) -> None:
     secret = "conformance-s3cret"
-    missing = testdb.with_database(adb_dsn, "que_conformance_no_such_database")
+    missing = databases.with_database(adb_dsn, "que_conformance_no_such_database")
     if "://" in missing:
         dsn = f"{missing}{'&' if '?' in missing else '?'}password={secret}"
     else:

@@ -27,8 +27,9 @@ from conformance.fixtures import (
     terminate,
     wait_until,
 )
-from que_core import errors, plugins, testdb
+from que_core import errors, plugins
 from que_core.connection import Adapter, Connection, Notification
+from que_core.testing import databases
 
 Connect = Callable[[], Connection]
 
@@ -75,7 +76,7 @@ def test_connect_failure_raises_cannot_connect_without_the_password(
     adapter: Adapter, db_dsn: str
 ) -> None:
     secret = "conformance-s3cret"
-    missing = testdb.with_database(db_dsn, "que_conformance_no_such_database")
+    missing = databases.with_database(db_dsn, "que_conformance_no_such_database")
     if "://" in missing:
         dsn = f"{missing}{'&' if '?' in missing else '?'}password={secret}"
     else:

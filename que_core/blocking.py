@@ -4,7 +4,7 @@ Two places block on an async session: a sync job that ``aenqueue`` runs in
 inline mode, in a thread while the caller's event loop keeps the session
 (:func:`on_loop`), and test databases and their migrations when the only
 adapter at hand has no sync side (:func:`sync_side`, for
-:mod:`que_core.testdb`). Each statement is one coroutine of the async
+:mod:`que_core.testing.databases`). Each statement is one coroutine of the async
 connection, run to its end.
 """
 

@@ -22,6 +22,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
@@ -300,10 +301,14 @@ def run(
     workers: int = DEFAULT_WORKERS,
     timeout: float = 120.0,
     out: IO[str] | None = None,
+    data_dir: Path | None = None,
 ) -> int:
-    """Run the demo; return the process exit status (0: every job was done)."""
+    """Run the demo; return the process exit status (0: every job was done).
+
+    Without *dsn* it starts the embedded PostgreSQL on *data_dir* (default:
+    :func:`que_core.embedded.default_data_dir`)."""
     out = out or sys.stdout
-    from que_core import embedded, testdb
+    from que_core import databases, embedded
     from que_core.plugins import get_adapter
 
     chosen = get_adapter(adapter)
@@ -312,7 +317,7 @@ def run(
         server = dsn
         _echo(out, f"  server    {mask_password(dsn)}")
     else:
-        data_dir = embedded.default_data_dir()
+        data_dir = data_dir or embedded.default_data_dir()
         _echo(out, f"  server    embedded PostgreSQL (pgserver), data in {data_dir}")
         _echo(out, f"            (kept between runs; ${embedded.ENV_DATA_DIR} moves it) ...")
         started = time.monotonic()
@@ -333,7 +338,7 @@ def run(
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
         if setup.db_dsn is not None:
-            _cleanup_database(setup, out, testdb.drop_database)
+            _cleanup_database(setup, out, databases.drop_database)
 
 
 def _install_sigterm() -> Any:
@@ -358,14 +363,14 @@ def _cleanup_database(
 
 
 def _run(setup: Setup, jobs: int, workers: int, timeout: float, out: IO[str]) -> int:
-    from que_core import testdb
+    from que_core import databases
     from que_core.job import bulk_enqueue
     from que_core.migrations import migrate
     from que_core.plugins import plugin_manager
     from que_core.worker import Worker
 
     adapter = setup.adapter
-    setup.db_dsn = testdb.create_database(adapter, setup.server_dsn, prefix="que_demo")
+    setup.db_dsn = databases.create_database(adapter, setup.server_dsn, prefix="que_demo")
     conn = adapter.connect(setup.db_dsn)
     try:
         version = str(_scalar(conn, "SHOW server_version")).split()[0]
@@ -488,9 +493,3 @@ def _summary(
         f"({check(ledger == counts['ledger'])})",
     )
 
-
-if __name__ == "__main__":
-    # `python -m que_core.demo ...` is `que demo ...`: the options live in the CLI.
-    from que_core.cli import main
-
-    main(["demo", *sys.argv[1:]], prog_name="python -m que_core.demo")

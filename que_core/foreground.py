@@ -21,7 +21,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from que_core.errors import QueError
+from que_core.errors import ConfigurationError, QueError
+from que_core.options import DEFAULTS
 
 log = logging.getLogger("que_core.worker")
 
@@ -44,10 +45,16 @@ def _leave(status: int) -> None:
     os._exit(status)
 
 
-def work_until_signalled(start: Callable[[], Any], stop: Callable[[Any], bool]) -> None:
+def work_until_signalled(
+    start: Callable[[], Any],
+    stop: Callable[[Any], bool],
+    metrics_port: int | None = None,
+    metrics_host: str = DEFAULTS["metrics_host"],
+) -> None:
     """Start a worker with *start* (it returns the worker), block until SIGINT
     or SIGTERM, then call *stop* (it stops the worker and returns whether every
-    running job finished in time).
+    running job finished in time). With *metrics_port*, Prometheus metrics are
+    served on it meanwhile (:mod:`que_core.contrib.prometheus`).
 
     The signal handlers are set before *start*, so a signal while the worker
     starts stops it as soon as it has started. Returns when every job
@@ -71,15 +78,34 @@ def work_until_signalled(start: Callable[[], Any], stop: Callable[[Any], bool]) 
         log.info("received %s: finishing running jobs (a second signal exits at once)", name)
         signalled.set()
 
+    metrics = None
+    if metrics_port is not None:
+        try:
+            from que_core.contrib import prometheus
+        except ImportError as exc:
+            raise ConfigurationError(f"--metrics-port: {exc}") from None
+        metrics = prometheus.install()
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    worker = start()
-    while not signalled.wait(0.5):
-        if not worker.running:
-            raise WorkerDied("the worker stopped unexpectedly")
-    if not stop(worker):
-        log.warning(
-            "exiting with status %s: the shutdown deadline passed with jobs unfinished; "
-            "they will be worked again", EXIT_UNFINISHED,
-        )
-        _leave(EXIT_UNFINISHED)
+    try:
+        worker = start()
+        if metrics is not None and metrics_port is not None:
+            try:
+                metrics.serve(metrics_port, metrics_host)
+            except OSError as exc:
+                stop(worker)
+                raise QueError(
+                    f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+                ) from None
+        while not signalled.wait(0.5):
+            if not worker.running:
+                raise WorkerDied("the worker stopped unexpectedly")
+        if not stop(worker):
+            log.warning(
+                "exiting with status %s: the shutdown deadline passed with jobs unfinished; "
+                "they will be worked again", EXIT_UNFINISHED,
+            )
+            _leave(EXIT_UNFINISHED)
+    finally:
+        if metrics is not None:
+            metrics.close()

@@ -3,15 +3,15 @@
 Kept jobs are those finished with ``keep_finished`` (``finished_at`` set),
 expired ones (out of retries, or expired by hand) and cancelled ones (which
 are expired ones: ``expired_at`` set, see migrations/7.3). Each kind is
-deleted once its ``finished_at`` / ``expired_at`` is older than its age:
+deleted once its ``finished_at`` / ``expired_at`` is older than its age
+(the defaults are in :mod:`que_core.options`):
 
-* finished: :data:`DEFAULT_FINISHED`, 7 days. A finished job is kept only
-  because someone asked for it (``keep_finished``), to see what ran lately:
-  a week covers "what happened last weekend" without keeping every job of a
-  busy queue for ever.
-* expired and cancelled: :data:`DEFAULT_EXPIRED`, 30 days. They failed for
-  good, or someone stopped them: someone may still want to read the error or
-  retry them (``que jobs retry``), which takes longer to get round to.
+* finished: 7 days. A finished job is kept only because someone asked for
+  it (``keep_finished``), to see what ran lately: a week covers "what
+  happened last weekend" without keeping every job of a busy queue for ever.
+* expired and cancelled: 30 days. They failed for good, or someone stopped
+  them: someone may still want to read the error or retry them (``que jobs
+  retry``), which takes longer to get round to.
 
 None keeps them for ever (Que's behaviour). A worker (:class:`Janitor`)
 prunes every :data:`PRUNE_EVERY` seconds, one worker process at a time: a
@@ -41,8 +41,6 @@ from que_core.sql import q
 log = logging.getLogger("que_core.retention")
 
 DAY = 86400.0
-DEFAULT_FINISHED: float | None = 7 * DAY
-DEFAULT_EXPIRED: float | None = 30 * DAY
 PRUNE_EVERY = 60.0
 BATCH = 1000
 
@@ -90,18 +88,22 @@ def format_age(seconds: float | None) -> str:
 class Retention:
     """How long each kind of kept job stays (seconds; None: for ever)."""
 
-    finished: float | None = DEFAULT_FINISHED
-    expired: float | None = DEFAULT_EXPIRED
+    finished: float | None
+    expired: float | None
 
-    def __post_init__(self) -> None:
-        for name in ("finished", "expired"):
-            value = getattr(self, name)
+    @classmethod
+    def of(cls, finished: Any, expired: Any) -> Retention:
+        """From ages as settings give them (seconds, ``"7d"``, ``"never"``, None);
+        a bad one is a ConfigurationError naming it."""
+        from que_core.errors import ConfigurationError
+
+        ages = []
+        for name, value in (("retain_finished", finished), ("retain_expired", expired)):
             try:
-                object.__setattr__(self, name, parse_age(value))
+                ages.append(parse_age(value))
             except ValueError as exc:
-                from que_core.errors import ConfigurationError
-
-                raise ConfigurationError(f"retain_{name}: {exc}") from None
+                raise ConfigurationError(f"{name}: {exc}") from None
+        return cls(*ages)
 
     @property
     def enabled(self) -> bool:

@@ -9,8 +9,9 @@ Every setting is looked up in this order, the first one found wins:
    everyone may write to it: :func:`check_owner`);
 4. the built-in default.
 
-:func:`resolve` returns every setting with its value and its source, which
-``que config`` prints (passwords masked).
+The settings themselves (names, flags, variables, types, defaults) are
+defined in :mod:`que_core.options`. :func:`resolve` returns every setting
+with its value and its source, which ``que config`` prints (passwords masked).
 """
 
 from __future__ import annotations
@@ -18,152 +19,20 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from que_core.errors import ConfigurationError
+from que_core.options import LOG_FORMATS, LOG_LEVELS, SPECS, SPECS_BY_NAME, Spec
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
-LOG_FORMATS = ("text", "json")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError("expected true or false")
-
-
-def _to_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected an integer")
-    if isinstance(value, int):
-        return value
-    return int(str(value).strip())
-
-
-def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number")
-    return float(value) if isinstance(value, (int, float)) else float(str(value).strip())
-
-
-def _to_list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-def _to_str(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        raise ValueError("expected a string")
-    return str(value)
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}")
-        return text
-
-    return convert
-
-
-def _positive(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        out = convert(value)
-        if out <= 0:
-            raise ValueError("must be positive")
-        return out
-
-    return check
-
-
-def _non_negative(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        out = convert(value)
-        if out < 0:
-            raise ValueError("must not be negative")
-        return out
-
-    return check
-
-
-def _port(value: Any) -> int:
-    port = _to_int(value)
-    if not 0 <= port <= 65535:
-        raise ValueError("must be a TCP port number (0-65535)")
-    return port
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One setting: its ``[tool.que]`` key, flag, environment variables and type."""
-
-    name: str
-    flag: str
-    env: tuple[str, ...]
-    convert: Callable[[Any], Any]
-    default: Any
-    help: str
-    secret: bool = False
-
-
-SPECS: tuple[Spec, ...] = (
-    Spec("dsn", "--dsn", ("QUE_DSN", "DATABASE_URL"), _to_str, None,
-         "PostgreSQL connection string", secret=True),
-    Spec("adapter", "--adapter", ("QUE_ADAPTER",), _to_str, None,
-         "adapter name (psycopg, psycopg2, pg8000, ...); default: the installed one"),
-    Spec("embedded", "--embedded", ("QUE_EMBEDDED",), _to_bool, False,
-         "use the embedded PostgreSQL (pgserver) instead of a DSN"),
-    Spec("embedded_dir", "--embedded-dir", ("QUE_EMBEDDED_DIR",), _to_str, None,
-         "data directory of the embedded PostgreSQL"),
-    Spec("connect_timeout", "--connect-timeout", ("QUE_CONNECT_TIMEOUT",),
-         _non_negative(_to_int), 5,
-         "seconds to wait for a connection (added to the DSN unless it sets one; 0: no limit)"),
-    Spec("queues", "--queue", ("QUE_QUEUES",), _to_list, ["default"],
-         "queues to work, in order"),
-    Spec("workers", "--workers", ("QUE_WORKERS",), _positive(_to_int), 6,
-         "worker threads"),
-    Spec("priorities", "--priorities", ("QUE_PRIORITIES",), _to_str, None,
-         "per-thread priority thresholds, e.g. 10,30,50,any,any,any"),
-    Spec("poll_interval", "--poll-interval", ("QUE_POLL_INTERVAL",), _positive(_to_float), 5.0,
-         "seconds between polls"),
-    Spec("batch_size", "--batch-size", ("QUE_BATCH_SIZE",), _positive(_to_int), 20,
-         "the most jobs a worker thread claims at once (fewer when they take long)"),
-    Spec("shutdown_timeout", "--shutdown-timeout", ("QUE_SHUTDOWN_TIMEOUT",),
-         _non_negative(_to_float), None,
-         "seconds running jobs get to finish on SIGTERM/SIGINT (default: wait)"),
-    Spec("listen", "--listen/--no-listen", ("QUE_LISTEN",), _to_bool, True,
-         "LISTEN for new jobs (otherwise poll only)"),
-    Spec("modules", "MODULES", ("QUE_MODULES",), _to_list, [],
-         "modules to import before working: the ones defining your Job classes"),
-    Spec("log_level", "--log-level", ("QUE_LOG_LEVEL",), _choice(*LOG_LEVELS), "info",
-         "log level"),
-    Spec("log_format", "--log-format", ("QUE_LOG_FORMAT",), _choice(*LOG_FORMATS), "text",
-         "log format: text, or json (one object per line)"),
-    Spec("metrics_port", "--metrics-port", ("QUE_METRICS_PORT",), _port, None,
-         "serve Prometheus metrics on this port (0: any free port)"),
-    Spec("metrics_host", "--metrics-host", ("QUE_METRICS_HOST",), _to_str, "127.0.0.1",
-         "address the metrics server binds (0.0.0.0: every interface)"),
-)
-
-SPECS_BY_NAME = {s.name: s for s in SPECS}
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "SPECS", "SPECS_BY_NAME", "Spec", "Value", "resolve"]
 
 
 @dataclass(frozen=True)

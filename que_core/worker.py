@@ -20,11 +20,12 @@ from typing import Any
 from que_core import retention
 from que_core.claims import SetAside
 from que_core.connection import Adapter, Connection
-from que_core.dispatch import ANY_PRIORITY, Dispatcher
+from que_core.dispatch import Dispatcher
 from que_core.dsn import check_dsn, mask_password
 from que_core.errors import ConfigurationError, QueError
 from que_core.execute import call_hook
 from que_core.listener import Listener, end_sessions
+from que_core.options import DEFAULTS
 from que_core.plugins import get_adapter
 from que_core.pooler import check_sessions_last
 from que_core.validation import check_max_run_time
@@ -34,26 +35,7 @@ from que_core.worker_thread import Durations, WorkerThread
 log = logging.getLogger("que_core.worker")
 
 DEFAULT_PRIORITIES: tuple[int | None, ...] = (10, 30, 50, None, None, None)
-
-
-def parse_priorities(text: str) -> list[int | None]:
-    """``"10,30,50,any,any"`` -> ``[10, 30, 50, None, None]``."""
-    out: list[int | None] = []
-    for part in text.split(","):
-        part = part.strip()
-        if part.lower() == "any":
-            out.append(None)
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise ConfigurationError(
-                f"worker priority {part!r} is neither an integer nor 'any'"
-            ) from None
-        if not -32768 <= value <= ANY_PRIORITY:
-            raise ConfigurationError(f"worker priority {value} is outside the smallint range")
-        out.append(value)
-    return out
+_D = DEFAULTS  # each worker option's default is defined in que_core.options
 
 
 class Worker:
@@ -62,7 +44,9 @@ class Worker:
     :param dsn: where the jobs are (``$DATABASE_URL`` if omitted).
     :param adapter: the adapter name (``psycopg``, ``psycopg2``, ``pg8000``, ...).
     :param queues: queue names to work, in this order.
-    :param worker_count: number of worker threads (when *worker_priorities*
+    The defaults are :mod:`que_core.options`'s, as for ``que work``.
+
+    :param worker_count: number of worker threads (default 6; when *worker_priorities*
         is not given: the first three take only priorities <= 10, 30 and 50,
         as in Que, the rest take any).
     :param worker_priorities: one priority threshold per thread (None: any).
@@ -74,11 +58,12 @@ class Worker:
     :param max_run_time: seconds a job may run before it is stopped and its
         attempt counted as an error, for job classes without a
         ``max_run_time`` of their own (None: no limit).
-    :param retain_finished: seconds finished jobs (kept with
-        ``keep_finished``) are kept before they are deleted (None: forever);
-        default :data:`que_core.retention.DEFAULT_FINISHED` (7 days).
+    :param retain_finished: how long finished jobs (kept with
+        ``keep_finished``) are kept before they are deleted: seconds, an age
+        such as ``"7d"``, or None / ``"never"``; default 7 days (see
+        :mod:`que_core.retention` for why).
     :param retain_expired: the same for expired and cancelled jobs; default
-        :data:`que_core.retention.DEFAULT_EXPIRED` (30 days).
+        30 days.
     :param prune_interval: seconds between retention rounds (one worker
         process at a time prunes).
     """
@@ -88,15 +73,15 @@ class Worker:
         dsn: str | None = None,
         *,
         adapter: str | Adapter | None = None,
-        queues: Sequence[str] = ("default",),
+        queues: Sequence[str] = _D["queues"],
         worker_count: int | None = None,
-        worker_priorities: Sequence[int | None] | None = None,
-        poll_interval: float = 5.0,
-        batch_size: int = 20,
-        listen: bool = True,
-        max_run_time: float | None = None,
-        retain_finished: float | None = retention.DEFAULT_FINISHED,
-        retain_expired: float | None = retention.DEFAULT_EXPIRED,
+        worker_priorities: Sequence[int | None] | None = _D["priorities"],
+        poll_interval: float = _D["poll_interval"],
+        batch_size: int = _D["batch_size"],
+        listen: bool = _D["listen"],
+        max_run_time: float | None = _D["max_run_time"],
+        retain_finished: float | str | None = _D["retain_finished"],
+        retain_expired: float | str | None = _D["retain_expired"],
         prune_interval: float = retention.PRUNE_EVERY,
     ) -> None:
         source = "" if dsn else "env DATABASE_URL"
@@ -111,7 +96,7 @@ class Worker:
             raise ConfigurationError("a worker needs at least one queue")
         self.queues = [str(q) for q in queues]
         if worker_priorities is None:
-            count = 6 if worker_count is None else worker_count
+            count = _D["workers"] if worker_count is None else worker_count
             priorities = [
                 DEFAULT_PRIORITIES[i] if i < len(DEFAULT_PRIORITIES) else None
                 for i in range(count)
@@ -131,7 +116,7 @@ class Worker:
         self.batch_size = batch_size
         self.listen = listen
         self.max_run_time = check_max_run_time(max_run_time, "Worker")
-        self.retention = retention.Retention(retain_finished, retain_expired)
+        self.retention = retention.Retention.of(retain_finished, retain_expired)
         if prune_interval <= 0:
             raise ConfigurationError(f"prune interval {prune_interval!r} must be positive")
         self.prune_interval = prune_interval

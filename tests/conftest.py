@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from que_core import plugins, testdb
+from que_core import plugins
 from que_core.connection import Adapter, Connection
+from que_core.testing import databases
 
 
 def _adapter_names() -> list[str]:
@@ -26,7 +27,7 @@ def _adapter_names() -> list[str]:
 
 @pytest.fixture(scope="session")
 def server_dsn() -> str:
-    return testdb.server_dsn()
+    return databases.server_dsn()
 
 
 @pytest.fixture(scope="session", params=_adapter_names())
@@ -37,7 +38,7 @@ def adapter(request: pytest.FixtureRequest) -> Adapter:
 @pytest.fixture
 def empty_dsn(adapter: Adapter, server_dsn: str) -> Iterator[str]:
     """A new database without the que schema."""
-    with testdb.temporary_database(adapter, server_dsn) as dsn:
+    with databases.temporary_database(adapter, server_dsn) as dsn:
         yield dsn
 
 

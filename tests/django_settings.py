@@ -37,9 +37,9 @@ def _server() -> str:
     dsn = os.environ.get("QUE_DJANGO_DATABASE_URL")
     if dsn:
         return dsn
-    from que_core import testdb
+    from que_core.testing import databases
 
-    return testdb.server_dsn()
+    return databases.server_dsn()
 
 
 SECRET_KEY = "tests"

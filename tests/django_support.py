@@ -67,14 +67,14 @@ def django_db(server_dsn: str) -> Iterator[DjangoDatabase]:
     from django.core.management import call_command
     from django.db import connections
 
-    from que_core import testdb
     from que_core.config import RunMode, settings
     from que_core.contrib.django import db
     from que_core.contrib.django.apps import install, uninstall
     from que_core.plugins import get_adapter
+    from que_core.testing import databases
 
     adapter = get_adapter(db.worker_adapter())
-    with testdb.temporary_database(adapter, server_dsn) as dsn:
+    with databases.temporary_database(adapter, server_dsn) as dsn:
         point_default_at(dsn)
         call_command("migrate", verbosity=0)
         install()

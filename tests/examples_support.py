@@ -31,12 +31,13 @@ def example_dsn(server_dsn: str) -> Iterator[str]:
     """A new database WITHOUT the que schema (the examples migrate it), as a
     URL (the examples build their SQLAlchemy / psycopg URLs from it)."""
     pytest.importorskip("psycopg")
-    from que_core import plugins, testdb
+    from que_core import plugins
+    from que_core.testing import databases
 
     if "psycopg" not in plugins.adapters():
         pytest.skip("the examples use psycopg 3: its adapter is not installed")
     if "://" not in server_dsn:
         pytest.skip("the examples take a postgresql:// URL")
     adapter = plugins.get_adapter("psycopg")
-    with testdb.temporary_database(adapter, server_dsn) as dsn:
+    with databases.temporary_database(adapter, server_dsn) as dsn:
         yield dsn

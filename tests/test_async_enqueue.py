@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from que_core import Job, abulk_enqueue, bulk_enqueue, migrate, plugins, run_mode, testdb
+from que_core import Job, abulk_enqueue, bulk_enqueue, migrate, plugins, run_mode
 from que_core.blocking import sync_side
 from que_core.connection import AsyncConnection, Connection
 from que_core.errors import ConfigurationError, InvalidJob
+from que_core.testing import databases
 from tests.helpers import sqlalchemy_url
 from tests.jobs import LOG_TABLE, PlainJob, RecordJob
 
@@ -146,7 +147,7 @@ def adsn(kind: str, server_dsn: str) -> Iterator[str]:
     """A database migrated to the latest schema, made through the kind's adapter,
     with the tests' log table and an accounts table of the application's."""
     adapter = plugins.get_async_adapter(KINDS[kind][0])
-    with testdb.temporary_database(adapter, server_dsn) as dsn:
+    with databases.temporary_database(adapter, server_dsn) as dsn:
         conn = sync_side(adapter).connect(dsn)
         try:
             migrate(conn)

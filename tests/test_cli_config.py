@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from que_core import settings_file
-from que_core.cli import with_connect_timeout
+from que_core.cli.settings import with_connect_timeout
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
 from tests.helpers import log_tags, scalar, wait_for

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from que_core import Worker, plugins, testdb
+from que_core import Worker, plugins
+from que_core.testing import databases
 from tests.helpers import job_count, log_tags, wait_for
 from tests.jobs import LOG_TABLE, RecordJob
 
@@ -21,7 +22,7 @@ def test_enqueued_by_one_driver_worked_by_another(
     from que_core import migrate
 
     a = plugins.get_adapter(enqueuer)
-    with testdb.temporary_database(a, server_dsn) as dsn:
+    with databases.temporary_database(a, server_dsn) as dsn:
         conn = a.connect(dsn)
         try:
             migrate(conn)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from que_core import plugins, testdb
+from que_core import plugins
+from que_core.testing import databases
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = Path(__file__).resolve().parent / "readme_blocks.py"
@@ -36,7 +37,7 @@ README_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 def fresh_database(server_dsn: str) -> Iterator[str]:
     if "psycopg" not in plugins.adapters():
         pytest.skip("the README's examples use psycopg 3: its adapter is not installed")
-    with testdb.temporary_database(plugins.get_adapter("psycopg"), server_dsn) as dsn:
+    with databases.temporary_database(plugins.get_adapter("psycopg"), server_dsn) as dsn:
         yield dsn
 
 

@@ -18,8 +18,10 @@ Configuration (``app.config``):
     the jobs' database (default ``$DATABASE_URL``).
 ``QUE_ADAPTER``
     adapter name (default: the installed one).
-``QUE_QUEUES``, ``QUE_WORKER_COUNT``, ``QUE_POLL_INTERVAL``
-    as for ``que work`` (defaults ``["default"]``, 6, 5.0).
+``QUE_QUEUES``, ``QUE_WORKER_COUNT``, ``QUE_WORKER_PRIORITIES``,
+``QUE_POLL_INTERVAL``, ``QUE_BATCH_SIZE``, ``QUE_LISTEN``
+    as for ``que work``, with its defaults (``"QUE_"`` and a worker option's
+    Django key: :data:`que_core.options.WORKER_SPECS`).
 ``QUE_START_WORKER``
     ``"lazy"`` (default): start on the app's first request, in the process
     that serves it (after a pre-forking server forked); ``"eager"``: start
@@ -51,7 +53,9 @@ except ImportError as exc:  # pragma: no cover - exercised by a test that hides 
         "que_core.contrib.flask needs Flask (que-core's flask extra): pip install flask"
     ) from exc
 
-from que_core import cli, settings_file
+from que_core import foreground, options
+from que_core.cli.group import SHORT_EPILOG, errors
+from que_core.cli.settings import worker_option_list
 from que_core.contrib.lifecycle import ManagedWorker
 from que_core.dsn import check_dsn
 from que_core.errors import ConfigurationError
@@ -59,14 +63,16 @@ from que_core.worker import Worker
 
 __all__ = ["Que"]
 
+#: The app.config key of each worker option Flask reads.
+_CONFIG_KEYS = {s.name: f"QUE_{s.django_key}" for s in options.WORKER_SPECS if s.django_key}
+
 _DEFAULTS: dict[str, Any] = {
     "QUE_DSN": None,
     "QUE_ADAPTER": None,
-    "QUE_QUEUES": ["default"],
-    "QUE_WORKER_COUNT": None,
-    "QUE_POLL_INTERVAL": 5.0,
+    **{key: options.DEFAULTS[name] for name, key in _CONFIG_KEYS.items()},
     "QUE_START_WORKER": "lazy",
     "QUE_MIGRATE": False,
+    # in-process: a deadline, so that the app's exit does not wait for ever
     "QUE_SHUTDOWN_TIMEOUT": 30.0,
 }
 
@@ -107,13 +113,10 @@ class Que:
         app.cli.add_command(_cli(managed))
 
     def _worker_options(self, app: Flask) -> dict[str, Any]:
-        options: dict[str, Any] = {
-            "queues": list(app.config["QUE_QUEUES"]),
-            "worker_count": app.config["QUE_WORKER_COUNT"],
-            "poll_interval": float(app.config["QUE_POLL_INTERVAL"]),
-        }
-        options.update(self.worker_kwargs)
-        return options
+        kwargs = options.worker_kwargs(
+            {name: app.config[key] for name, key in _CONFIG_KEYS.items()})
+        kwargs.update(self.worker_kwargs)
+        return kwargs
 
     @staticmethod
     def _managed(app: Flask | None) -> ManagedWorker:
@@ -137,26 +140,14 @@ class Que:
         return self._managed(app).worker
 
 
-# `que work`'s worker flags, by option name, and the Worker argument each sets.
-_WORKER_ARGS = {
-    "queues": "queues", "workers": "worker_count", "priorities": "worker_priorities",
-    "poll_interval": "poll_interval", "batch_size": "batch_size", "listen": "listen",
-}
-# The app.config key that gives a flag's default.
-_CONFIG_KEYS = {
-    "queues": "QUE_QUEUES", "workers": "QUE_WORKER_COUNT", "poll_interval": "QUE_POLL_INTERVAL",
-    "shutdown_timeout": "QUE_SHUTDOWN_TIMEOUT",
-}
-
-
 def _describe(name: str) -> str:
-    spec = settings_file.SPECS_BY_NAME[name]
+    spec = options.SPECS_BY_NAME[name]
     default = f"app.config {_CONFIG_KEYS[name]}" if name in _CONFIG_KEYS else "as que work"
     return f"{spec.help[0].upper()}{spec.help[1:]} [default: {default}]"
 
 
 def _worker_flags(f: Any) -> Any:
-    for decorator in reversed(cli.worker_option_list(_describe)):
+    for decorator in reversed(worker_option_list(_describe)):
         f = decorator(f)
     return f
 
@@ -177,7 +168,7 @@ def _cli(managed: ManagedWorker) -> click.Group:
             managed.dsn = os.environ.get("DATABASE_URL")
         if not managed.dsn:
             raise click.UsageError("set QUE_DSN (or DATABASE_URL)")
-        with cli._errors():
+        with errors():
             conn = get_adapter(managed.adapter).connect(check_dsn(managed.dsn))
         try:
             version = migrate(conn)
@@ -185,32 +176,23 @@ def _cli(managed: ManagedWorker) -> click.Group:
             conn.close()
         click.echo(f"que-core schema at version {version}")
 
-    @group.command("work", epilog=cli.SHORT_EPILOG, help=(
+    @group.command("work", epilog=SHORT_EPILOG, help=(
         "Work jobs in the foreground until SIGINT/SIGTERM, with the app's QUE_* settings; "
         "the flags are `que work`'s and override them. Exit statuses are que work's."))
     @_worker_flags
     def work_command(**flags: Any) -> None:
-        from que_core.worker import parse_priorities
-
         given = {k: v for k, v in flags.items() if v is not None and v != ()}
-        kwargs = dict(managed.worker_kwargs)
-        for flag, arg in _WORKER_ARGS.items():
-            if flag in given:
-                kwargs[arg] = given[flag]
-        if "queues" in kwargs:
-            kwargs["queues"] = list(kwargs["queues"])
-        with cli._errors():
-            if isinstance(kwargs.get("worker_priorities"), str):
-                kwargs["worker_priorities"] = parse_priorities(kwargs["worker_priorities"])
-            foreground = ManagedWorker(
+        with errors():
+            kwargs = {**managed.worker_kwargs, **options.worker_kwargs(given)}
+            in_foreground = ManagedWorker(
                 managed.dsn, adapter=managed.adapter, migrate=managed.migrate,
                 shutdown_timeout=given.get("shutdown_timeout", managed.shutdown_timeout),
                 stop_at_exit=False, **kwargs,
             )
-            cli.work_in_foreground(
-                foreground.start, lambda worker: foreground.stop(),
+            foreground.work_until_signalled(
+                in_foreground.start, lambda worker: in_foreground.stop(),
                 given.get("metrics_port"),
-                given.get("metrics_host") or settings_file.SPECS_BY_NAME["metrics_host"].default,
+                given.get("metrics_host") or options.DEFAULTS["metrics_host"],
             )
 
     return group

@@ -55,13 +55,12 @@ def _adapter_name() -> str | None:
 @pytest.fixture
 def que_database() -> Iterator[QueDatabase]:
     """A fresh database with the que-core schema, for this test only."""
-    from que_core import testdb
     from que_core.migrations import migrate
     from que_core.plugins import get_adapter
-    from que_core.testing import use_connection
+    from que_core.testing import databases, use_connection
 
     adapter = get_adapter(_adapter_name())
-    with testdb.temporary_database(adapter) as dsn:
+    with databases.temporary_database(adapter) as dsn:
         conn = adapter.connect(dsn)
         try:
             migrate(conn)

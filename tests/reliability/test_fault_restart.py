@@ -8,8 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from que_core import migrate, testdb
+from que_core import migrate
 from que_core.connection import Adapter
+from que_core.testing import databases
 from tests.reliability import harness
 from tests.reliability.harness import scaled
 from tests.reliability.rjobs import Effect
@@ -36,7 +37,7 @@ def server() -> Iterator[ThrowawayServer]:
 def test_postgresql_restart_while_workers_run(adapter: Adapter, server: ThrowawayServer) -> None:
     rng, seed = harness.seeded_rng()
     started = time.monotonic()
-    dsn = testdb.create_database(adapter, server.dsn, prefix="que_rel")
+    dsn = databases.create_database(adapter, server.dsn, prefix="que_rel")
     conn = adapter.connect(dsn)
     migrate(conn)
     harness.setup_tables(conn)
@@ -94,4 +95,4 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
     finally:
         procs.close()
         conn.close()
-        testdb.drop_database(adapter, server.dsn, dsn)
+        databases.drop_database(adapter, server.dsn, dsn)

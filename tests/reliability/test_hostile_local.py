@@ -507,7 +507,7 @@ def test_cli_views_on_a_terminal(adapter: Adapter, dsn: str, conn: Connection) -
         assert not [ln for ln in seen.split("\r\n") if ln.startswith("FORGED")]
 
 
-# -- 9. testdb._empty and schema names ------------------------------------------------------
+# -- 9. databases._empty and schema names ------------------------------------------------------
 
 SCHEMA_NAMES = st.lists(
     st.sampled_from(['"', "'", '""', ";", " ", "--", "\\", "%s", "%", "$1", "é"])
@@ -529,7 +529,7 @@ def _schemas(conn: Connection) -> list[str]:
 def test_testdb_empties_schemas_of_any_name(
     adapter: Adapter, server_dsn: str, empty_dsn: str, names: list[str]
 ) -> None:
-    from que_core import testdb
+    from que_core.testing import databases
 
     conn = adapter.connect(empty_dsn)
     try:
@@ -540,7 +540,7 @@ def test_testdb_empties_schemas_of_any_name(
                                 (name,)))
     finally:
         conn.close()
-    assert testdb._empty(adapter, server_dsn, empty_dsn) is True
+    assert databases._empty(adapter, server_dsn, empty_dsn) is True
     conn = adapter.connect(empty_dsn)
     try:
         assert _schemas(conn) == ["public"]
@@ -555,7 +555,7 @@ def test_testdb_schema_name_cannot_inject_sql(
     """A schema named so that the old f-string ran a second statement."""
     import uuid
 
-    from que_core import testdb
+    from que_core.testing import databases
 
     role = f"que_injected_{uuid.uuid4().hex[:8]}"
     name = f'public" CASCADE; CREATE ROLE {role}; --'
@@ -566,7 +566,7 @@ def test_testdb_schema_name_cannot_inject_sql(
         conn.close()
     admin = adapter.connect(server_dsn)
     try:
-        emptied = testdb._empty(adapter, server_dsn, empty_dsn)
+        emptied = databases._empty(adapter, server_dsn, empty_dsn)
         injected = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,))
         admin.execute(f"DROP ROLE IF EXISTS {role}")
     finally:

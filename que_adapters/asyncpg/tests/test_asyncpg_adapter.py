@@ -14,8 +14,9 @@ import pytest
 import pytest_asyncio
 from que_adapter_asyncpg import ADAPTER, connect_args
 
-from que_core import Job, errors, migrate, plugins, testdb
+from que_core import Job, errors, migrate, plugins
 from que_core.blocking import sync_side
+from que_core.testing import databases
 
 
 class PlainJob(Job):
@@ -85,7 +86,7 @@ def test_que_work_with_asyncpg_is_refused_as_a_configuration_error() -> None:
 
 @pytest.fixture
 def dsn() -> Iterator[str]:
-    with testdb.temporary_database(ADAPTER) as dsn:
+    with databases.temporary_database(ADAPTER) as dsn:
         conn = sync_side(ADAPTER).connect(dsn)
         migrate(conn)
         conn.close()

@@ -14,15 +14,16 @@ import pg8000.native
 import pytest
 from que_adapter_pg8000 import ADAPTER, connect_args
 
-from que_core import errors, testdb
+from que_core import errors
 from que_core.connection import Connection
+from que_core.testing import databases
 
 SOCKET_DIR = "/var/run/postgresql"
 
 
 @pytest.fixture
 def dsn() -> Iterator[str]:
-    with testdb.temporary_database(ADAPTER) as dsn:
+    with databases.temporary_database(ADAPTER) as dsn:
         conn = ADAPTER.connect(dsn)
         conn.execute("CREATE TABLE items (id bigint PRIMARY KEY)")
         conn.close()

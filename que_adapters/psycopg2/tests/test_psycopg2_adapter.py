@@ -11,13 +11,14 @@ import psycopg2.extensions as ext
 import pytest
 from que_adapter_psycopg2 import ADAPTER
 
-from que_core import errors, testdb
+from que_core import errors
 from que_core.connection import Connection
+from que_core.testing import databases
 
 
 @pytest.fixture
 def dsn() -> Iterator[str]:
-    with testdb.temporary_database(ADAPTER) as dsn:
+    with databases.temporary_database(ADAPTER) as dsn:
         conn = ADAPTER.connect(dsn)
         conn.execute("CREATE TABLE items (id bigint PRIMARY KEY)")
         conn.close()

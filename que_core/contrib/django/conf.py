@@ -6,13 +6,17 @@
         "DATABASE": "default",        # the alias jobs are enqueued on and read from
         "DSN": None,                  # the worker's DSN; default: built from that alias
         "ADAPTER": None,              # the worker's adapter; default: Django's driver's
+        # the worker's options, with que work's defaults (que_core.options):
         "QUEUES": ["default"],        # queues `manage.py que_work` works
-        "WORKER_COUNT": None,         # worker threads (default 6)
-        "WORKER_PRIORITIES": None,    # e.g. [10, 30, None]
+        "WORKER_COUNT": 6,            # worker threads
+        "WORKER_PRIORITIES": None,    # e.g. [10, 30, None] (or "10,30,any")
         "POLL_INTERVAL": 5.0,
         "BATCH_SIZE": 20,
         "LISTEN": True,
         "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
+        "MAX_RUN_TIME": None,         # seconds a job may run (Job.max_run_time wins)
+        "RETAIN_FINISHED": "7d",      # finished jobs kept this long ("never": for ever)
+        "RETAIN_EXPIRED": "30d",      # expired and cancelled jobs kept this long
         "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
         "RUN_MODE": None,             # "inline" runs jobs at enqueue (tests)
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
@@ -25,17 +29,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from que_core import options
+
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     "DSN": None,
     "ADAPTER": None,
-    "QUEUES": ["default"],
-    "WORKER_COUNT": None,
-    "WORKER_PRIORITIES": None,
-    "POLL_INTERVAL": 5.0,
-    "BATCH_SIZE": 20,
-    "LISTEN": True,
-    "SHUTDOWN_TIMEOUT": None,
+    **{s.django_key: s.default for s in options.WORKER_SPECS if s.django_key},
     "JOB_MODULES": [],
     "RUN_MODE": None,
     "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",

@@ -12,13 +12,14 @@ are ``que work``'s (:mod:`que_core.foreground`).
 
 from __future__ import annotations
 
+import argparse
 import importlib
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
-from que_core import foreground
+from que_core import foreground, options
 from que_core.contrib.django import conf, db
 from que_core.dsn import mask_password
 from que_core.errors import QueError
@@ -44,41 +45,43 @@ class Command(BaseCommand):
     help = "Work que-core jobs until SIGINT/SIGTERM."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("-q", "--queue", dest="queues", action="append",
-                            help="queue to work (repeatable; default QUE['QUEUES'])")
-        parser.add_argument("-w", "--workers", type=int, default=None,
-                            help="worker threads (default QUE['WORKER_COUNT'] or 6)")
-        parser.add_argument("-i", "--poll-interval", type=float, default=None,
-                            help="seconds between polls (default QUE['POLL_INTERVAL'])")
-        parser.add_argument("--shutdown-timeout", type=float, default=None,
-                            help="on SIGTERM/SIGINT, seconds to let running jobs finish")
-        parser.add_argument("--no-listen", action="store_true",
-                            help="poll only; do not LISTEN for new jobs")
+        # que work's worker flags (que_core.options), QUE's keys as their defaults
+        for spec in options.WORKER_SPECS:
+            if spec.django_key is None:
+                continue
+            flags = [f for f in (spec.short, spec.flag.split("/")[0]) if f]
+            where = f"default QUE['{spec.django_key}']" + (
+                f", else {spec.default!r}" if spec.default is not None else "")
+            if spec.convert is options.SPECS_BY_NAME["listen"].convert:
+                parser.add_argument(*flags, dest=spec.name, default=None,
+                                    action=argparse.BooleanOptionalAction,
+                                    help=f"{spec.help} ({where})")
+            else:
+                parser.add_argument(*flags, dest=spec.name, default=None,
+                                    action="append" if spec.multiple else "store",
+                                    type=None if spec.multiple else spec.convert,
+                                    metavar=spec.name.upper(),
+                                    help=f"{spec.help} ({where})")
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def handle(self, *args: Any, **flags: Any) -> None:
         from que_core.worker import Worker
 
         import_job_modules()
         dsn = db.worker_dsn()
-        timeout = options["shutdown_timeout"]
-        if timeout is None:
-            timeout = conf.get("SHUTDOWN_TIMEOUT")
+        values = {}
+        for spec in options.WORKER_SPECS:
+            if spec.django_key is not None:
+                given = flags.get(spec.name)
+                values[spec.name] = given if given is not None else conf.get(spec.django_key)
 
         def start() -> Worker:
-            worker = Worker(
-                dsn,
-                adapter=db.worker_adapter(),
-                queues=options["queues"] or list(conf.get("QUEUES")),
-                worker_count=options["workers"] or conf.get("WORKER_COUNT"),
-                worker_priorities=conf.get("WORKER_PRIORITIES"),
-                poll_interval=options["poll_interval"] or float(conf.get("POLL_INTERVAL")),
-                batch_size=int(conf.get("BATCH_SIZE")),
-                listen=bool(conf.get("LISTEN")) and not options["no_listen"],
-            ).start()
+            kwargs = options.worker_kwargs(values)
+            worker = Worker(dsn, adapter=db.worker_adapter(), **kwargs).start()
             self.stdout.write(f"que-core worker started: queues {', '.join(worker.queues)}")
             self.stdout.flush()
             return worker
 
+        timeout = values["shutdown_timeout"]
         try:  # exits with foreground.EXIT_UNFINISHED or EXIT_SECOND_SIGNAL if need be
             foreground.work_until_signalled(start, lambda w: bool(w.stop(timeout=timeout)))
         except QueError as exc:

@@ -1,4 +1,4 @@
-"""Throwaway databases for tests and benchmarks.
+"""Throwaway databases for tests and benchmarks, reused within a process.
 
 The server is ``$QUE_TEST_DSN`` (or ``$DATABASE_URL``) when set, else the
 embedded PostgreSQL. Each database gets a unique name and is dropped after.
@@ -9,14 +9,23 @@ from __future__ import annotations
 import atexit
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from urllib.parse import urlsplit, urlunsplit
 
 from que_core.blocking import sync_side
 from que_core.connection import Adapter, AsyncAdapter
+from que_core.databases import (
+    create_database,
+    database_name,
+    drop_database,
+    quote_ident,
+    with_database,
+)
 from que_core.errors import QueError
+
+__all__ = [
+    "create_database", "drop_database", "server_dsn", "temporary_database", "with_database",
+]
 
 
 def server_dsn() -> str:
@@ -27,40 +36,6 @@ def server_dsn() -> str:
     from que_core import embedded
 
     return embedded.start()
-
-
-def with_database(dsn: str, dbname: str) -> str:
-    """*dsn* pointing at database *dbname* instead (URL or key=value form)."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        return urlunsplit(parts._replace(path="/" + dbname))
-    return f"{dsn} dbname={dbname}"
-
-
-def quote_ident(name: str) -> str:
-    """*name* as a PostgreSQL identifier (what ``format('%I')`` gives)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def create_database(adapter: Adapter, dsn: str, prefix: str = "que_test") -> str:
-    """Create a database with a unique name on *dsn*'s server; return its DSN."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = adapter.connect(dsn)
-    try:
-        admin.execute(f"CREATE DATABASE {quote_ident(name)}")
-    finally:
-        admin.close()
-    return with_database(dsn, name)
-
-
-def drop_database(adapter: Adapter, dsn: str, db_dsn: str) -> None:
-    """Drop the database *db_dsn* names, ending its sessions first."""
-    name = urlsplit(db_dsn).path.lstrip("/") if "://" in db_dsn else db_dsn.rsplit("=", 1)[1]
-    admin = adapter.connect(dsn)
-    try:
-        admin.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-    finally:
-        admin.close()
 
 
 #: Databases this process made and emptied again, by server: reusing one is
@@ -83,7 +58,7 @@ WHERE nspname <> 'information_schema' AND left(nspname, 3) <> 'pg_'
 
 def _empty(adapter: Adapter, server: str, db: str) -> bool:
     """End every session on *db* and drop everything in it; False if that failed."""
-    name = urlsplit(db).path.lstrip("/") if "://" in db else db.rsplit("=", 1)[1]
+    name = database_name(db)
     try:
         admin = adapter.connect(server)
         try:
