@@ -258,3 +258,75 @@ def test_pause_and_resume(db: Connection, make_worker: Any) -> None:
     wait_for(lambda: log_tags(db) == ["b1", "a1"], timeout=3)
     assert time.monotonic() - start < SLACK  # told by NOTIFY, not its 30 s poll
     assert control.resume("a", conn=db.raw) is False
+
+
+# -- retention --------------------------------------------------------------------
+
+
+def _kept(db: Connection) -> list[int]:
+    """Three of each kind: ended 8 days ago, 31 days ago, and just now."""
+    ids = []
+    for age in ("8 days", "31 days", "0 days"):
+        for column in ("finished_at", "expired_at"):
+            job = Quick.enqueue(age, conn=db.raw)
+            db.execute(f"UPDATE que_jobs SET {column} = now() - interval '{age}' WHERE id = %s",
+                       (job.id,))
+            ids.append(job.id)
+    cancelled = Quick.enqueue("c", conn=db.raw)
+    que_core.cancel(cancelled.id, conn=db.raw)
+    db.execute("UPDATE que_jobs SET expired_at = now() - interval '31 days' WHERE id = %s",
+               (cancelled.id,))
+    return [*ids, cancelled.id]
+
+
+def _left(db: Connection) -> list[int]:
+    return sorted(r[0] for r in db.execute("SELECT id FROM que_jobs"))
+
+
+def test_workers_prune_with_their_defaults(db: Connection, make_worker: Any) -> None:
+    f8, e8, f31, e31, f0, e0, c31 = _kept(db)
+    waiting = Quick.enqueue("waiting", conn=db.raw, queue="nobody").id
+    make_worker(prune_interval=0.2)  # finished after 7 days, expired after 30
+    wait_for(lambda: _left(db) == [e8, f0, e0, waiting], timeout=10)
+
+
+def test_retention_settings_and_one_pruner_at_a_time(db: Connection, make_worker: Any,
+                                                      adapter: Adapter, dsn: str) -> None:
+    f8, e8, f31, e31, f0, e0, c31 = _kept(db)
+    holder = adapter.connect(dsn)
+    try:
+        assert scalar(holder, "SELECT pg_try_advisory_lock(1903518976, 3)")  # another pruner
+        worker = make_worker(prune_interval=0.2, retain_finished="never", retain_expired="1d")
+        time.sleep(1.0)
+        assert len(_left(db)) == 7  # it waits its turn
+        assert worker.janitor is not None and worker.janitor.last is None
+        holder.execute("SELECT pg_advisory_unlock(1903518976, 3)")
+        wait_for(lambda: _left(db) == [f8, f31, f0, e0], timeout=10)
+    finally:
+        holder.close()
+
+
+def test_prune_on_demand_in_batches(db: Connection) -> None:
+    from que_core import retention
+
+    ids = [Quick.enqueue(i, conn=db.raw).id for i in range(25)]
+    db.execute("UPDATE que_jobs SET finished_at = now() - interval '2 hours' WHERE id = ANY(%s)",
+               (ids[:20],))
+    pruned = retention.prune(db, retention.Retention.of("1h", None), batch=7)
+    assert (pruned.finished, pruned.expired, pruned.batches) == (20, 0, 3)
+    assert _left(db) == ids[20:]
+    assert control.prune(conn=db.raw, older_than="1h").total == 0
+    with pytest.raises(ValueError, match="'7x' is not an age"):
+        control.prune(conn=db.raw, older_than="7x")
+    with pytest.raises(que_core.errors.ConfigurationError, match="retain_expired: 'soon'"):
+        que_core.Worker("postgresql://localhost/x", retain_expired="soon")
+
+
+@pytest.mark.asyncio
+async def test_acancel(adapter: Adapter, dsn: str, db: Connection) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    job = Quick.enqueue("a", conn=db.raw)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as aconn:
+        result = await que_core.acancel(job.id, conn=aconn, reason="async")
+    assert result.result == "cancelled"
+    assert _cancel_marker(db, job.id)["reason"] == "async"  # type: ignore[index]
