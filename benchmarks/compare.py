@@ -138,7 +138,8 @@ SYSTEMS = {s.name: s for s in (
     System(
         name="que-core",
         about="`que work --adapter psycopg` at its defaults (INFO text log, one line per job); "
-              "NoopJob (`def run`)",
+              "NoopJob (`def run`, on its 6 threads); async def: AsyncNoopJob (`async def run`, "
+              "on its event loop, --async-concurrency 10)",
         driver="benchmarks.systems.que_core_bench",
         worker=None,
         install=None,
@@ -146,9 +147,8 @@ SYSTEMS = {s.name: s for s in (
         listening="SELECT count(*) FROM que_lockers WHERE listening",
         left="SELECT count(*) FROM que_jobs",
         reset="TRUNCATE que_jobs, que_lockers, bench_latency",
-        # hook: {"": "noop", "async def": "async_noop"} once que-core runs `async def` jobs
-        # (an AsyncNoopJob in noop_jobs.py, listed in que_core_bench.JOBS)
-        drains={"": "noop"},
+        # async def: AsyncNoopJob, on the worker's event loop (--async-concurrency 10)
+        drains={"": "noop", "async def": "async_noop"},
         peer=False,
     ),
     System(

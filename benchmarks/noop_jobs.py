@@ -25,6 +25,15 @@ class NoopJob(Job):
         pass
 
 
+class AsyncNoopJob(Job):
+    """NoopJob as an ``async def``: worked on the worker's event loop."""
+
+    job_name = "bench.AsyncNoopJob"
+
+    async def run(self, *args: object) -> None:
+        pass
+
+
 class LatencyJob(Job):
     """Records when it started, on the database clock and on the host clock."""
 
@@ -38,3 +47,21 @@ class LatencyJob(Job):
             "VALUES (%s, clock_timestamp(), %s) ON CONFLICT (seq) DO NOTHING",
             (seq, started_host),
         )
+
+
+def burn(loops: int) -> int:
+    """Pure-Python arithmetic: holds the GIL throughout."""
+    x = 0
+    for i in range(loops):
+        x = (x + i * i) % 1_000_003
+    return x
+
+
+class BurnJob(Job):
+    """Burns the CPU for *loops* rounds of :func:`burn` (benchmarks/processes.py
+    picks how many make ~5 ms)."""
+
+    job_name = "bench.BurnJob"
+
+    def run(self, loops: int) -> None:
+        burn(loops)

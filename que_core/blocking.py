@@ -1,4 +1,5 @@
-"""A sync :class:`~que_core.connection.Connection` over an async one.
+"""A sync :class:`~que_core.connection.Connection` over an async one (and,
+for inline mode, the reverse: :func:`async_over`).
 
 Two places block on an async session: a sync job that ``aenqueue`` runs in
 inline mode, in a thread while the caller's event loop keeps the session
@@ -11,11 +12,18 @@ connection, run to its end.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Notification, Row
+from que_core.connection import (
+    Adapter,
+    AsyncAdapter,
+    AsyncConnection,
+    Connection,
+    Notification,
+    Row,
+)
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -71,6 +79,45 @@ class BlockingConnection:
     @property
     def closed(self) -> bool:
         return self._inner.closed
+
+
+class AsyncOverSync:
+    """An AsyncConnection whose every call is *inner*'s, blocking (an
+    ``async def`` job that a sync ``enqueue`` runs in inline mode, on a loop
+    of its own, with the caller's sync session)."""
+
+    def __init__(self, inner: Connection) -> None:
+        self._inner = inner
+        self.raw = inner.raw
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._inner.execute(sql, params)
+
+    @asynccontextmanager
+    async def atransaction(self) -> AsyncIterator[None]:
+        with self._inner.transaction():
+            yield
+
+    async def notifications(self, timeout: float) -> list[Notification]:
+        return self._inner.notifications(timeout)
+
+    async def copy_in(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._inner.copy_in(sql, rows)
+
+    async def reset(self) -> bool:
+        return self._inner.reset()
+
+    async def close(self) -> None:
+        self._inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._inner.closed
+
+
+def async_over(inner: Connection) -> AsyncOverSync:
+    """*inner* as an AsyncConnection that blocks (see :class:`AsyncOverSync`)."""
+    return AsyncOverSync(inner)
 
 
 def on_loop(inner: AsyncConnection, loop: asyncio.AbstractEventLoop) -> BlockingConnection:

@@ -6,7 +6,7 @@ on: if that session is lost, the job's lock and anything it had not yet
 committed go together, and another worker may take the job at once.
 
 Each :meth:`Claims.next` is one statement (``que_core_next_jobs``, schema
-revision 7.2): it writes the outcomes of the jobs run since the last call,
+revisions 7.2 and 7.3): it writes the outcomes of the jobs run since the last call,
 releases the locks whose outcomes the last call committed, and locks and
 returns the next batch. A lock is released only in the call after the one
 that committed its job's outcome, so no other session can take a job while
@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from que_core import execute
-from que_core.connection import Connection, Row
+from que_core.connection import AsyncConnection, Connection, Row
 from que_core.dispatch import ANY_PRIORITY
 from que_core.errors import ConnectionLost, DatabaseError
 from que_core.execute import DELETE, RESOLVED, Outcome
@@ -88,14 +88,21 @@ class SetAside:
 
 
 class Claims:
-    """The claims of one session (*conn*) on jobs of *queues* (None: any).
+    """The claims of one session (*conn*) on jobs of *queues* (None: any),
+    of the job classes *only* (None: any) but none of *skip* (schema
+    revision 7.3: a worker's event loop takes its async def classes, its
+    threads the others).
 
     Not thread-safe: one thread uses it, with its session."""
 
     def __init__(self, conn: Connection, queues: Sequence[str] | None,
-                 set_aside: SetAside | None = None) -> None:
+                 set_aside: SetAside | None = None, *,
+                 only: Sequence[str] | None = None,
+                 skip: Sequence[str] | None = None) -> None:
         self.conn = conn
         self.queues = list(queues) if queues is not None else None
+        self.only = sorted(only) if only is not None else None
+        self.skip_classes = sorted(skip) if skip else None
         self.set_aside = set_aside or SetAside()
         #: Every job id this session holds the advisory lock of.
         self.held: set[int] = set()
@@ -134,6 +141,12 @@ class Claims:
         A :class:`~que_core.errors.DatabaseError` leaves the outcomes owed:
         call :meth:`settle`, then (the session lost or broken) :meth:`recover`
         with a new session."""
+        params = self._params(max_priority, limit, exclude, full)
+        return self._took(self.conn.execute(q("next_jobs"), params), limit, full)
+
+    def _params(self, max_priority: int | None, limit: int, exclude: Sequence[int],
+                full: bool) -> tuple[Any, ...]:
+        """The parameters of the next call (see :meth:`next`)."""
         pending, unlock = self._pending, self._release
         finished = [o.job_id for o in pending if o.kind == DELETE]
         others = [o.as_json() for o in pending if o.kind not in (DELETE, RESOLVED)]
@@ -144,11 +157,16 @@ class Claims:
         if not full and limit > 0 and self.queues and self.after:
             starts = [self.after.get(name) for name in self.queues]
             bounds = [[b[k] if b else None for b in starts] for k in range(3)]
-        rows = self.conn.execute(q("next_jobs"), (
+        return (
             finished, json.dumps(others, ensure_ascii=False) if others else None, unlock,
             self.queues, ANY_PRIORITY if max_priority is None else max_priority, limit,
-            sorted(excluded), *bounds,
-        ))
+            sorted(excluded), *bounds, self.only, self.skip_classes,
+        )
+
+    def _took(self, rows: list[Row], limit: int, full: bool) -> list[Row]:
+        """The call with :meth:`_params` returned *rows*: what it wrote,
+        released and locked is so now; report the outcomes."""
+        pending, unlock = self._pending, self._release
         self._pending, self._release = [], [o.job_id for o in pending]
         self.held.difference_update(unlock)
         self.held.update(r[0] for r in rows)
@@ -272,3 +290,25 @@ class Claims:
                 self.set_aside.drop(job_id)
         log.warning("the outcomes of %s job(s) were not written (%s); wrote %s of them on a "
                     "new session", len(pending), why, len(relocked))
+
+
+class AsyncClaims(Claims):
+    """:class:`Claims` on an async session (``que_core.testing.adrain``):
+    :meth:`anext` and :meth:`aflush` for ``next`` and ``flush``. Without the
+    settling and recovery of a worker's claims: a failed call raises."""
+
+    def __init__(self, conn: AsyncConnection, queues: Sequence[str] | None) -> None:
+        super().__init__(None, queues)  # type: ignore[arg-type]
+        self.aconn = conn
+
+    async def anext(self, max_priority: int | None, limit: int,
+                    exclude: Sequence[int] = ()) -> list[Row]:
+        params = self._params(max_priority, limit, exclude, True)
+        return self._took(await self.aconn.execute(q("next_jobs"), params), limit, True)
+
+    async def aflush(self) -> None:
+        while self.owes:
+            await self.anext(None, 0)
+        if self.held:
+            self.skip(self.held)
+            await self.anext(None, 0)

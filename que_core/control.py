@@ -7,7 +7,7 @@ que-core :class:`~que_core.connection.Connection` (async ones for
 :func:`acancel`). Their changes join its transaction, as ``enqueue`` does;
 in autocommit mode each takes effect at once.
 
-Cancelling (``que_core_cancel``, migrations/7.3): a waiting job is marked
+Cancelling (``que_core_cancel``, migrations/7.4): a waiting job is marked
 cancelled at once, and never runs. A job a worker holds (running it, or
 about to) gets a cancel request, and every que-core worker is told by
 NOTIFY on ``que_core_control`` (each also polls the requests every second):

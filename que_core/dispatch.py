@@ -29,18 +29,24 @@ class Dispatcher:
         self._stopped = False
         #: Counts notifications; a thread reads it before it claims.
         self.generation = 0
+        #: Dispatchers :meth:`announce` tells too (the event loop's claimer
+        #: has its own: a NOTIFY must not wake only a thread that leaves its
+        #: job's class alone).
+        self.followers: list[Dispatcher] = []
         # (generation, priority) of the latest notifications.
         self._recent: deque[tuple[int, int]] = deque(maxlen=1024)
 
     def wait(self, wake: threading.Event, max_priority: int | None, seen: int,
-             timeout: float) -> bool:
+             timeout: float, clear: bool = True) -> bool:
         """Sleep until woken or *timeout*, unless a notification came since
         the thread read ``generation`` (*seen*) or the worker stops. False
-        when the time ran out (time to poll)."""
+        when the time ran out (time to poll). Without *clear*, a *wake* the
+        caller cleared before it looked and others set since ends the wait."""
         with self._lock:
             if self._stopped or self.generation != seen:
                 return True
-            wake.clear()
+            if clear:
+                wake.clear()
             self._idle[wake] = ANY_PRIORITY if max_priority is None else max_priority
         woken = wake.wait(timeout)
         with self._lock:
@@ -56,6 +62,12 @@ class Dispatcher:
             if not self._recent or self._recent[0][0] > seen + 1:
                 return TOP_PRIORITY  # some were forgotten: assume the most important
             return min(p for g, p in self._recent if g > seen)
+
+    def announce(self, priority: int | None = None) -> None:
+        """The listener's :meth:`notify`: the followers are told too."""
+        for other in self.followers:
+            other.notify(priority)
+        self.notify(priority)
 
     def notify(self, priority: int | None = None) -> None:
         """A job of *priority* may be waiting: wake one idle thread that

@@ -11,6 +11,7 @@ with these functions and write the outcomes in their own way (see
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -19,9 +20,9 @@ import traceback
 from typing import Any
 
 from que_core.config import settings
-from que_core.connection import Connection, Row
+from que_core.connection import AsyncConnection, Connection, Row
 from que_core.errors import JobCancelled, QueError
-from que_core.job import Job, default_retry_delay, registry
+from que_core.job import Job, default_retry_delay, is_async, registry
 from que_core.plugins import hooks
 from que_core.stopping import Guard
 
@@ -37,7 +38,7 @@ FINISH = "finish"  # the same, with keep_finished: finished_at is set
 RESOLVED = "resolved"  # it resolved itself (destroy, finish, expire, retry_in)
 ERROR = "error"  # it raised: the error is recorded and a retry scheduled
 EXPIRE = "expire"  # it raised its last allowed time: recorded, and expired
-CANCEL = "cancel"  # it was cancelled: recorded so (see migrations/7.3)
+CANCEL = "cancel"  # it was cancelled: recorded so (see migrations/7.4)
 
 
 class UnknownJobClass(QueError):
@@ -122,10 +123,13 @@ def call_hook(name: str, **kwargs: Any) -> None:
 # -- from the row to the job ---------------------------------------------------------
 
 
-def build(row: Row, conn: Connection | None) -> Job:
-    """The job of a claimed row, on *conn*. Never raises: a row that cannot
-    be made into a job gives a plain :class:`Job` whose ``_problem`` says
-    why, and running it records that as the job's error."""
+def build(row: Row, conn: Connection | AsyncConnection | None, *,
+          for_async: bool = False) -> Job:
+    """The job of a claimed row, on *conn* (an AsyncConnection when
+    *for_async*: for :func:`arun`). Never raises: a row that cannot be made
+    into a job, or whose class's ``run`` is of the other kind (``async def``
+    or not) than *for_async* says, gives a job whose ``_problem`` says why,
+    and running it records that as the job's error."""
     job_id, priority, run_at, job_class, queue, error_count, args, kwargs, data = row
     problem = None
     try:
@@ -152,6 +156,11 @@ def build(row: Row, conn: Connection | None) -> Job:
         job = Job(id=job_id, queue=queue, priority=priority, run_at=run_at,
                   error_count=error_count, conn=conn)
         problem = problem or f"it cannot be built from its row ({_describe(exc)})"
+    if problem is None and cls is not None and is_async(cls) != for_async:
+        problem = (f"its class's run() is {'not ' if for_async else ''}async def, and it "
+                   f"was claimed for {'the event loop' if for_async else 'a thread'}"
+                   + ("" if for_async else
+                      " (a worker's event loop runs it; in tests, que_core.testing.adrain)"))
     job.job_class = job_class
     job._problem = problem
     job._unknown = cls is None
@@ -176,10 +185,7 @@ def run(job: Job, guard: Guard | None = None) -> Outcome:
     call_hook("que_job_started", job=job)
     start = time.monotonic()
     try:
-        if job._problem is not None:
-            kind = UnknownJobClass if job._unknown else BadJobRow
-            raise kind(job._problem if job._unknown
-                       else f"job {job.id} cannot run: {job._problem}")
+        _check(job)
         if guard is None:
             job.run(*job.args, **job.kwargs)
         else:
@@ -193,11 +199,46 @@ def run(job: Job, guard: Guard | None = None) -> Outcome:
             # The stop may have gone off inside leave() itself; it is the
             # only one ever sent, so from here on nothing else can.
             guard.leave()
-        if job._stop is not None or job._cancel is not None:  # whatever it raised then
-            return stopped(job, time.monotonic() - start, exc)
-        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-            log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
-        return failed(job, exc, time.monotonic() - start)
+        return _raised(job, exc, start)
+    return _returned(job, start)
+
+
+async def arun(job: Job) -> Outcome:
+    """:func:`run` for a job whose ``run`` is ``async def``, awaited on the
+    running loop. Cancelling it (the worker's shutdown) raises
+    :class:`asyncio.CancelledError` here rather than recording an error; a
+    cancel of the watchdog's (``job._stop`` set: timed out, cancelled) is the
+    job's outcome, as for a sync job."""
+    call_hook("que_job_started", job=job)
+    start = time.monotonic()
+    try:
+        _check(job)
+        await job.run(*job.args, **job.kwargs)  # type: ignore[func-returns-value, misc]
+    except asyncio.CancelledError as exc:
+        if job._stop is None:
+            raise
+        return stopped(job, time.monotonic() - start, exc)
+    except BaseException as exc:
+        return _raised(job, exc, start)
+    return _returned(job, start)
+
+
+def _check(job: Job) -> None:
+    """Raise the error of a job that cannot run (see :func:`build`)."""
+    if job._problem is not None:
+        kind = UnknownJobClass if job._unknown else BadJobRow
+        raise kind(job._problem if job._unknown else f"job {job.id} cannot run: {job._problem}")
+
+
+def _raised(job: Job, exc: BaseException, start: float) -> Outcome:
+    if job._stop is not None or job._cancel is not None:  # whatever it raised then
+        return stopped(job, time.monotonic() - start, exc)
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+        log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
+    return failed(job, exc, time.monotonic() - start)
+
+
+def _returned(job: Job, start: float) -> Outcome:
     duration = time.monotonic() - start
     if job.resolved:
         return Outcome(job, RESOLVED, duration)

@@ -7,7 +7,13 @@ import contextvars
 import inspect
 import logging
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -60,6 +66,18 @@ class JobAlreadyResolved(QueError):
     job's row no longer waiting: another run got there first."""
 
 
+_async: dict[type[Job], bool] = {}
+
+
+def is_async(cls: type[Job]) -> bool:
+    """Whether *cls*'s ``run`` is ``async def``: a worker runs its jobs on
+    its event loop, not on a thread."""
+    found = _async.get(cls)
+    if found is None:
+        found = _async[cls] = inspect.iscoroutinefunction(cls.run)
+    return found
+
+
 def default_retry_delay(error_count: int) -> float:
     """Que's default: error_count ** 4 + 3 seconds."""
     return float(error_count**4 + 3)
@@ -102,8 +120,9 @@ class Job:
     #: The raw driver connection the job runs on (the worker's own).
     conn: Any
     #: The same session as a que-core Connection: ``self.db.execute(sql, params)``
-    #: with %s placeholders, whatever the driver.
-    db: Connection | None
+    #: with %s placeholders, whatever the driver. In an ``async def run()`` it
+    #: is an AsyncConnection: ``await self.db.execute(sql, params)``.
+    db: Any
     #: Set by the worker: why the job's row cannot be run (see que_core.execute).
     _problem: str | None = None
     _unknown: bool = False
@@ -137,7 +156,7 @@ class Job:
         run_at: datetime | None = None,
         error_count: int = 0,
         tags: Sequence[str] = (),
-        conn: Connection | None = None,
+        conn: Connection | AsyncConnection | None = None,
     ) -> None:
         self.id = id
         self.job_class = type(self).job_name
@@ -184,7 +203,8 @@ class Job:
         """
         if self.db is None:
             return nullcontext()
-        return self.db.transaction()
+        block: AbstractContextManager[None] = self.db.transaction()
+        return block
 
     def destroy(self) -> None:
         """Delete the job: it is done."""
@@ -214,19 +234,60 @@ class Job:
         return self._cancel is not None
 
     def _resolve(self, query: str, params: tuple[Any, ...]) -> None:
-        if self.db is not None and self.id is not None:
-            rows = self.db.execute(q(query), params)
-            if not rows and not self._resolved:
-                # Another run resolved the job first: a process killed while
-                # this job's commit was in flight freed the lock before the
-                # commit became visible. Raising rolls back this run's
-                # transaction, so the job's effect commits only once.
-                raise JobAlreadyResolved(
-                    f"job {self.id} was already resolved or deleted by someone else; "
-                    "this run's transaction must not commit"
-                )
+        rows = self.db.execute(q(query), params) if self._stored else []
+        self._resolved_with(query, rows)
+
+    @property
+    def _stored(self) -> bool:
+        return self.db is not None and self.id is not None
+
+    def _resolved_with(self, query: str, rows: list[Row]) -> None:
+        if self._stored and not rows and not self._resolved:
+            # Another run resolved the job first: a process killed while
+            # this job's commit was in flight freed the lock before the
+            # commit became visible. Raising rolls back this run's
+            # transaction, so the job's effect commits only once.
+            raise JobAlreadyResolved(
+                f"job {self.id} was already resolved or deleted by someone else; "
+                "this run's transaction must not commit"
+            )
         self._resolved = True
         self._resolved_by = query
+
+    # -- the same from inside an async def run() ----------------------------
+
+    def atransaction(self) -> AbstractAsyncContextManager[None]:
+        """:meth:`transaction` in an ``async def run()``, on the job's async
+        session::
+
+            async with self.atransaction():
+                await self.db.execute(...)   # the job's own writes
+                await self.adestroy()
+        """
+        if self.db is None:
+            return nullcontext()
+        block: AbstractAsyncContextManager[None] = self.db.atransaction()
+        return block
+
+    async def adestroy(self) -> None:
+        """:meth:`destroy` from an ``async def run()``."""
+        await self._aresolve("destroy_job", (self.id,))
+
+    async def afinish(self) -> None:
+        """:meth:`finish` from an ``async def run()``."""
+        await self._aresolve("finish_job", (self.id,))
+
+    async def aexpire(self) -> None:
+        """:meth:`expire` from an ``async def run()``."""
+        await self._aresolve("expire_job", (self.id,))
+
+    async def aretry_in(self, seconds: float) -> None:
+        """:meth:`retry_in` from an ``async def run()``."""
+        await self._aresolve("retry_job", (float(seconds), self.id))
+
+    async def _aresolve(self, query: str, params: tuple[Any, ...]) -> None:
+        rows = await self.db.execute(q(query), params) if self._stored else []
+        self._resolved_with(query, rows)
 
     # -- enqueueing -------------------------------------------------------
 
@@ -393,15 +454,24 @@ class Job:
         return {"tags": self.tags} if self.tags else {}
 
     def _run_inline(self, conn: Any) -> None:
-        if inspect.iscoroutinefunction(self.run):
-            raise ConfigurationError(
-                f"{type(self).__qualname__}.run is async def: in inline mode it runs from "
-                f"aenqueue (await {type(self).__qualname__}.aenqueue(...)), not from enqueue"
-            )
-        if conn is not None:
-            self.db = wrap_connection(conn)
-            self.conn = self.db.raw
-        self.run(*self.args, **self.kwargs)
+        db = wrap_connection(conn) if conn is not None else None
+        if db is not None:
+            self.conn = db.raw
+        if not is_async(type(self)):
+            self.db = db
+            self.run(*self.args, **self.kwargs)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # none running here: run it on one of its own
+            self.db = blocking.async_over(db) if db is not None else None
+            asyncio.run(self.run(*self.args, **self.kwargs))  # type: ignore[func-returns-value, arg-type]
+            return
+        raise ConfigurationError(
+            f"{type(self).__qualname__}.run is async def and enqueue was called inside a "
+            f"running event loop: in inline mode, await {type(self).__qualname__}.aenqueue(...) "
+            "runs it on that loop"
+        )
 
     async def _arun_inline(self, conn: Any) -> None:
         adb = await awrap_connection(conn) if conn is not None else None
@@ -410,7 +480,7 @@ class Job:
         if inspect.iscoroutinefunction(self.run):
             # An async job gets the async session (until the worker runs them,
             # this is the one place one runs).
-            self.db = adb  # type: ignore[assignment]
+            self.db = adb
             await self.run(*self.args, **self.kwargs)
             return
         # A sync job runs in a thread, as a worker would run it, and its
@@ -449,8 +519,14 @@ def _connection(conn: Any) -> Connection:
 
 async def _aconnection(conn: Any) -> AsyncConnection:
     if conn is None:
+        # A connection_provider (Django's) gives sync sessions, which the
+        # event loop must not block on: none is taken implicitly.
         raise ConfigurationError(
             "aenqueue needs a connection: pass conn=<your async driver connection>"
+            + ("" if settings.connection_provider is None else
+               " (the configured connection_provider, Django's, is sync and is not used "
+               "from async code: to enqueue in Django's transaction, call enqueue inside "
+               "transaction.atomic() in a function run with asgiref's sync_to_async)")
         )
     return await awrap_connection(conn)
 

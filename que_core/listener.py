@@ -156,7 +156,7 @@ class Listener(threading.Thread):
             if self.conn is None:
                 return
             self._register()
-            self.dispatcher.notify()  # jobs may have come while we were away
+            self.dispatcher.announce()  # jobs may have come while we were away
         if not self.listen:
             self._poll()
             self._stop_event.wait(WAIT)
@@ -166,7 +166,7 @@ class Listener(threading.Thread):
             self.conn.execute(f'LISTEN "{channel(self.pid)}"')  # pid is an int: safe to format
             self.conn.execute(f"LISTEN {CONTROL}")
             self._set_listening(True)
-            self.dispatcher.notify()  # jobs may have come before we listened
+            self.dispatcher.announce()  # jobs may have come before we listened
             self._next_poll = 0.0  # and cancels
         for note in self.conn.notifications(WAIT):
             if note.channel == CONTROL:
@@ -176,7 +176,7 @@ class Listener(threading.Thread):
                 continue
             found = parse(note)
             if found is not None and found[0] in self.queues:
-                self.dispatcher.notify(found[1])
+                self.dispatcher.announce(found[1])
         self._poll()
 
     def _poll(self) -> None:
@@ -202,7 +202,7 @@ class Listener(threading.Thread):
         if kind == "cancel":
             self._next_poll = 0.0  # look now
         elif kind == "resume" and isinstance(msg, dict) and msg.get("queue") in self.queues:
-            self.dispatcher.notify()
+            self.dispatcher.announce()
         elif kind not in ("cancel", "resume"):
             _unexpected.warn(note)
 

@@ -28,6 +28,8 @@ from que_core.dsn import mask_password
 from que_core.printable import dumps, escape, escape_lines
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: With several worker processes (``que work --processes``): whose line it is.
+TEXT_FORMAT_PID = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 # What every LogRecord has; anything else on a record came through ``extra``.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -90,8 +92,13 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``ts`` (UTC, ISO 8601), ``level``, ``logger``,
-    ``message``, the record's ``extra`` fields and ``exc_info`` (the
-    traceback) when there is one. Passwords are masked in every string."""
+    ``message`` (and ``pid`` with *pid*), the record's ``extra`` fields and
+    ``exc_info`` (the traceback) when there is one. Passwords are masked in
+    every string."""
+
+    def __init__(self, pid: bool = False) -> None:
+        super().__init__()
+        self.pid = pid
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -102,6 +109,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": mask_password(record.getMessage()),
         }
+        if self.pid:
+            out["pid"] = record.process
         for key, value in _extras(record).items():
             out.setdefault(key, _masked(value))
         if record.exc_info:
@@ -116,15 +125,17 @@ class JsonFormatter(logging.Formatter):
 _installed: logging.Handler | None = None
 
 
-def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> logging.Handler:
+def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None,
+          pid: bool = False) -> logging.Handler:
     """Send log records to *stream* (stderr) as *fmt* (``text`` or ``json``)
-    from *level* up. Calling it again replaces the handler it installed."""
+    from *level* up, each with its process id if *pid*. Calling it again
+    replaces the handler it installed."""
     global _installed
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(pid))
     elif fmt == "text":
-        handler.setFormatter(TextFormatter())
+        handler.setFormatter(TextFormatter(TEXT_FORMAT_PID if pid else TEXT_FORMAT))
     else:
         raise ValueError(f"unknown log format {fmt!r} (expected text or json)")
     root = logging.getLogger()

@@ -184,6 +184,9 @@ WORKER_SPECS: tuple[Spec, ...] = (
     Spec("workers", "--workers", ("QUE_WORKERS",), _positive(_to_int), 6,
          "worker threads", short="-w", click_type=click.IntRange(min=1),
          worker_arg="worker_count", django_key="WORKER_COUNT"),
+    Spec("processes", "--processes", ("QUE_PROCESSES",), _positive(_to_int), 1,
+         "worker processes, each with its --workers threads (2 or more: under a supervisor "
+         "that restarts them)", click_type=click.IntRange(min=1), django_key="PROCESSES"),
     Spec("priorities", "--priorities", ("QUE_PRIORITIES",), _to_str, None,
          "per-thread priority thresholds, e.g. 10,30,50,any,any,any", short="-p",
          worker_arg="worker_priorities", to_worker=_priorities_arg,
@@ -213,6 +216,11 @@ WORKER_SPECS: tuple[Spec, ...] = (
     Spec("retain_expired", "--retain-expired", ("QUE_RETAIN_EXPIRED",), _age, "30d",
          "how long expired and cancelled jobs are kept before they are deleted: an age or "
          "never", worker_arg="retain_expired", django_key="RETAIN_EXPIRED"),
+    Spec("async_concurrency", "--async-concurrency", ("QUE_ASYNC_CONCURRENCY",),
+         _non_negative(_to_int), 10,
+         "async def jobs run at once on the worker's event loop (0: none)",
+         click_type=click.IntRange(min=0), worker_arg="async_concurrency",
+         django_key="ASYNC_CONCURRENCY"),
     Spec("metrics_port", "--metrics-port", ("QUE_METRICS_PORT",), _port, None,
          "serve Prometheus metrics on this port (0: any free port)",
          click_type=click.IntRange(0, 65535)),

@@ -28,16 +28,18 @@ SELECT set_config('que.skip_notify', %s, true)
 -- name: next_jobs
 -- A worker session's one statement per batch: write the outcomes of the
 -- jobs it ran, release the locks of outcomes committed by its last call,
--- and lock and return the next jobs (see migrations/7.2/up.sql). Params:
+-- and lock and return the next jobs (see migrations/7.2/up.sql, 7.3). Params:
 -- deleted ids, other outcomes (JSON), ids to unlock, queues (NULL: any),
 -- max priority, limit, ids to skip, and per queue where to start
--- (priority, run_at and id arrays; NULL: from the start).
+-- (priority, run_at and id arrays; NULL: from the start), then the job
+-- classes to take only and those to leave (revision 7.3; NULL: no filter).
 SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text[],
                                  %s::integer, %s::integer, %s::bigint[],
-                                 %s::integer[], %s::timestamptz[], %s::bigint[])
+                                 %s::integer[], %s::timestamptz[], %s::bigint[],
+                                 %s::text[], %s::text[])
 
 -- ---------------------------------------------------------------------------
--- Job control (migrations/7.3): the watchdog (que_core/watchdog.py), cancel,
+-- Job control (migrations/7.4): the watchdog (que_core/watchdog.py), cancel,
 -- pause and retention (que_core/control.py, que_core/retention.py).
 
 -- name: cancel_requests

@@ -2,7 +2,7 @@
 
 Kept jobs are those finished with ``keep_finished`` (``finished_at`` set),
 expired ones (out of retries, or expired by hand) and cancelled ones (which
-are expired ones: ``expired_at`` set, see migrations/7.3). Each kind is
+are expired ones: ``expired_at`` set, see migrations/7.4). Each kind is
 deleted once its ``finished_at`` / ``expired_at`` is older than its age
 (the defaults are in :mod:`que_core.options`):
 
@@ -17,7 +17,7 @@ None keeps them for ever (Que's behaviour). A worker (:class:`Janitor`)
 prunes every :data:`PRUNE_EVERY` seconds, one worker process at a time: a
 session advisory lock elects it for the round, so that ten workers do not
 delete the same rows ten times over. It deletes :data:`BATCH` rows per
-transaction, oldest first, through the partial indexes of migrations/7.3,
+transaction, oldest first, through the partial indexes of migrations/7.4,
 skipping rows someone has locked, and pauses between batches for as long as
 the last one took: nothing it does holds a lock that a worker waits for
 (workers never touch ended rows), and it takes at most half of one core.

@@ -27,7 +27,7 @@ Stopping goes in two steps:
    request, so no other worker can take the job in between; the spare
    session writes the job's outcome and releases it. Logged as an error.
 
-Cancel requests (``que_core_cancels``, migrations/7.3) are read for the jobs
+Cancel requests (``que_core_cancels``, migrations/7.4) are read for the jobs
 this worker holds (:meth:`Watchdog.poll`, on the listener's session and
 thread): at once when the listener hears of one on ``que_core_control``,
 and every :data:`POLL_EVERY` seconds while it holds any (the fallback when
@@ -173,7 +173,7 @@ class Watchdog(threading.Thread):
                 log.info("job %s (%s) was cancelled: stopping it", r.job.id, r.job.job_class)
                 self._cancel(r, request, now)
         if self._paused - paused:  # resumed: there may be jobs to take
-            self.dispatcher.notify()
+            self.dispatcher.announce()
         self._paused = paused
         self._wake.set()
 

@@ -18,15 +18,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from que_core import retention
+from que_core.async_worker import AsyncWorker
 from que_core.claims import SetAside
-from que_core.connection import Adapter, Connection
+from que_core.connection import Adapter, AsyncAdapter, Connection
 from que_core.dispatch import Dispatcher
 from que_core.dsn import check_dsn, mask_password
 from que_core.errors import ConfigurationError, QueError
 from que_core.execute import call_hook
+from que_core.job import is_async, registry
 from que_core.listener import Listener, end_sessions
 from que_core.options import DEFAULTS
-from que_core.plugins import get_adapter
+from que_core.plugins import get_adapter, get_async_adapter, installed_adapters
 from que_core.pooler import check_sessions_last
 from que_core.validation import check_max_run_time
 from que_core.watchdog import Watchdog
@@ -36,6 +38,23 @@ log = logging.getLogger("que_core.worker")
 
 DEFAULT_PRIORITIES: tuple[int | None, ...] = (10, 30, 50, None, None, None)
 _D = DEFAULTS  # each worker option's default is defined in que_core.options
+
+
+def _sides(adapter: str | Adapter | None,
+           async_adapter: str | AsyncAdapter | None) -> tuple[Adapter, AsyncAdapter | None]:
+    """The sync adapter of the threads, and the async one of the event loop
+    if already known. *adapter* may name an async-only adapter (asyncpg):
+    it runs the async jobs, and the installed sync one the rest."""
+    if isinstance(adapter, str) and async_adapter is None:
+        found = installed_adapters().get(adapter)
+        if isinstance(found, AsyncAdapter) and not isinstance(found, Adapter):
+            return get_adapter(), found
+    sync = get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
+    if isinstance(async_adapter, str):
+        return sync, get_async_adapter(async_adapter)
+    if async_adapter is None and isinstance(sync, AsyncAdapter):
+        return sync, sync
+    return sync, async_adapter
 
 
 class Worker:
@@ -66,6 +85,11 @@ class Worker:
         30 days.
     :param prune_interval: seconds between retention rounds (one worker
         process at a time prunes).
+    :param async_concurrency: how many ``async def`` jobs run at once on the
+        worker's event loop (0: none; the threads leave them alone anyway).
+        The loop is started only when such job classes are registered.
+    :param async_adapter: the adapter whose async side runs them (its name;
+        default: *adapter* when it has one, else the installed one).
     """
 
     def __init__(
@@ -83,15 +107,15 @@ class Worker:
         retain_finished: float | str | None = _D["retain_finished"],
         retain_expired: float | str | None = _D["retain_expired"],
         prune_interval: float = retention.PRUNE_EVERY,
+        async_concurrency: int = _D["async_concurrency"],
+        async_adapter: str | AsyncAdapter | None = None,
     ) -> None:
         source = "" if dsn else "env DATABASE_URL"
         dsn = dsn or os.environ.get("DATABASE_URL")
         if not dsn:
             raise ConfigurationError("no database: pass dsn=... or set DATABASE_URL")
         self.dsn = check_dsn(dsn, source)
-        self.adapter = (
-            get_adapter(adapter) if adapter is None or isinstance(adapter, str) else adapter
-        )
+        self.adapter, self._async_adapter = _sides(adapter, async_adapter)
         if not queues:
             raise ConfigurationError("a worker needs at least one queue")
         self.queues = [str(q) for q in queues]
@@ -111,6 +135,10 @@ class Worker:
             raise ConfigurationError(f"poll interval {poll_interval!r} must be positive")
         if batch_size < 1:
             raise ConfigurationError(f"batch size {batch_size!r} must be at least 1")
+        if async_concurrency < 0:
+            raise ConfigurationError(
+                f"async concurrency {async_concurrency!r} must be 0 or more")
+        self.async_concurrency = async_concurrency
         self.worker_priorities = priorities
         self.poll_interval = poll_interval
         self.batch_size = batch_size
@@ -128,12 +156,17 @@ class Worker:
         self._threads_lock = threading.Lock()
         self.watchdog: Watchdog | None = None
         self.janitor: retention.Janitor | None = None
+        #: Runs the async def jobs (None: no such job class registered).
+        self.async_worker: AsyncWorker | None = None
         self._started = False
 
     def __repr__(self) -> str:
         return (
             f"<Worker {mask_password(self.dsn)} adapter={self.adapter.name} "
-            f"queues={self.queues} priorities={self.worker_priorities}>"
+            f"queues={self.queues} priorities={self.worker_priorities}"
+            + (f" async_concurrency={self.async_concurrency} "
+               f"async_adapter={self.async_worker.adapter.name}" if self.async_worker else "")
+            + ">"
         )
 
     def _connect(self) -> Connection:
@@ -160,19 +193,29 @@ class Worker:
         self.listener = listener
         self.watchdog = watchdog
         durations, set_aside = Durations(), SetAside()
+        async_classes = sorted(name for name, cls in registry.items() if is_async(cls))
+        if async_classes and self.async_concurrency:
+            self.async_worker = AsyncWorker(
+                self._async_side(), self.dsn, self._connect, self.queues, async_classes,
+                concurrency=self.async_concurrency, poll_interval=self.poll_interval,
+                set_aside=set_aside, stopping=self._stopping, stop_event=self._stop_event,
+                watchdog=watchdog, max_run_time=self.max_run_time)
+            self.dispatcher.followers.append(self.async_worker.dispatcher)
         self.threads = [
             WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
                          batch_size=self.batch_size, poll_interval=self.poll_interval,
                          durations=durations, set_aside=set_aside,
                          stopping=self._stopping, stop_event=self._stop_event,
-                         watchdog=watchdog, max_run_time=self.max_run_time,
-                         given_up=self._given_up)
+                         skip_classes=async_classes, watchdog=watchdog,
+                         max_run_time=self.max_run_time, given_up=self._given_up)
             for i, p in enumerate(self.worker_priorities)
         ]
         watchdog.start()
         listener.start()
         for thread in self.threads:
             thread.start()
+        if self.async_worker is not None:
+            self.async_worker.start()
         if self.retention.enabled:
             self.janitor = retention.Janitor(self._connect, self.retention,
                                              self.prune_interval, self._stop_event)
@@ -187,8 +230,14 @@ class Worker:
                 and any(t.is_alive() for t in self.threads))
 
     def busy_count(self) -> int:
-        """How many worker threads are running a job now."""
-        return sum(1 for t in self.threads if t.current is not None)
+        """How many jobs are running now (on threads and on the event loop)."""
+        busy = sum(1 for t in self.threads if t.current is not None)
+        return busy + (self.async_worker.busy_count() if self.async_worker else 0)
+
+    def _async_side(self) -> AsyncAdapter:
+        if self._async_adapter is None:
+            self._async_adapter = get_async_adapter()
+        return self._async_adapter
 
     def _held(self) -> list[int]:
         """The ids of the jobs in the worker threads' batches (the watchdog
@@ -217,6 +266,8 @@ class Worker:
         if self.listener is None:
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self.async_worker is not None:
+            self.async_worker.stopping(deadline)
         self._stopping.set()
         self.dispatcher.stop()
 
@@ -232,6 +283,7 @@ class Worker:
         for helper in self.watchdog.takeovers if self.watchdog else ():
             helper.join(left())  # writing the outcomes of stuck jobs
         hung = [t for t in self.threads if t.is_alive() and not t.guard.abandoned]
+        async_hung = self.async_worker is not None and not self.async_worker.stop(deadline)
         if hung:
             log.warning(
                 "shutdown deadline passed with %s job(s) still running: ending their "
@@ -247,7 +299,7 @@ class Worker:
         self.listener.shutdown(self._connect)  # if its thread could not
         log.info("worker stopped")
         call_hook("que_worker_stopped", worker=self)
-        return not hung
+        return not hung and not async_hung
 
     def __enter__(self) -> Worker:
         return self.start()

@@ -77,17 +77,20 @@ class WorkerThread(threading.Thread):
         set_aside: SetAside,
         stopping: threading.Event,
         stop_event: threading.Event,
+        skip_classes: Sequence[str] = (),
+        name: str | None = None,
         watchdog: Watchdog | None = None,
         max_run_time: float | None = None,
         given_up: Callable[[WorkerThread], None] | None = None,
     ) -> None:
-        super().__init__(name=f"que-worker-{index}", daemon=True)
+        super().__init__(name=name or f"que-worker-{index}", daemon=True)
         #: What clone() makes a thread for the same slot from.
         self._init: tuple[tuple[Any, ...], dict[str, Any]] = (
             (index, max_priority, connect, queues, dispatcher),
             dict(batch_size=batch_size, poll_interval=poll_interval, durations=durations,
                  set_aside=set_aside, stopping=stopping, stop_event=stop_event,
-                 watchdog=watchdog, max_run_time=max_run_time, given_up=given_up))
+                 skip_classes=skip_classes, name=name, watchdog=watchdog,
+                 max_run_time=max_run_time, given_up=given_up))
         self.watchdog = watchdog
         self.max_run_time = max_run_time
         self._given_up = given_up
@@ -104,6 +107,8 @@ class WorkerThread(threading.Thread):
         self.poll_interval = poll_interval
         self.durations = durations
         self.set_aside = set_aside
+        #: Job classes this thread leaves alone (the event loop's: async def).
+        self.skip_classes = list(skip_classes)
         #: Set: take no new job (finish the current one).
         self._stopping = stopping
         #: Set: stop reconnecting too.
@@ -278,10 +283,13 @@ class WorkerThread(threading.Thread):
                 conn.close()
         self.conn = conn
         if self.claims is None:
-            self.claims = Claims(conn, self.queues, self.set_aside)
+            self.claims = self._claims(conn)
         else:
             self.claims.conn = conn
         return conn
+
+    def _claims(self, conn: Connection) -> Claims:
+        return Claims(conn, self.queues, self.set_aside, skip=self.skip_classes)
 
     def _close(self) -> None:
         if self.claims is not None and self.claims.held:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -88,3 +89,17 @@ def make_worker(adapter: Adapter, dsn: str) -> Iterator[object]:
     yield make
     for w in started:
         w.stop(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ajobs() -> Iterator[Any]:
+    """tests.ajobs (``async def`` jobs), registered for the module's tests
+    only: another test's in-process worker must not start an event loop."""
+    import tests.ajobs as module
+    from que_core.job import register_job, registry
+
+    for cls in module.CLASSES:
+        register_job(cls)
+    yield module
+    for cls in module.CLASSES:
+        registry.pop(cls.job_name, None)

@@ -12,7 +12,7 @@ from typing import Any
 from que_core.connection import Adapter, Connection
 from que_core.sql import q
 from tests.helpers import scalar
-from tests.jobs import PlainJob
+from tests.jobs import PlainJob, RecordJob
 
 
 def my_locks(conn: Connection) -> list[int]:
@@ -26,11 +26,31 @@ def my_locks(conn: Connection) -> list[int]:
 def claim(conn: Connection, queues: Sequence[str] | None = ("default",),
           max_priority: int = 32767, exclude: Sequence[int] = (), limit: int = 5,
           finished: Sequence[int] = (), outcomes: list[dict[str, Any]] | None = None,
-          unlock: Sequence[int] = (), after: Sequence[Any] = (None, None, None)) -> list[int]:
+          unlock: Sequence[int] = (), after: Sequence[Any] = (None, None, None),
+          only: Sequence[str] | None = None, skip: Sequence[str] | None = None) -> list[int]:
     rows = conn.execute(q("next_jobs"), (
         list(finished), json.dumps(outcomes) if outcomes else None, list(unlock),
-        None if queues is None else list(queues), max_priority, limit, list(exclude), *after))
+        None if queues is None else list(queues), max_priority, limit, list(exclude), *after,
+        None if only is None else list(only), None if skip is None else list(skip)))
     return [r[0] for r in rows]
+
+
+def test_takes_only_or_all_but_the_classes_given(conn: Connection) -> None:
+    # Revision 7.3: a worker's event loop claims its async def classes, its
+    # threads the others; with neither filter, every class (both queue walks).
+    plain = PlainJob.enqueue_many([[i] for i in range(3)], conn=conn.raw)
+    record = RecordJob.enqueue_many([[i] for i in range(3)], conn=conn.raw)
+    for queues in (("default",), None):
+        got = claim(conn, queues, limit=10, only=[RecordJob.job_name])
+        assert got == [j.id for j in record]
+        claim(conn, queues, limit=0, unlock=got)
+        got = claim(conn, queues, limit=10, skip=[RecordJob.job_name, "Nothing"])
+        assert got == [j.id for j in plain]
+        claim(conn, queues, limit=0, unlock=got)
+        got = claim(conn, queues, limit=10, skip=[])
+        assert got == [j.id for j in plain + record]
+        claim(conn, queues, limit=0, unlock=got)
+    assert my_locks(conn) == []
 
 
 def test_locks_exactly_what_it_returns(conn: Connection) -> None:

@@ -103,6 +103,30 @@ def test_enqueue_in_a_nested_atomic_block(django_db: DjangoDatabase) -> None:
     assert args_of(django_db) == ["outer", "after"]
 
 
+def test_aenqueue_in_an_async_view_as_the_docs_say(django_db: DjangoDatabase) -> None:
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from que_core.errors import ConfigurationError
+
+    async def view() -> None:
+        # No async Django transaction to join: refused, never Django's sync connection.
+        with pytest.raises(ConfigurationError, match="sync_to_async"):
+            await PlainJob.aenqueue("async view")
+
+        @sync_to_async
+        def in_atomic() -> None:
+            with transaction.atomic():
+                PlainJob.enqueue("in atomic")
+            connection.close()  # this thread's: the test's own stays
+
+        await in_atomic()
+
+    asyncio.run(view())
+    assert args_of(django_db) == ["in atomic"]
+
+
 def test_enqueue_outside_atomic_commits_at_once(django_db: DjangoDatabase) -> None:
     PlainJob.enqueue("autocommit")
     assert args_of(django_db) == ["autocommit"]
@@ -267,6 +291,32 @@ def test_que_work_command(django_db: DjangoDatabase) -> None:
     text = "".join(output)
     assert code == 0, text
     assert "worker started: queues work" in text and "worker stopped" in text
+
+
+def test_que_work_with_processes(django_db: DjangoDatabase) -> None:
+    proc = _que_work(django_db.dsn, "--queue", "work", "--processes", "2", "-w", "1")
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+        def lockers() -> list[int]:
+            return sorted(int(r[0]) for r in django_db.conn.execute(
+                "SELECT ruby_pid FROM que_lockers"))
+
+        pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(lockers()), timeout=60)
+        assert proc.pid not in pids  # the supervisor's children, each registered
+        for name in ("a", "b", "c"):
+            OrmJob.enqueue(name, queue="work")
+        wait_for(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 0,
+                 timeout=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        reader.join(5)
+    text = "".join(output)
+    assert code == 0, text
+    assert text.count("que-core worker started") == text.count("que-core worker stopped") == 2
+    assert scalar(django_db.conn, "SELECT count(*) FROM que_lockers") == 0
 
 
 def test_que_work_reports_a_missing_schema_clearly(django_db: DjangoDatabase) -> None:

@@ -28,6 +28,9 @@ def test_a_signup_is_welcomed_by_the_in_process_worker(example_dsn: str) -> None
         assert response.status_code == 201
         signup_id = response.json()["id"]
         wait_for(lambda: client.get(f"/signups/{signup_id}").json()["welcomed"])
+        # SendWelcome is async def: the worker's event loop ran it.
+        assert worker.async_worker is not None and example.SendWelcome.job_name in (
+            worker.async_worker.claimer.classes)
     # The app stopped, and the worker with it.
     assert not worker.running and app.state.que_worker is None
 

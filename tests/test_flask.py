@@ -116,3 +116,54 @@ def test_flask_que_work_takes_que_works_flags(example_dsn: str) -> None:  # noqa
             proc.wait(10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def test_flask_que_work_with_processes(example_dsn: str) -> None:  # noqa: F811
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from que_core import plugins
+    from tests.examples_support import EXAMPLES
+    from tests.helpers import scalar
+    from tests.test_cli_work import _Reader
+    from tests.test_metrics import scrape
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = dict(os.environ, DATABASE_URL=example_dsn)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "app", "que", "work", "--processes", "2",
+         "-w", "1", "-q", "signups", "-i", "0.3", "--metrics-port", str(port)],
+        cwd=EXAMPLES / "flask_app", env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT)
+    out = _Reader(proc)
+    conn = plugins.get_adapter("psycopg").connect(example_dsn)
+    try:
+        def registered() -> object:
+            if proc.poll() is not None:
+                raise AssertionError(out.text)
+            if not scalar(conn, "SELECT to_regclass('que_lockers') IS NOT NULL"):
+                return None
+            rows = conn.execute("SELECT ruby_pid, worker_count FROM que_lockers")
+            return rows if len(rows) == 2 else None
+
+        rows = wait_for(registered, timeout=60)
+        assert {int(r[1]) for r in rows} == {1} and proc.pid not in {int(r[0]) for r in rows}
+        # the children record, the supervisor alone serves
+        wait_for(lambda: scrape(port).get(("que_workers", ())) == 2, timeout=20, interval=0.2)
+        assert sorted(conn.execute("SELECT ruby_pid, worker_count FROM que_lockers")) == sorted(
+            rows)  # neither child failed (as it would, serving the same port) and was replaced
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, out.text
+        assert scalar(conn, "SELECT count(*) FROM que_lockers") == 0
+    finally:
+        conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()

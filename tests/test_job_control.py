@@ -284,15 +284,15 @@ def _left(db: Connection) -> list[int]:
 
 
 def test_workers_prune_with_their_defaults(db: Connection, make_worker: Any) -> None:
-    f8, e8, f31, e31, f0, e0, c31 = _kept(db)
+    k = dict(zip(("f8", "e8", "f31", "e31", "f0", "e0", "c31"), _kept(db), strict=True))
     waiting = Quick.enqueue("waiting", conn=db.raw, queue="nobody").id
     make_worker(prune_interval=0.2)  # finished after 7 days, expired after 30
-    wait_for(lambda: _left(db) == [e8, f0, e0, waiting], timeout=10)
+    wait_for(lambda: _left(db) == [k["e8"], k["f0"], k["e0"], waiting], timeout=10)
 
 
 def test_retention_settings_and_one_pruner_at_a_time(db: Connection, make_worker: Any,
                                                       adapter: Adapter, dsn: str) -> None:
-    f8, e8, f31, e31, f0, e0, c31 = _kept(db)
+    k = dict(zip(("f8", "e8", "f31", "e31", "f0", "e0", "c31"), _kept(db), strict=True))
     holder = adapter.connect(dsn)
     try:
         assert scalar(holder, "SELECT pg_try_advisory_lock(1903518976, 3)")  # another pruner
@@ -301,7 +301,7 @@ def test_retention_settings_and_one_pruner_at_a_time(db: Connection, make_worker
         assert len(_left(db)) == 7  # it waits its turn
         assert worker.janitor is not None and worker.janitor.last is None
         holder.execute("SELECT pg_advisory_unlock(1903518976, 3)")
-        wait_for(lambda: _left(db) == [f8, f31, f0, e0], timeout=10)
+        wait_for(lambda: _left(db) == [k["f8"], k["f31"], k["f0"], k["e0"]], timeout=10)
     finally:
         holder.close()
 

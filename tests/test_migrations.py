@@ -228,7 +228,7 @@ def que_functions(conn: Connection) -> dict[str, tuple[str, str, str]]:
 #: What que-core's revisions of version 7 add, which Que 2.4 does not have
 #: (and ignores).
 REVISION_FUNCTIONS = {"que_core_next_jobs", "que_core_cancel", "que_core_apply_cancels"}
-#: Indexes on que_jobs (7.3, retention) and tables (7.3: paused queues, cancel
+#: Indexes on que_jobs (7.4, retention) and tables (7.4: paused queues, cancel
 #: requests) they add.
 REVISION_INDEXES = {"que_core_jobs_finished_at_idx", "que_core_jobs_expired_at_idx"}
 REVISION_TABLES = {"que_core_paused_queues", "que_core_paused_queues_pkey",

@@ -7,12 +7,12 @@ import argparse
 
 import psycopg
 
-from benchmarks.noop_jobs import LatencyJob, NoopJob
+from benchmarks.noop_jobs import AsyncNoopJob, LatencyJob, NoopJob
 from benchmarks.systems._driver import chunks, dsn, main, paced, timed
 from que_core import Job
 
 #: The kinds of job a drain can fill (compare.py's que-core "drains").
-JOBS: dict[str, type[Job]] = {"noop": NoopJob}
+JOBS: dict[str, type[Job]] = {"noop": NoopJob, "async_noop": AsyncNoopJob}
 
 
 def connect() -> psycopg.Connection:

@@ -1,7 +1,10 @@
-"""Example: a FastAPI app that enqueues a job from a request handler, and
-works it in-process (the worker lives in the app's lifespan).
+"""Example: an async FastAPI app that enqueues a job in the request's own
+transaction, on a connection from an async pool, and works it in-process
+(the worker lives in the app's lifespan; the job is ``async def``, so it
+runs on the worker's event loop).
 
-    pip install '.[fastapi]' ./que_adapters/psycopg uvicorn   # in the repository's top directory
+    # in the repository's top directory:
+    pip install '.[fastapi]' ./que_adapters/psycopg psycopg-pool uvicorn
     cd examples/fastapi_app
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres uvicorn app:app
     curl -H 'content-type: application/json' -d '{"email": "a@example.com"}' \
@@ -16,8 +19,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from que_core import Job
@@ -26,13 +29,13 @@ from que_core.contrib.fastapi import que_lifespan
 
 class SendWelcome(Job):
     """Marks the signup welcomed (a real one would send an email) and
-    deletes itself in the same transaction."""
+    deletes itself in the same transaction, on its own async session."""
 
-    def run(self, signup_id: int) -> None:
-        assert self.db is not None
-        with self.transaction():
-            self.db.execute("UPDATE signups SET welcomed = true WHERE id = %s", (signup_id,))
-            self.destroy()
+    async def run(self, signup_id: int) -> None:
+        async with self.atransaction():
+            await self.db.execute("UPDATE signups SET welcomed = true WHERE id = %s",
+                                  (signup_id,))
+            await self.adestroy()
 
 
 class Signup(BaseModel):
@@ -43,34 +46,40 @@ def create_app(database_url: str | None = None, **worker_options: Any) -> FastAP
     dsn = database_url or os.environ.get("DATABASE_URL", "postgresql://127.0.0.1/postgres")
 
     @asynccontextmanager
-    async def tables(app: FastAPI) -> AsyncIterator[None]:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS signups (id bigserial PRIMARY KEY, "
-                "email text NOT NULL, welcomed bool NOT NULL DEFAULT false)"
-            )
-        yield
+    async def pool(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncConnectionPool(dsn, min_size=1, max_size=4, open=False) as p:
+            async with p.connection() as conn:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS signups (id bigserial PRIMARY KEY, "
+                    "email text NOT NULL, welcomed bool NOT NULL DEFAULT false)"
+                )
+            app.state.pool = p
+            yield
 
     # The worker starts with the app (migrating the que-core schema first)
     # and stops with it, letting running jobs finish.
-    app = FastAPI(lifespan=que_lifespan(dsn, migrate=True, lifespan=tables, **worker_options))
+    app = FastAPI(lifespan=que_lifespan(dsn, migrate=True, lifespan=pool, **worker_options))
 
     @app.post("/signups", status_code=201)
-    def create_signup(signup: Signup) -> dict[str, int]:
-        with psycopg.connect(dsn) as conn:  # one transaction, committed at the end
-            row = conn.execute(
+    async def create_signup(signup: Signup, request: Request) -> dict[str, int]:
+        # One transaction: the pool's connection commits when the block ends
+        # (and rolls back, the job with it, if it raises).
+        async with request.app.state.pool.connection() as conn:
+            cur = await conn.execute(
                 "INSERT INTO signups (email) VALUES (%s) RETURNING id", (signup.email,)
-            ).fetchone()
+            )
+            row = await cur.fetchone()
             assert row is not None
-            SendWelcome.enqueue(row[0], conn=conn)  # commits with the signup
+            await SendWelcome.aenqueue(row[0], conn=conn)  # commits with the signup
         return {"id": row[0]}
 
     @app.get("/signups/{signup_id}")
-    def get_signup(signup_id: int) -> dict[str, Any]:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute(
+    async def get_signup(signup_id: int, request: Request) -> dict[str, Any]:
+        async with request.app.state.pool.connection() as conn:
+            cur = await conn.execute(
                 "SELECT id, email, welcomed FROM signups WHERE id = %s", (signup_id,)
-            ).fetchone()
+            )
+            row = await cur.fetchone()
         if row is None:
             raise HTTPException(404)
         return {"id": row[0], "email": row[1], "welcomed": row[2]}

@@ -38,9 +38,10 @@ def with_connect_timeout(dsn: str, seconds: int) -> str:
 class Settings:
     """The resolved settings of one command run."""
 
-    def __init__(self, flags: dict[str, Any]) -> None:
+    def __init__(self, flags: dict[str, Any], **where: Any) -> None:
+        """*where*: :func:`settings_file.resolve`'s ``environ`` and ``pyproject``."""
         with errors():
-            self.values = settings_file.resolve(flags)
+            self.values = settings_file.resolve(flags, **where)
         self._dsn: str | None = None
         self._given_dsn: str | None = None
 
@@ -53,10 +54,10 @@ class Settings:
         value = self["embedded_dir"]
         return Path(value).expanduser() if value else embedded.default_data_dir()
 
-    def setup_logging(self) -> None:
+    def setup_logging(self, pid: bool = False) -> None:
         from que_core import logs
 
-        logs.setup(self["log_level"], self["log_format"])
+        logs.setup(self["log_level"], self["log_format"], pid=pid)
 
     def dsn(self) -> str:
         """The DSN to connect with: the embedded server's with ``--embedded``."""

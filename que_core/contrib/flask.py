@@ -35,8 +35,11 @@ The worker stops at interpreter exit, or with ``que.stop(app)``. ``flask que
 migrate`` and ``flask que work`` are added to the app's CLI; ``flask que work``
 takes ``que work``'s worker flags (``-q``, ``-w``, ``-p``, ``-i``,
 ``--batch-size``, ``--shutdown-timeout``, ``--listen/--no-listen``,
-``--metrics-port``, ``--metrics-host``), which override the app's settings,
-and exits as ``que work`` does. Enqueue in a
+``--metrics-port``, ``--metrics-host``, ``--processes``), which override the
+app's settings, and exits as ``que work`` does; with ``--processes N`` (or
+``QUE_PROCESSES``) it runs N worker processes under a supervisor, each
+started as the command was (:mod:`que_core.supervisor`). The in-app worker
+is one. Enqueue in a
 view with the connection your app already has (a SQLAlchemy session, a
 driver connection): the job commits with it.
 """
@@ -180,10 +183,20 @@ def _cli(managed: ManagedWorker) -> click.Group:
         "Work jobs in the foreground until SIGINT/SIGTERM, with the app's QUE_* settings; "
         "the flags are `que work`'s and override them. Exit statuses are que work's."))
     @_worker_flags
-    def work_command(**flags: Any) -> None:
+    @click.option("--supervised", is_flag=True, hidden=True,
+                  help="A worker process of `flask que work --processes N`.")
+    def work_command(supervised: bool, **flags: Any) -> None:
+        from que_core import supervisor
+
         given = {k: v for k, v in flags.items() if v is not None and v != ()}
+        if supervised:  # one of the supervisor's: it serves the metrics
+            supervisor.record_metrics(supervisor.child_payload())
+            given.pop("metrics_port", None)
         with errors():
             kwargs = {**managed.worker_kwargs, **options.worker_kwargs(given)}
+            processes = given.get("processes", current_app.config["QUE_PROCESSES"])
+            if processes > 1 and not supervised:
+                raise SystemExit(_supervise(managed, kwargs, given, processes))
             in_foreground = ManagedWorker(
                 managed.dsn, adapter=managed.adapter, migrate=managed.migrate,
                 shutdown_timeout=given.get("shutdown_timeout", managed.shutdown_timeout),
@@ -196,3 +209,25 @@ def _cli(managed: ManagedWorker) -> click.Group:
             )
 
     return group
+
+
+def _supervise(managed: ManagedWorker, kwargs: dict[str, Any], given: dict[str, Any],
+               processes: int) -> int:
+    from que_core import admin, supervisor
+    from que_core.migrations import migrate
+
+    worker = Worker(managed.dsn, adapter=managed.adapter, **kwargs)  # checks them; not started
+    conn = worker.adapter.connect(worker.dsn)
+    try:  # once here, not by N processes at once; no schema: said once, not in N crash loops
+        if managed.migrate:
+            migrate(conn)
+        else:
+            admin.check_schema(conn)
+    finally:
+        conn.close()
+    return supervisor.supervise(
+        [*supervisor.this_command(), "--supervised"], processes,
+        shutdown_timeout=given.get("shutdown_timeout", managed.shutdown_timeout),
+        metrics_port=given.get("metrics_port"),
+        metrics_host=given.get("metrics_host") or options.DEFAULTS["metrics_host"],
+        connect=lambda: worker.adapter.connect(worker.dsn), queues=worker.queues)

@@ -27,6 +27,10 @@ Metrics (labels in braces):
 ``que_queue_latency_seconds{queue}``
     age of the oldest of those jobs.
 
+With ``que work --processes N`` the supervisor serves one endpoint
+(:class:`SupervisorMetrics`) and its worker processes record into
+prometheus_client's multiprocess directory (``multiprocess=True``).
+
 Job metrics cost no database work. The two queue gauges come from one
 query per scrape, at most once every ``depth_interval`` seconds (cached in
 between), on a connection of their own.
@@ -40,6 +44,7 @@ process's workers work.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,18 +75,23 @@ DURATION_BUCKETS = (
     300.0, 600.0, float("inf"),
 )
 
+#: How often a supervisor's child records its busy and total thread counts (s).
+SAMPLE_EVERY = 0.5
+
 
 class _QueueCollector(Collector):
-    """Queue depth and latency (one cached query), busy and total worker threads."""
+    """Queue depth and latency (one cached query) and, *with_workers*, busy and
+    total worker threads of this process's workers."""
 
-    def __init__(self, metrics: PrometheusMetrics) -> None:
+    def __init__(self, metrics: _Metrics, with_workers: bool = True) -> None:
         self.metrics = metrics
+        self.with_workers = with_workers
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield from self._families()
 
     def _families(self) -> tuple[GaugeMetricFamily, ...]:
-        return (
+        depth = (
             GaugeMetricFamily(
                 "que_queue_depth",
                 "Jobs that could run now and that no worker holds, by queue.",
@@ -92,15 +102,20 @@ class _QueueCollector(Collector):
                 "Age of the oldest job that could run now, by queue.",
                 labels=["queue"],
             ),
-            GaugeMetricFamily("que_workers_busy", "Worker threads running a job now."),
-            GaugeMetricFamily("que_workers", "Worker threads of this process."),
         )
+        if not self.with_workers:
+            return depth
+        return (*depth, GaugeMetricFamily("que_workers_busy", _BUSY_HELP),
+                GaugeMetricFamily("que_workers", _WORKERS_HELP))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth, latency, busy, total = self._families()
+        families = self._families()
+        depth, latency = families[:2]
         workers = self.metrics.workers()
-        busy.add_metric([], sum(w.busy_count() for w in workers))
-        total.add_metric([], sum(len(w.threads) for w in workers))
+        if self.with_workers:
+            busy, total = families[2:]
+            busy.add_metric([], sum(w.busy_count() for w in workers))
+            total.add_metric([], sum(len(w.threads) for w in workers))
         worked = sorted(set(self.metrics.queues if self.metrics.queues is not None
                             else (queue for w in workers for queue in w.queues)))
         rows = self.metrics.queue_depth(worked)
@@ -113,107 +128,33 @@ class _QueueCollector(Collector):
                 latency.add_metric([queue], age)
             yield depth
             yield latency
-        yield busy
-        yield total
+        yield from families[2:]
 
 
-class PrometheusMetrics:
-    """The plugin: register it with :func:`install` (or ``plugin_manager().register``).
+_BUSY_HELP = "Worker threads running a job now."
+_WORKERS_HELP = "Worker threads of this process."
 
-    :param registry: the prometheus_client registry to record into
-        (default: the global ``prometheus_client.REGISTRY``).
-    :param connect: opens a connection for the queue depth query; default:
-        the first started worker's adapter and DSN (no queue gauges until one
-        has started).
-    :param depth_interval: the queue depth query runs at most this often (s).
-    :param queues: the queues whose depth and latency are reported; default:
-        those the started workers of this process work.
-    """
 
-    def __init__(
-        self,
-        registry: CollectorRegistry | None = None,
-        *,
-        connect: Callable[[], Connection] | None = None,
-        depth_interval: float = 5.0,
-        queues: Sequence[str] | None = None,
-    ) -> None:
+class _Metrics:
+    """What a worker process's metrics and a supervisor's share: the queue depth
+    query on a connection of its own, cached, and the HTTP server."""
+
+    registry: CollectorRegistry
+
+    def __init__(self, connect: Callable[[], Connection] | None, depth_interval: float,
+                 queues: Sequence[str] | None) -> None:
         self.queues = None if queues is None else [str(name) for name in queues]
-        self.registry = prometheus_client.REGISTRY if registry is None else registry
         self._connect = connect
         self.depth_interval = depth_interval
-        self._workers: list[Any] = []
-        self._lock = threading.Lock()  # guards _workers
         self._db_lock = threading.Lock()  # guards the depth query's state
         self._conn: Connection | None = None
         self._depth: list[tuple[str, int, float]] | None = None
         self._depth_queues: list[str] = []
         self._depth_at = float("-inf")
         self._server: Any = None
-        labels = ["job_class", "queue"]
-        self.worked = prometheus_client.Counter(
-            "que_jobs_worked", "Jobs whose run returned.", labels, registry=self.registry
-        )
-        self.errored = prometheus_client.Counter(
-            "que_jobs_errored", "Jobs whose run raised.", labels, registry=self.registry
-        )
-        self.expired = prometheus_client.Counter(
-            "que_jobs_expired", "Jobs expired after their last retry.", labels,
-            registry=self.registry,
-        )
-        self.duration = prometheus_client.Histogram(
-            "que_job_duration_seconds", "Duration of job runs.", labels,
-            buckets=DURATION_BUCKETS, registry=self.registry,
-        )
-        self._collector = _QueueCollector(self)
-        self.registry.register(self._collector)
-
-    # -- hooks ------------------------------------------------------------
-
-    @staticmethod
-    def _labels(job: Any) -> tuple[str, str]:
-        from que_core.job import registry
-
-        name = str(getattr(job, "job_class", type(job).__name__))
-        return (name if name in registry else UNREGISTERED), str(job.queue)
-
-    @hookimpl
-    def que_job_succeeded(self, job: Any, duration: float) -> None:
-        labels = self._labels(job)
-        self.worked.labels(*labels).inc()
-        self.duration.labels(*labels).observe(duration)
-
-    @hookimpl
-    def que_job_errored(
-        self, job: Any, error: BaseException, duration: float, retry_in: float
-    ) -> None:
-        labels = self._labels(job)
-        self.errored.labels(*labels).inc()
-        self.duration.labels(*labels).observe(duration)
-
-    @hookimpl
-    def que_job_expired(self, job: Any, error: BaseException, duration: float) -> None:
-        labels = self._labels(job)
-        self.errored.labels(*labels).inc()
-        self.expired.labels(*labels).inc()
-        self.duration.labels(*labels).observe(duration)
-
-    @hookimpl
-    def que_worker_started(self, worker: Any) -> None:
-        with self._lock:
-            self._workers.append(worker)
-
-    @hookimpl
-    def que_worker_stopped(self, worker: Any) -> None:
-        with self._lock:
-            if worker in self._workers:
-                self._workers.remove(worker)
-
-    # -- queue depth --------------------------------------------------------
 
     def workers(self) -> list[Any]:
-        with self._lock:
-            return list(self._workers)
+        return []
 
     def _connection(self) -> Connection | None:
         if self._conn is not None and not self._conn.closed:
@@ -256,8 +197,6 @@ class PrometheusMetrics:
             self._depth_at = now
             return list(self._depth)
 
-    # -- serving ----------------------------------------------------------
-
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve ``/metrics`` over HTTP from a daemon thread; return the port
         (useful with port 0: any free port). Loopback only unless *host*
@@ -284,6 +223,167 @@ class PrometheusMetrics:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+class PrometheusMetrics(_Metrics):
+    """The plugin: register it with :func:`install` (or ``plugin_manager().register``).
+
+    :param registry: the prometheus_client registry to record into
+        (default: the global ``prometheus_client.REGISTRY``).
+    :param connect: opens a connection for the queue depth query; default:
+        the first started worker's adapter and DSN (no queue gauges until one
+        has started).
+    :param depth_interval: the queue depth query runs at most this often (s).
+    :param queues: the queues whose depth and latency are reported; default:
+        those the started workers of this process work.
+    :param multiprocess: this process is one of a supervisor's children
+        (prometheus_client's multiprocess mode, ``$PROMETHEUS_MULTIPROC_DIR``
+        set): everything is recorded to that directory, the thread gauges
+        sampled every :data:`SAMPLE_EVERY` seconds, and the supervisor
+        (:class:`SupervisorMetrics`) serves them and the queue gauges.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        connect: Callable[[], Connection] | None = None,
+        depth_interval: float = 5.0,
+        queues: Sequence[str] | None = None,
+        multiprocess: bool = False,
+    ) -> None:
+        super().__init__(connect, depth_interval, queues)
+        if multiprocess and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            raise QueError("multiprocess metrics need $PROMETHEUS_MULTIPROC_DIR, set before "
+                           "prometheus_client is imported")
+        if registry is None:
+            registry = CollectorRegistry() if multiprocess else prometheus_client.REGISTRY
+        self.registry = registry
+        self._workers: list[Any] = []
+        self._lock = threading.Lock()  # guards _workers
+        labels = ["job_class", "queue"]
+        self.worked = prometheus_client.Counter(
+            "que_jobs_worked", "Jobs whose run returned.", labels, registry=self.registry
+        )
+        self.errored = prometheus_client.Counter(
+            "que_jobs_errored", "Jobs whose run raised.", labels, registry=self.registry
+        )
+        self.expired = prometheus_client.Counter(
+            "que_jobs_expired", "Jobs expired after their last retry.", labels,
+            registry=self.registry,
+        )
+        self.duration = prometheus_client.Histogram(
+            "que_job_duration_seconds", "Duration of job runs.", labels,
+            buckets=DURATION_BUCKETS, registry=self.registry,
+        )
+        self._sampling: threading.Event | None = None
+        if multiprocess:
+            # Summed over the live children: the supervisor forgets a dead one's.
+            self._busy = prometheus_client.Gauge(
+                "que_workers_busy", _BUSY_HELP, registry=self.registry,
+                multiprocess_mode="livesum")
+            self._threads = prometheus_client.Gauge(
+                "que_workers", _WORKERS_HELP, registry=self.registry,
+                multiprocess_mode="livesum")
+            self._sampling = threading.Event()
+            threading.Thread(target=self._sample, daemon=True, name="que-metrics-sample").start()
+        else:
+            self.registry.register(_QueueCollector(self))
+
+    def _sample(self) -> None:
+        assert self._sampling is not None
+        while True:
+            self._record_threads()
+            if self._sampling.wait(SAMPLE_EVERY):
+                return
+
+    def _record_threads(self) -> None:
+        workers = self.workers()
+        self._busy.set(sum(w.busy_count() for w in workers))
+        self._threads.set(sum(len(w.threads) for w in workers))
+
+    # -- hooks ------------------------------------------------------------
+
+    @staticmethod
+    def _labels(job: Any) -> tuple[str, str]:
+        from que_core.job import registry
+
+        name = str(getattr(job, "job_class", type(job).__name__))
+        return (name if name in registry else UNREGISTERED), str(job.queue)
+
+    @hookimpl
+    def que_job_succeeded(self, job: Any, duration: float) -> None:
+        labels = self._labels(job)
+        self.worked.labels(*labels).inc()
+        self.duration.labels(*labels).observe(duration)
+
+    @hookimpl
+    def que_job_errored(
+        self, job: Any, error: BaseException, duration: float, retry_in: float
+    ) -> None:
+        labels = self._labels(job)
+        self.errored.labels(*labels).inc()
+        self.duration.labels(*labels).observe(duration)
+
+    @hookimpl
+    def que_job_expired(self, job: Any, error: BaseException, duration: float) -> None:
+        labels = self._labels(job)
+        self.errored.labels(*labels).inc()
+        self.expired.labels(*labels).inc()
+        self.duration.labels(*labels).observe(duration)
+
+    @hookimpl
+    def que_worker_started(self, worker: Any) -> None:
+        with self._lock:
+            self._workers.append(worker)
+        if self._sampling is not None:
+            self._record_threads()
+
+    @hookimpl
+    def que_worker_stopped(self, worker: Any) -> None:
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+        if self._sampling is not None:
+            self._record_threads()
+
+    def workers(self) -> list[Any]:
+        with self._lock:
+            return list(self._workers)
+
+    def close(self) -> None:
+        """Stop serving (and sampling) and close the depth query's connection."""
+        if self._sampling is not None:
+            self._sampling.set()
+        super().close()
+
+
+class SupervisorMetrics(_Metrics):
+    """The one endpoint of ``que work --processes N``: what the children
+    recorded in *path* (prometheus_client's multiprocess mode: counters and
+    histograms summed over every child that ever ran, the thread gauges over
+    the live ones), and the queue gauges from the supervisor's own query.
+
+    :param path: the children's ``$PROMETHEUS_MULTIPROC_DIR``, empty at the start.
+    :param connect: opens the queue depth query's connection.
+    :param queues: the queues the children work.
+    """
+
+    def __init__(self, path: str, *, connect: Callable[[], Connection],
+                 queues: Sequence[str], depth_interval: float = 5.0) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        super().__init__(connect, depth_interval, queues)
+        self.path = path
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, path=path)  # type: ignore[no-untyped-call]
+        self.registry.register(_QueueCollector(self, with_workers=False))
+
+    def process_died(self, pid: int) -> None:
+        """Forget child *pid*'s live gauges (its counts stay in the totals)."""
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
 
 
 def install(registry: CollectorRegistry | None = None, **kwargs: Any) -> PrometheusMetrics:

@@ -23,21 +23,23 @@ Django app installed), so in a Django test they see the test's transaction.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from que_core import execute
-from que_core.claims import Claims
+from que_core import blocking, execute
+from que_core.claims import AsyncClaims, Claims
 from que_core.config import RunMode, run_mode, settings
 from que_core.connection import Connection, Notification, Row
 from que_core.errors import ConfigurationError
-from que_core.job import Job
-from que_core.plugins import wrap_connection
+from que_core.job import Job, is_async, registry
+from que_core.plugins import awrap_connection, wrap_connection
 from que_core.sql import q
 
 __all__ = [
+    "adrain",
     "assert_enqueued",
     "assert_not_enqueued",
     "drain",
@@ -52,7 +54,9 @@ _default: list[Any] = []  # stack of connections set by use_connection
 @contextmanager
 def inline() -> Iterator[None]:
     """Inside the block, ``enqueue`` runs each job at once in the caller's
-    thread (nothing is inserted; a job's error propagates)."""
+    thread (nothing is inserted; a job's error propagates); an ``async def``
+    job too, on an event loop of its own (``aenqueue`` awaits it on the
+    caller's)."""
     with run_mode(RunMode.INLINE):
         yield
 
@@ -243,4 +247,44 @@ def drain(
                 raise outcome.error
     finally:
         claims.flush()
+    return ran
+
+
+async def adrain(
+    conn: Any,
+    *,
+    queues: Sequence[str] | None = None,
+    raise_errors: bool = True,
+    max_jobs: int = 10_000,
+) -> list[Job]:
+    """:func:`drain` from async code, on the async connection *conn* (any
+    that ``aenqueue`` takes): ``async def`` jobs are awaited with
+    ``self.db`` the async session on *conn*, sync jobs run in a thread,
+    their statements sent through this loop to *conn*, as ``aenqueue`` runs
+    them inline."""
+    c = await awrap_connection(conn)
+    loop = asyncio.get_running_loop()
+    claims = AsyncClaims(c, queues)
+    ran: list[Job] = []
+    tried: list[int] = []
+    try:
+        while len(ran) < max_jobs:
+            rows = await claims.anext(None, 1, exclude=tried)
+            if not rows:
+                break
+            tried.append(rows[0][0])
+            cls = registry.get(rows[0][3])
+            if cls is not None and is_async(cls):
+                job = execute.build(rows[0], c, for_async=True)
+                outcome = await execute.arun(job)
+            else:
+                job = execute.build(rows[0], blocking.on_loop(c, loop))
+                outcome = await asyncio.to_thread(execute.run, job)
+            claims.add(outcome)
+            ran.append(job)
+            if raise_errors and outcome.error is not None:
+                await claims.aflush()
+                raise outcome.error
+    finally:
+        await claims.aflush()
     return ran

@@ -6,6 +6,7 @@ Every job records its run in the bookkeeping tables of
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -95,6 +96,49 @@ class Effect(Job):
             effect_and_destroy(self, run)
         except BaseException:
             end_raised(self, run)
+            raise
+
+
+async def astart_run(job: Job) -> str:
+    run = uuid.uuid4().hex
+    await job.db.execute(
+        "INSERT INTO rel_runs (run, job_id, os_pid, thread, backend_pid) "
+        "VALUES (%s, %s, %s, %s, pg_backend_pid())",
+        (run, job.id, os.getpid(), threading.current_thread().name),
+    )
+    return run
+
+
+async def aend_run(job: Job, run: str, outcome: str) -> None:
+    await job.db.execute(
+        "INSERT INTO rel_ends (run, job_id, outcome) VALUES (%s, %s, %s)", (run, job.id, outcome)
+    )
+
+
+class AEffect(Job):
+    """:class:`Effect` as an ``async def`` job, worked on the worker's event
+    loop: awaits *seconds*, then writes its effect and adestroys itself in
+    one transaction on its async session."""
+
+    job_name = "rel.AEffect"
+    retry_interval = 0.2
+    maximum_retry_count = 50
+
+    async def run(self, seconds: float = 0.0, fail_first: bool = False) -> None:
+        run = await astart_run(self)
+        try:
+            if seconds:
+                await asyncio.sleep(seconds)
+            if fail_first and self.error_count == 0:
+                await aend_run(self, run, "error")
+                raise RuntimeError("planned failure on the first run")
+            async with self.atransaction():
+                await self.db.execute("INSERT INTO rel_effects (job_id, run) VALUES (%s, %s)",
+                                      (self.id, run))
+                await aend_run(self, run, "done")
+                await self.adestroy()
+        except BaseException:
+            end_raised(self, run)  # blocking, on a sync session of its own: quick
             raise
 
 

@@ -11,7 +11,7 @@ import pytest
 from que_core.connection import Adapter, Connection
 from tests.reliability import harness
 from tests.reliability.harness import scaled
-from tests.reliability.rjobs import Effect
+from tests.reliability.rjobs import AEffect, Effect
 
 PROCESSES = scaled(3, 4)
 JOBS = scaled(800, 6000)
@@ -19,7 +19,8 @@ KILLS = scaled(5, 40)
 
 
 def enqueue_mix(conn: Connection, n: int, rng: random.Random) -> list[int]:
-    """*n* jobs: most quick, ~8% slow (0.2-1 s), ~3% failing on their first run."""
+    """*n* jobs: most quick, ~8% slow (0.2-1 s), ~3% failing on their first
+    run; a third of each kind ``async def`` (rel.AEffect, on the event loop)."""
     quick, slow, failing = [], [], []
     for _ in range(n):
         x = rng.random()
@@ -32,7 +33,10 @@ def enqueue_mix(conn: Connection, n: int, rng: random.Random) -> list[int]:
     ids: list[int] = []
     for batch in (quick, slow, failing):
         for i in range(0, len(batch), 2000):
-            ids += [j.id for j in Effect.enqueue_many(batch[i : i + 2000], conn=conn.raw)]
+            chunk = batch[i : i + 2000]
+            cut = len(chunk) // 3
+            ids += [j.id for j in AEffect.enqueue_many(chunk[:cut], conn=conn.raw)]
+            ids += [j.id for j in Effect.enqueue_many(chunk[cut:], conn=conn.raw)]
     return [i for i in ids if i is not None]
 
 
@@ -53,7 +57,8 @@ def test_kill_9_at_random_moments(
         harness.random_pause(rng, 0.3, 1.5)
         # a few jobs one by one, so that the NOTIFY path is exercised too
         for _ in range(rng.randrange(1, 6)):
-            job = Effect.enqueue(rng.choice([0.0, 0.0, 0.3]), conn=rel.raw)
+            job = rng.choice([Effect, AEffect]).enqueue(rng.choice([0.0, 0.0, 0.3]),
+                                                         conn=rel.raw)
             assert job.id is not None
             harness.expect(rel, [job.id], "single")
             trickled += 1

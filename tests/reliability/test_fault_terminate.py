@@ -13,7 +13,7 @@ from que_core.connection import Adapter, Connection
 from que_core.errors import ConnectionLost
 from tests.reliability import harness
 from tests.reliability.harness import scaled
-from tests.reliability.rjobs import Effect
+from tests.reliability.rjobs import AEffect, Effect
 
 JOBS = scaled(200, 3000)
 ROUNDS = scaled(10, 80)
@@ -41,7 +41,9 @@ def test_terminate_listener_and_job_sessions_mid_job(
     rng, seed = harness.seeded_rng()
     started = time.monotonic()
     args = [[round(rng.uniform(0.05, 0.6), 2)] if rng.random() < 0.5 else [] for _ in range(JOBS)]
-    ids = [j.id for j in Effect.enqueue_many(args, conn=rel.raw)]
+    # A third async def (rel.AEffect): their job sessions are the event loop's.
+    ids = [j.id for j in Effect.enqueue_many(args[JOBS // 3:], conn=rel.raw)]
+    ids += [j.id for j in AEffect.enqueue_many(args[:JOBS // 3], conn=rel.raw)]
     harness.expect(rel, [i for i in ids if i is not None])
     ws = [workers(worker_count=4) for _ in range(3)]
     done = {"listener": 0, "job": 0, "any": 0}

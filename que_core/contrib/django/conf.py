@@ -8,7 +8,8 @@
         "ADAPTER": None,              # the worker's adapter; default: Django's driver's
         # the worker's options, with que work's defaults (que_core.options):
         "QUEUES": ["default"],        # queues `manage.py que_work` works
-        "WORKER_COUNT": 6,            # worker threads
+        "WORKER_COUNT": 6,            # worker threads (of each process)
+        "PROCESSES": 1,               # worker processes (2 or more: under a supervisor)
         "WORKER_PRIORITIES": None,    # e.g. [10, 30, None] (or "10,30,any")
         "POLL_INTERVAL": 5.0,
         "BATCH_SIZE": 20,

@@ -1,14 +1,9 @@
--- Back to revision 7.2: que_core_next_jobs as 7.2 made it; the cancel
--- function, the tables and the indexes of 7.3 go.
+-- Back to revision 7.2: the function without the class filters.
 
-DROP FUNCTION que_core_cancel(bigint[], text);
-DROP FUNCTION que_core_apply_cancels(bigint[]);
-DROP TABLE que_core_cancels;
-DROP TABLE que_core_paused_queues;
-DROP INDEX que_core_jobs_finished_at_idx;
-DROP INDEX que_core_jobs_expired_at_idx;
+DROP FUNCTION que_core_next_jobs(bigint[], jsonb, bigint[], text[], integer, integer, bigint[],
+                                 integer[], timestamptz[], bigint[], text[], text[]);
 
-CREATE OR REPLACE FUNCTION que_core_next_jobs(
+CREATE FUNCTION que_core_next_jobs(
   -- jobs that returned without resolving themselves: deleted
   finished bigint[],
   -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire",

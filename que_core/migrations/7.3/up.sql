@@ -1,128 +1,15 @@
--- que-core revision 7.3: job control. Que 2.4 ignores all of it: its lockers
--- neither see paused queues nor stop cancelled jobs (see docs/operations.md).
---
--- * que_core_paused_queues: a queue with a row here gives que-core workers no
---   new jobs (que_core_next_jobs skips it); running ones go on.
--- * que_core_cancels: cancel requests for jobs a worker held when they were
---   made. The worker stops the job and records it cancelled; a worker that
---   dies first leaves the request to the next claim of the job, which cancels
---   it instead of running it. A cancelled job is an expired one (Que never
---   runs it, and reads it as expired) whose data has a "cancelled" object:
---   {"at": when it was asked for (ISO 8601, UTC), "reason": why (or null)}.
--- * que_core_cancel: cancels jobs (waiting ones at once, held ones by request).
--- * Two partial indexes, on finished_at and expired_at, for retention
---   (que_core/retention.py): only kept rows are in them, so a worker's
---   deletes and claims never touch them.
+-- que-core revision 7.3: que_core_next_jobs (see 7.2) takes jobs of some job
+-- classes only, or all but some: a worker's event loop claims its async def
+-- jobs and its threads the others. Que ignores it, as it does 7.2.
 
-CREATE TABLE que_core_paused_queues (
-  queue text PRIMARY KEY CHECK (char_length(queue) <= 100),
-  paused_at timestamptz NOT NULL DEFAULT now(),
-  reason text CHECK (char_length(reason) <= 500)
-);
+DROP FUNCTION que_core_next_jobs(bigint[], jsonb, bigint[], text[], integer, integer, bigint[],
+                                 integer[], timestamptz[], bigint[]);
 
--- No foreign key to que_jobs: it would cost a lookup here for every job a
--- worker deletes. Requests whose jobs have gone are dropped by que_core_cancel,
--- que_core_next_jobs and retention.
-CREATE TABLE que_core_cancels (
-  job_id bigint PRIMARY KEY,
-  requested_at timestamptz NOT NULL DEFAULT now(),
-  reason text CHECK (char_length(reason) <= 500)
-);
-
-CREATE INDEX que_core_jobs_finished_at_idx ON que_jobs (finished_at)
-  WHERE finished_at IS NOT NULL;
-CREATE INDEX que_core_jobs_expired_at_idx ON que_jobs (expired_at)
-  WHERE expired_at IS NOT NULL;
-
--- Apply the cancel requests of the jobs *ids* (held by the caller's session,
--- or just resolved by it): a job still waiting is marked cancelled, and the
--- requests go. The caller sets que.skip_notify.
-CREATE FUNCTION que_core_apply_cancels(ids bigint[]) RETURNS void
-LANGUAGE sql
-SET search_path FROM CURRENT
-AS $$
-  UPDATE que_jobs AS j
-  SET expired_at = now(),
-      data = j.data || jsonb_build_object('cancelled', jsonb_build_object(
-        'at', to_char(c.requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        'reason', c.reason))
-  FROM que_core_cancels AS c
-  WHERE c.job_id = j.id AND j.id = ANY(ids) AND j.finished_at IS NULL AND j.expired_at IS NULL;
-  DELETE FROM que_core_cancels AS c WHERE c.job_id = ANY(ids);
-$$;
-
--- Cancel the jobs *ids*, each with one result: 'cancelled' (it was waiting,
--- and now never runs), 'stopping' (a worker holds it: it is asked to stop, by
--- NOTIFY on que_core_control, and records the end), 'already_stopping',
--- 'already_cancelled', 'finished', 'expired' or 'missing'.
-CREATE FUNCTION que_core_cancel(ids bigint[], reason text)
-RETURNS TABLE (id bigint, result text)
-LANGUAGE plpgsql
-SET search_path FROM CURRENT
-AS $$
-DECLARE
-  quiet text := current_setting('que.skip_notify', true);
-  jid bigint;
-  fin timestamptz;
-  exp timestamptz;
-  marker jsonb;
-  asked boolean := false;
-BEGIN
-  PERFORM set_config('que.skip_notify', 'true', true);
-  DELETE FROM que_core_cancels AS c WHERE NOT EXISTS (
-    SELECT FROM que_jobs AS j
-    WHERE j.id = c.job_id AND j.finished_at IS NULL AND j.expired_at IS NULL);
-  FOR jid IN SELECT DISTINCT v FROM unnest(ids) AS v WHERE v IS NOT NULL ORDER BY v LOOP
-    id := jid;
-    FOR attempt IN 1 .. 2 LOOP
-      SELECT j.finished_at, j.expired_at, j.data -> 'cancelled' INTO fin, exp, marker
-      FROM que_jobs AS j WHERE j.id = jid;
-      IF NOT FOUND THEN
-        result := 'missing';
-      ELSIF marker IS NOT NULL THEN
-        result := 'already_cancelled';
-      ELSIF fin IS NOT NULL THEN
-        result := 'finished';
-      ELSIF exp IS NOT NULL THEN
-        result := 'expired';
-      ELSIF pg_try_advisory_xact_lock(jid) THEN
-        -- No worker holds it, and none can take it before this commits.
-        UPDATE que_jobs AS j
-        SET expired_at = now(),
-            data = j.data || jsonb_build_object('cancelled', jsonb_build_object(
-              'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-              'reason', reason))
-        WHERE j.id = jid AND j.finished_at IS NULL AND j.expired_at IS NULL;
-        IF NOT FOUND THEN
-          result := 'missing';
-          CONTINUE;  -- its worker resolved it just before: say how it ended
-        END IF;
-        result := 'cancelled';
-      ELSE
-        INSERT INTO que_core_cancels AS c (job_id, reason) VALUES (jid, reason)
-        ON CONFLICT (job_id) DO NOTHING;
-        result := CASE WHEN FOUND THEN 'stopping' ELSE 'already_stopping' END;
-        asked := true;
-      END IF;
-      EXIT;
-    END LOOP;
-    RETURN NEXT;
-  END LOOP;
-  PERFORM set_config('que.skip_notify', coalesce(quiet, ''), true);
-  IF asked THEN
-    -- Every que-core worker listens here; each checks que_core_cancels for
-    -- the jobs it holds (a forged message makes it look, never stop a job).
-    PERFORM pg_notify('que_core_control', '{"message_type":"cancel"}');
-  END IF;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION que_core_next_jobs(
+CREATE FUNCTION que_core_next_jobs(
   -- jobs that returned without resolving themselves: deleted
   finished bigint[],
-  -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire"
-  -- | "cancel", "delay" (s, errors), "message", "backtrace", "at" and "reason"
-  -- (cancel: when it was asked for, and why)} (or NULL)
+  -- other outcomes, a JSON array of {"id", "op": "finish" | "error" | "expire",
+  -- "delay" (s, errors), "message", "backtrace"} (or NULL)
   outcomes jsonb,
   -- locks to release: outcomes committed by an earlier call (a lock is only
   -- ever released once its job's outcome is committed, so that no other
@@ -142,7 +29,12 @@ CREATE OR REPLACE FUNCTION que_core_next_jobs(
   -- slower the longer it ran.
   after_priority integer[] DEFAULT NULL,
   after_run_at timestamptz[] DEFAULT NULL,
-  after_id bigint[] DEFAULT NULL
+  after_id bigint[] DEFAULT NULL,
+  -- revision 7.3: take only jobs of these classes (NULL: any), and none of
+  -- those (NULL: none). A worker's event loop takes its async def job classes,
+  -- its threads the rest.
+  only_classes text[] DEFAULT NULL,
+  skip_classes text[] DEFAULT NULL
 ) RETURNS TABLE (id bigint, priority smallint, run_at timestamptz, job_class text,
                  queue text, error_count integer, args text, kwargs text, data text)
 LANGUAGE plpgsql
@@ -151,6 +43,7 @@ AS $$
 DECLARE
   quiet text := current_setting('que.skip_notify', true);
   skip bigint[] := coalesce(exclude, '{}') || coalesce(finished, '{}');
+  not_classes text[] := coalesce(skip_classes, '{}');
   locked bigint[] := '{}';
   fresh bigint[] := '{}';
   qname text;
@@ -160,7 +53,6 @@ DECLARE
   bi bigint;
   candidate bigint;
   walk refcursor;
-  ended bigint[];
 BEGIN
   -- Nothing listens to Que's que_state channel: a NOTIFY per row would
   -- serialise every worker's commits.
@@ -187,23 +79,6 @@ BEGIN
       AS o(id bigint, op text, delay float8, message text, backtrace text)
     WHERE j.id = o.id AND o.op IN ('error', 'expire')
       AND j.finished_at IS NULL AND j.expired_at IS NULL;
-    -- A job stopped because it was cancelled (see que_core_cancel).
-    IF outcomes @> '[{"op": "cancel"}]' THEN
-      UPDATE que_jobs AS j
-      SET expired_at = now(),
-          data = j.data || jsonb_build_object('cancelled',
-                   jsonb_build_object('at', o.at, 'reason', o.reason))
-      FROM jsonb_to_recordset(outcomes) AS o(id bigint, op text, at text, reason text)
-      WHERE j.id = o.id AND o.op = 'cancel' AND j.finished_at IS NULL AND j.expired_at IS NULL;
-    END IF;
-  END IF;
-  -- Cancel requests of the jobs whose outcomes this call wrote: one still
-  -- waiting (it failed, and would be retried) is cancelled now; one that
-  -- ended first keeps its end. The table is nearly always empty.
-  IF EXISTS (SELECT FROM que_core_cancels) THEN
-    ended := coalesce(finished, '{}')
-             || ARRAY(SELECT (o ->> 'id')::bigint FROM jsonb_array_elements(outcomes) AS o);
-    PERFORM que_core_apply_cancels(ended);
   END IF;
   PERFORM set_config('que.skip_notify', coalesce(quiet, ''), true);
   IF cardinality(unlock) > 0 THEN
@@ -223,16 +98,14 @@ BEGIN
     bp := coalesce(after_priority[qi], -32769);
     br := coalesce(after_run_at[qi], '-infinity');
     bi := coalesce(after_id[qi], 0);
-    -- A paused queue (que queues pause) gives no new jobs.
-    CONTINUE WHEN qname IS NOT NULL
-                  AND EXISTS (SELECT FROM que_core_paused_queues AS p WHERE p.queue = qname);
     IF qname IS NULL THEN
       OPEN walk FOR
         SELECT j.id FROM que_jobs AS j
         WHERE j.job_schema_version = 2 AND j.priority <= max_priority
           AND j.run_at <= now() AND j.finished_at IS NULL AND j.expired_at IS NULL
           AND NOT (j.id = ANY(skip))
-          AND NOT EXISTS (SELECT FROM que_core_paused_queues AS p WHERE p.queue = j.queue)
+          AND (only_classes IS NULL OR j.job_class = ANY(only_classes))
+          AND NOT (j.job_class = ANY(not_classes))
         ORDER BY j.priority, j.run_at, j.id;
     ELSE
       OPEN walk FOR
@@ -241,6 +114,8 @@ BEGIN
           AND (j.priority, j.run_at, j.id) > (bp, br, bi)
           AND j.run_at <= now() AND j.finished_at IS NULL AND j.expired_at IS NULL
           AND NOT (j.id = ANY(skip))
+          AND (only_classes IS NULL OR j.job_class = ANY(only_classes))
+          AND NOT (j.job_class = ANY(not_classes))
         ORDER BY j.priority, j.run_at, j.id;
     END IF;
     LOOP
@@ -256,13 +131,6 @@ BEGIN
   END LOOP;
   IF cardinality(locked) = 0 THEN
     RETURN;
-  END IF;
-  -- A job cancelled while a worker held it, whose worker ended before it
-  -- could stop it (kill -9): cancelled now, instead of run.
-  IF EXISTS (SELECT FROM que_core_cancels AS c WHERE c.job_id = ANY(locked)) THEN
-    PERFORM set_config('que.skip_notify', 'true', true);
-    PERFORM que_core_apply_cancels(locked);
-    PERFORM set_config('que.skip_notify', coalesce(quiet, ''), true);
   END IF;
 
   -- Advisory locks ignore MVCC: the walk's snapshot may show a job that

@@ -7,13 +7,16 @@ The worker's own sessions use ``QUE["DSN"]`` (default: built from
 ``DATABASES[QUE["DATABASE"]]``); jobs that use the ORM get Django's
 connections in their thread, closed when stale before and after each job.
 SIGINT or SIGTERM lets running jobs finish, then exits; the exit statuses
-are ``que work``'s (:mod:`que_core.foreground`).
+are ``que work``'s (:mod:`que_core.foreground`). ``--processes N`` (or
+``QUE["PROCESSES"]``) runs N such workers under a supervisor
+(:mod:`que_core.supervisor`), each started as this command was.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -62,10 +65,14 @@ class Command(BaseCommand):
                                     type=None if spec.multiple else spec.convert,
                                     metavar=spec.name.upper(),
                                     help=f"{spec.help} ({where})")
+        parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **flags: Any) -> None:
+        from que_core import supervisor
         from que_core.worker import Worker
 
+        if flags["supervised"]:
+            supervisor.child_payload()
         import_job_modules()
         dsn = db.worker_dsn()
         values = {}
@@ -73,6 +80,12 @@ class Command(BaseCommand):
             if spec.django_key is not None:
                 given = flags.get(spec.name)
                 values[spec.name] = given if given is not None else conf.get(spec.django_key)
+        processes = values.pop("processes")
+        if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+            raise CommandError(f"--processes / QUE['PROCESSES'] {processes!r}: give a whole "
+                               "number, 1 or more")
+        if processes > 1 and not flags["supervised"]:
+            sys.exit(self._supervise(dsn, processes, values["shutdown_timeout"]))
 
         def start() -> Worker:
             kwargs = options.worker_kwargs(values)
@@ -88,3 +101,18 @@ class Command(BaseCommand):
             raise CommandError(mask_password(str(exc))) from None
         self.stdout.write("que-core worker stopped")
         self.stdout.flush()
+
+    def _supervise(self, dsn: str, processes: int, timeout: float | None) -> int:
+        from que_core import admin, supervisor
+        from que_core.plugins import get_adapter
+
+        try:  # no database, no schema: say so once, not in N crash loops
+            conn = get_adapter(db.worker_adapter()).connect(dsn)
+            try:
+                admin.check_schema(conn)
+            finally:
+                conn.close()
+        except QueError as exc:
+            raise CommandError(mask_password(str(exc))) from None
+        command = [*supervisor.this_command(), "--supervised"]
+        return supervisor.supervise(command, processes, shutdown_timeout=timeout)

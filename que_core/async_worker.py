@@ -1,0 +1,464 @@
+"""A worker's ``async def`` jobs: claimed by a thread, run on an event loop.
+
+One thread (``que-async-claims``, a :class:`WorkerThread` of its own kind)
+claims jobs of the worker's async job classes on its own session, which
+holds their advisory locks, and writes their outcomes with its next claim,
+exactly as a worker thread does (:mod:`que_core.claims`, the same
+``que_core_next_jobs``, told to take only those classes). It hands each job
+to the event loop thread (``que-async-loop``), which runs up to
+*concurrency* of them at once, each on an async session of its own (the
+job's ``self.conn`` and ``self.db``), kept open for the next job.
+
+Why a claiming thread rather than a claim loop on the event loop: the
+claims, their settling after a failed statement, the set-aside jobs and the
+session's recovery are the worker threads' own code, unchanged; and a job
+that blocks the loop holds up only the async jobs, never the claims and
+unlocks, the listener or the sync threads.
+
+The lock lives on the claiming session, the job's transaction on its own:
+both are the process's, and die with it. If the claiming session alone is
+lost (an administrator ends it), the running jobs' locks go with it: they
+are cancelled once the claimer notices, at its next statement, and
+meanwhile another worker may start one of them again. A job that resolves itself in its
+transaction (``await self.adestroy()`` inside ``async with
+self.atransaction()``) has its effect committed once: another worker that
+takes the job after a crash finds its row locked by that transaction until
+it ends, then gone (:class:`~que_core.job.JobAlreadyResolved`).
+
+A watchdog thread sees the loop not advance (a blocking call in an ``async
+def``) and logs the job running then, by class and id.
+
+A job that runs past its ``max_run_time``, or is cancelled (``que jobs
+cancel``), is stopped by the worker's :class:`~que_core.watchdog.Watchdog`:
+its task is cancelled (``asyncio.CancelledError`` in the job's ``await``) and
+its session's statement too, if it runs one; the outcome is the timeout's
+error or the cancel, and the session is closed rather than kept. A job that
+blocks the loop, or swallows the cancellation, cannot be stopped so: the
+loop cannot be replaced as a thread is (the loop watchdog logs it).
+
+At shutdown, running jobs get until the deadline to finish; then they are
+cancelled. A cancelled job records no error: its lock is released (after
+its session is closed, so nothing of it can commit later) and it runs again
+at once, elsewhere or at the next start, as a sync job whose session a
+shutdown ended does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import suppress
+from typing import Any
+
+from que_core import execute
+from que_core.claims import Claims, SetAside
+from que_core.connection import AsyncAdapter, AsyncConnection, Connection, Row
+from que_core.dispatch import Dispatcher
+from que_core.errors import ConnectionLost, DatabaseError
+from que_core.execute import Outcome
+from que_core.listener import end_sessions
+from que_core.sql import q
+from que_core.watchdog import Running, Watchdog
+from que_core.worker_thread import Durations, WorkerThread
+
+log = logging.getLogger("que_core.worker")
+
+#: The loop counts as blocked when it has not run for this long (seconds).
+BLOCKED_AFTER = 0.5
+#: How often the loop says it runs, and the watchdog looks.
+BEAT = 0.05
+#: After the deadline, how long cancelled jobs get to unwind.
+CANCEL_GRACE = 2.0
+
+#: A job that did not run to an outcome (cancelled, or no session for it).
+NOT_RUN = None
+
+
+class EventLoop:
+    """An asyncio event loop on a thread of its own, and its watchdog."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="que-async-loop", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name="que-async-watchdog",
+                                          daemon=True)
+        self._beat = time.monotonic()
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._watchdog.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        heart = self.loop.create_task(self._heartbeat())
+        try:
+            self.loop.run_forever()
+            heart.cancel()
+            self.loop.run_until_complete(asyncio.gather(heart, return_exceptions=True))
+        finally:
+            self._stopped.set()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(BEAT)
+
+    def submit(self, coro: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _watch(self) -> None:
+        blocked_since: float | None = None
+        job: Any = None
+        while not self._stopped.wait(BEAT):
+            lag = time.monotonic() - self._beat
+            if lag < BLOCKED_AFTER:
+                if blocked_since is not None:
+                    log.warning("job %s id=%s blocked the event loop for %.2f s: a blocking "
+                                "call inside async def run()?", job_name(job),
+                                getattr(job, "id", None), time.monotonic() - blocked_since,
+                                extra={"que_event": "loop_unblocked",
+                                       "job_class": job_name(job),
+                                       "job_id": getattr(job, "id", None)})
+                    blocked_since = None
+                continue
+            if blocked_since is None:
+                blocked_since = self._beat
+                job = self._running_job()
+                log.warning("job %s id=%s is blocking the event loop (%.2f s so far): the "
+                            "other async jobs wait; the threads go on", job_name(job),
+                            getattr(job, "id", None), lag,
+                            extra={"que_event": "loop_blocked", "job_class": job_name(job),
+                                   "job_id": getattr(job, "id", None)})
+
+    def _running_job(self) -> Any:
+        """The job whose coroutine is on the loop thread's stack now, if any."""
+        frame = sys._current_frames().get(self._thread.ident or -1)
+        while frame is not None:
+            if frame.f_code is execute.arun.__code__:
+                return frame.f_locals.get("job")
+            frame = frame.f_back
+        return None
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+def job_name(job: Any) -> str:
+    return str(getattr(job, "job_class", None) or "(unknown: no job's code on the loop's stack)")
+
+
+class Sessions:
+    """The async sessions of the jobs (one per job running, kept for the
+    next), used on the event loop only."""
+
+    def __init__(self, adapter: AsyncAdapter, dsn: str) -> None:
+        self.adapter = adapter
+        self.dsn = dsn
+        self._idle: list[AsyncConnection] = []
+        #: Backend pid of every open session (to end them if jobs hang).
+        self.pids: dict[AsyncConnection, int] = {}
+
+    async def take(self) -> AsyncConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+            self.pids.pop(conn, None)
+        conn = await self.adapter.aconnect(self.dsn)
+        try:
+            ((self.pids[conn],),) = await conn.execute(q("backend_pid"))
+        except BaseException:
+            await self.drop(conn)
+            raise
+        return conn
+
+    def give_back(self, conn: AsyncConnection) -> None:
+        self._idle.append(conn)
+
+    async def drop(self, conn: AsyncConnection) -> None:
+        self.pids.pop(conn, None)
+        with suppress(DatabaseError):
+            await conn.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self.drop(conn)
+
+
+class AsyncClaimer(WorkerThread):
+    """Claims the worker's async def jobs and runs them on *loop*, at most
+    *concurrency* at once (see the module's docstring)."""
+
+    def __init__(self, connect: Callable[[], Connection], queues: Sequence[str],
+                 dispatcher: Dispatcher, loop: EventLoop, sessions: Sessions, *,
+                 classes: Sequence[str], concurrency: int, poll_interval: float,
+                 set_aside: SetAside, stopping: threading.Event,
+                 stop_event: threading.Event, watchdog: Watchdog | None = None,
+                 max_run_time: float | None = None) -> None:
+        super().__init__(0, None, connect, queues, dispatcher, batch_size=concurrency,
+                         poll_interval=poll_interval, durations=Durations(),
+                         set_aside=set_aside, stopping=stopping, stop_event=stop_event,
+                         name="que-async-claims", watchdog=watchdog,
+                         max_run_time=max_run_time)
+        self.classes = sorted(classes)
+        self.concurrency = concurrency
+        self.loop = loop
+        self.sessions = sessions
+        #: When the running jobs are cancelled at shutdown (None: never).
+        self.deadline: float | None = None
+        #: The ids of the running jobs (claimer's thread).
+        self.running: set[int] = set()
+        self._tasks: dict[int, asyncio.Task[Any]] = {}  # the loop's only
+        #: Free slots worth a claim while jobs run (fewer: wait for more).
+        self._enough = max(1, concurrency // 2)
+        self._done: collections.deque[tuple[int, Outcome | None]] = collections.deque()
+        #: Jobs still running when the grace after the deadline ran out.
+        self.hung: list[int] = []
+        #: How many jobs were cancelled at the deadline.
+        self.cancelled = 0
+
+    def _claims(self, conn: Connection) -> Claims:
+        return Claims(conn, self.queues, self.set_aside, only=self.classes)
+
+    # -- one claim ---------------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        assert self.claims is not None
+        self._wake.clear()  # set by a job that ends from here on
+        self._collect()
+        seen = self.dispatcher.generation
+        free = self.concurrency - len(self.running)
+        if self.running and free < self._enough:
+            rows: list[Row] = []  # a few slots: wait for more, to claim them in one call
+        else:
+            rows = self.claims.next(None, free, full=self._full)
+            self._full = False
+            self._start(rows)
+            if rows and len(rows) >= free:
+                return  # full: claim again as soon as jobs end
+        while self.claims.owes:  # outcomes written and their locks released
+            self.claims.next(None, 0)
+        if not self.running and self.claims.held:
+            self.claims.flush()
+        if self._done:
+            return
+        polled = not self.dispatcher.wait(self._wake, None, seen, self.poll_interval,
+                                          clear=False)
+        self._full = polled or self.dispatcher.generation != seen
+
+    def _start(self, rows: list[Row]) -> None:
+        """Hand *rows* to the loop (one wake-up of its thread for them all)."""
+        if not rows:
+            return
+        self.running.update(row[0] for row in rows)
+        self.loop.loop.call_soon_threadsafe(self._spawn, rows)
+
+    def _spawn(self, rows: list[Row]) -> None:
+        """On the loop: a task per row, its end told to the claimer."""
+        for row in rows:
+            task = self.loop.loop.create_task(self._run_job(row))
+            self._tasks[row[0]] = task
+            task.add_done_callback(functools.partial(self._ended, row[0]))
+
+    def _ended(self, job_id: int, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(job_id, None)
+        outcome = NOT_RUN
+        if not task.cancelled():
+            if task.exception() is not None:  # not the job's: execute.arun keeps those
+                log.error("job %s: unexpected error running it; released", job_id,
+                          exc_info=task.exception())
+            else:
+                outcome = task.result()
+        self._done.append((job_id, outcome))
+        self._wake.set()
+
+    def _cancel(self) -> None:
+        """Cancel every running job (from the claimer's thread)."""
+        def cancel() -> None:
+            for task in list(self._tasks.values()):
+                task.cancel()
+
+        self.loop.loop.call_soon_threadsafe(cancel)
+
+    def _collect(self) -> None:
+        """Take the outcomes of the jobs that ended; those that did not run
+        to one are released, nothing recorded."""
+        assert self.claims is not None
+        while self._done:
+            job_id, outcome = self._done.popleft()
+            self.running.discard(job_id)
+            if outcome is NOT_RUN:
+                self.claims.skip([job_id])
+            else:
+                self.claims.add(outcome)
+
+    async def _run_job(self, row: Row) -> Outcome | None:
+        """Run one job on a session of its own; NOT_RUN when it was
+        cancelled or no session could be had."""
+        try:
+            conn = await self.sessions.take()
+        except DatabaseError as exc:
+            log.warning("job %s: no session to run it on (%s); released, it runs again",
+                        row[0], exc)
+            await asyncio.sleep(1.0)  # not at once into the same failure
+            return NOT_RUN
+        job = execute.build(row, conn, for_async=True)
+        running = self._watch(job, conn)
+        try:
+            outcome = await execute.arun(job)
+        except asyncio.CancelledError:
+            # Closed before its lock is released: nothing it began can
+            # commit once another session may take the job.
+            await asyncio.shield(self.sessions.drop(conn))
+            log.warning("job cancelled at shutdown: %s id=%s; it runs again",
+                        job.job_class, job.id)
+            return NOT_RUN
+        finally:
+            if running is not None and self.watchdog is not None:
+                self.watchdog.unregister(running)
+        if job._stop is not None:  # stopped mid-await: its session is not reused
+            # Not awaited: a cancel of the stop's still pending must not land here.
+            self.loop.loop.create_task(self.sessions.drop(conn))
+            return outcome
+        if conn.closed:  # lost, or closed by the job: its transactions ended with it
+            await self.sessions.drop(conn)
+            return outcome
+        try:
+            if await conn.reset():
+                log.warning("job %s left its session inside a transaction block: rolled back",
+                            job.id)
+                outcome = execute.left_in_transaction(outcome)
+        except DatabaseError:
+            await self.sessions.drop(conn)
+            return outcome
+        self.sessions.give_back(conn)
+        return outcome
+
+    def _watch(self, job: Any, conn: AsyncConnection) -> Running | None:
+        """Register *job* with the watchdog (on the loop, in its task): to
+        stop it, its task is cancelled and its statement too."""
+        watchdog, task = self.watchdog, asyncio.current_task()
+        if watchdog is None or task is None or job.id is None:
+            return None
+        loop, pid = self.loop.loop, self.sessions.pids.get(conn)
+
+        def interrupt(why: type[BaseException]) -> bool:
+            if task.done():
+                return False
+            loop.call_soon_threadsafe(task.cancel)
+            if pid is not None:
+                watchdog.cancel_statement(pid)
+            return True
+
+        return watchdog.register(Running(job, execute.max_run_time(job, self.max_run_time),
+                                         interrupt, None))
+
+    def _recover(self, why: DatabaseError) -> None:
+        """The claiming session was replaced: if it was lost, so were the
+        locks of the running jobs, which another worker may take now; they
+        are cancelled (their transactions roll back, nothing recorded)."""
+        if isinstance(why, ConnectionLost) and self.running:
+            log.warning("the async jobs' claiming session was lost: cancelling the %s "
+                        "running job(s), whose locks went with it", len(self.running))
+            self._cancel()
+        super()._recover(why)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """Let the running jobs end until the deadline, cancel the rest, then
+        write the outcomes and release every lock (the hung jobs' excepted:
+        :meth:`AsyncWorker.stop` ends their sessions)."""
+        self._wait_running(self.deadline)
+        if self.running:
+            self.cancelled = len(self.running)
+            log.warning("shutdown deadline passed with %s async job(s) still running: "
+                        "cancelling them", len(self.running))
+            self._cancel()
+            self._wait_running(time.monotonic() + CANCEL_GRACE)
+        self.hung = list(self.running)
+        if self.hung:
+            log.warning("async job(s) %s did not end when cancelled (blocking the loop?)",
+                        ", ".join(map(str, self.hung)))
+            if self.claims is not None:
+                self.claims.held.difference_update(self.hung)  # theirs: ended with the session
+            return
+        super()._finish()
+
+    def _wait_running(self, until: float | None) -> None:
+        while self.running:
+            self._collect()
+            if not self.running:
+                break
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            self._wake.wait(0.1 if left is None else min(left, 0.1))
+            self._wake.clear()
+        self._collect()
+
+
+class AsyncWorker:
+    """A worker's event loop, its claiming thread and its sessions."""
+
+    def __init__(self, adapter: AsyncAdapter, dsn: str, connect: Callable[[], Connection],
+                 queues: Sequence[str], classes: Sequence[str], *, concurrency: int,
+                 poll_interval: float, set_aside: SetAside, stopping: threading.Event,
+                 stop_event: threading.Event, watchdog: Watchdog | None = None,
+                 max_run_time: float | None = None) -> None:
+        self.adapter = adapter
+        self.loop = EventLoop()
+        self.sessions = Sessions(adapter, dsn)
+        self.dispatcher = Dispatcher()
+        self._connect = connect
+        self.claimer = AsyncClaimer(connect, queues, self.dispatcher, self.loop, self.sessions,
+                                    classes=classes, concurrency=concurrency,
+                                    poll_interval=poll_interval, set_aside=set_aside,
+                                    stopping=stopping, stop_event=stop_event,
+                                    watchdog=watchdog, max_run_time=max_run_time)
+
+    def start(self) -> None:
+        self.loop.start()
+        self.claimer.start()
+
+    def busy_count(self) -> int:
+        return len(self.claimer.running)
+
+    def stopping(self, deadline: float | None) -> None:
+        """The worker stops: running jobs are cancelled at *deadline*."""
+        self.claimer.deadline = deadline
+        self.dispatcher.stop()
+
+    def stop(self, deadline: float | None) -> bool:
+        """Wait for the claimer (the jobs' deadline and grace, then a little);
+        end the sessions of jobs that would not end. True if every job
+        finished (none was cancelled)."""
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic()) + CANCEL_GRACE
+        self.claimer.join(None if wait is None else wait + 1.0)
+        hung = self.claimer.is_alive() or bool(self.claimer.hung)
+        if hung:
+            # The jobs' sessions first: their transactions roll back before
+            # the claimer's session, ending, frees their locks.
+            end_sessions(self._connect, list(self.sessions.pids.values()))
+            end_sessions(self._connect, [self.claimer.backend_pid]
+                         if self.claimer.backend_pid else [])
+        elif not self.loop.loop.is_closed():
+            try:
+                self.loop.submit(self.sessions.close()).result(5)
+            except Exception as exc:  # a session that will not close: the process ends soon
+                log.warning("closing the async jobs' sessions: %s", exc)
+        self.loop.stop()
+        return not hung and not self.claimer.cancelled

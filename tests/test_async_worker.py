@@ -1,0 +1,178 @@
+"""``async def`` jobs worked by ``que work`` (a real subprocess) next to sync
+jobs, once per adapter with an async side (``--adapter`` picks the one that
+runs them): their sessions, resolving themselves, kill -9, a job that blocks
+the loop, and shutdown with async jobs running."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from que_core import migrate, plugins
+from que_core.connection import Connection
+from que_core.foreground import EXIT_UNFINISHED
+from que_core.testing import databases
+from tests.helpers import advisory_locks, job_count, log_tags, scalar, wait_for
+from tests.jobs import LOG_TABLE, RecordJob
+from tests.test_cli_work import _Reader
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", params=sorted(plugins.async_adapters()))
+def async_adapter(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def adb(async_adapter: str) -> Iterator[tuple[str, Connection]]:
+    """A migrated database with test_log, and a psycopg session on it."""
+    sync = plugins.get_adapter("psycopg")
+    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
+        conn = sync.connect(dsn)
+        try:
+            migrate(conn)
+            conn.execute(LOG_TABLE)
+            yield dsn, conn
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def spawn(adb: tuple[str, Connection], async_adapter: str) -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", adb[0],
+               "--adapter", async_adapter, "-i", "0.2", *extra, "tests.jobs", "tests.ajobs"]
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        if p.stdout:
+            p.stdout.close()
+
+
+def _registered(db: Connection, n: int = 1) -> None:
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == n, timeout=30)
+
+
+def test_async_jobs_run_next_to_sync_ones(adb: Any, spawn: Any, ajobs: Any,
+                                          async_adapter: str) -> None:
+    _, db = adb
+    proc = spawn()
+    _registered(db)
+    out = _Reader(proc)
+    for i in range(20):
+        ajobs.AsyncRecordJob.enqueue(f"a{i}", conn=db.raw)
+        RecordJob.enqueue(f"s{i}", conn=db.raw)
+    ajobs.AsyncPlainJob.enqueue("kind", conn=db.raw)
+    for how in ("finish", "expire", "retry_in", "destroy"):
+        ajobs.AsyncResolveJob.enqueue(how, how, conn=db.raw)
+    wait_for(lambda: len(log_tags(db)) == 40 and scalar(
+        db, "SELECT count(*) FROM test_log WHERE tag = 'retry_in'") == 1, timeout=30)
+    assert sorted(log_tags(db)) == sorted([f"a{i}" for i in range(20)]
+                                          + [f"s{i}" for i in range(20)])
+    # self.conn is the adapter's own driver connection.
+    wait_for(lambda: log_tags(db, async_adapter) == ["kind"])
+    def resolved() -> list[Any]:
+        return db.execute("SELECT args->>0, finished_at IS NOT NULL, expired_at IS NOT NULL, "
+                          "run_at > now() + interval '1 hour' - interval '1 minute', "
+                          "error_count FROM que_jobs ORDER BY 1")
+
+    # The destroying job may still be running when the others have logged.
+    wait_for(lambda: "destroy" not in [r[0] for r in resolved()])
+    rows = resolved()
+    assert rows == [("expire", False, True, False, 0), ("finish", True, False, False, 0),
+                    ("retry_in", False, False, True, 0)]
+    # Threads ran the sync jobs, the loop the async ones: nobody failed either kind.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    out.thread.join(10)
+    assert f"async_adapter={async_adapter}" in out.text
+    assert "errored" not in out.text, out.text
+    assert advisory_locks(db) == 0
+
+
+def test_an_async_job_destroyed_in_its_transaction_commits_once_under_kill_9(
+        adb: Any, spawn: Any, ajobs: Any) -> None:
+    _, db = adb
+    n = 300
+    ajobs.AsyncRecordJob.enqueue_many([[f"k{i}"] for i in range(n)], conn=db.raw)
+    proc = spawn()
+    # Killed mid-drain: some jobs done, some in their transactions.
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM test_log") >= 20, timeout=30,
+             interval=0.005)
+    proc.kill()
+    proc.wait(10)
+    done_before = scalar(db, "SELECT count(*) FROM test_log")
+    assert done_before < n, "the kill came too late to test anything"
+    spawn()
+    wait_for(lambda: job_count(db) == 0, timeout=60)
+    ran = db.execute("SELECT tag, count(*) FROM test_log GROUP BY tag HAVING count(*) <> 1")
+    assert ran == []  # each effect exactly once
+    assert scalar(db, "SELECT count(DISTINCT tag) FROM test_log") == n
+
+
+def test_a_job_blocking_the_loop_is_named_and_stalls_no_thread(
+        adb: Any, spawn: Any, ajobs: Any) -> None:
+    _, db = adb
+    proc = spawn()
+    _registered(db)
+    out = _Reader(proc)
+    blocker = ajobs.AsyncBlockingJob.enqueue("blocker", 3.0, conn=db.raw)
+    wait_for(lambda: "is blocking the event loop" in out.text, timeout=20)
+    # While the loop is blocked, a sync job is worked at once by a thread.
+    RecordJob.enqueue("sync", conn=db.raw)
+    wait_for(lambda: log_tags(db) == ["sync"], timeout=2)
+    wait_for(lambda: log_tags(db) == ["sync", "blocker"], timeout=10)
+    wait_for(lambda: "blocked the event loop for" in out.text)
+    assert (f"job tests.ajobs.AsyncBlockingJob id={blocker.id} is blocking the event loop"
+            in out.text)
+    assert f"job tests.ajobs.AsyncBlockingJob id={blocker.id} blocked the event loop for" \
+        in out.text
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_shutdown_lets_async_jobs_finish(adb: Any, spawn: Any, ajobs: Any) -> None:
+    _, db = adb
+    proc = spawn("--shutdown-timeout", "20")
+    _registered(db)
+    for i in range(3):
+        ajobs.AsyncSleepJob.enqueue(f"z{i}", 1.0, conn=db.raw)
+    wait_for(lambda: len(log_tags(db, "start")) == 3)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    assert sorted(log_tags(db, "done")) == ["z0", "z1", "z2"]
+    assert job_count(db) == 0
+
+
+def test_shutdown_cancels_async_jobs_at_the_deadline_and_they_run_again(
+        adb: Any, spawn: Any, ajobs: Any) -> None:
+    _, db = adb
+    proc = spawn("--shutdown-timeout", "0.5")
+    _registered(db)
+    job = ajobs.AsyncHangFirstJob.enqueue("hang", conn=db.raw)
+    wait_for(lambda: log_tags(db, "start") == ["hang"])
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == EXIT_UNFINISHED
+    text = proc.stdout.read().decode() if proc.stdout else ""
+    assert f"job cancelled at shutdown: tests.ajobs.AsyncHangFirstJob id={job.id}" in text
+    # Not lost, no error recorded, its lock released: the next worker runs it at once.
+    assert db.execute("SELECT error_count FROM que_jobs") == [(0,)]
+    wait_for(lambda: advisory_locks(db) == 0)
+    spawn()
+    wait_for(lambda: log_tags(db, "done") == ["hang"], timeout=30)
+    assert job_count(db) == 0
