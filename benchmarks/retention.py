@@ -38,6 +38,7 @@ from benchmarks._common import (
     WorkerProcess,
     bench_database,
     checkpoint,
+    describe,
     exit_cleanly_on_sigterm,
     server_dsn,
 )
@@ -129,6 +130,7 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=30_000, help="jobs to drain in each run")
     args = p.parse_args()
     a = plugins.get_adapter(args.adapter)
+    print(describe(), flush=True)
     with bench_database(a, server_dsn(args.dsn)) as dsn:
         conn = a.connect(dsn)
         try:
@@ -151,6 +153,7 @@ def main() -> None:
                   f"the first {during['overlap']:.0%} of the prune")
         print(f"ratio     {during['drain_during_prune'] / base['jobs_per_s']:.2f} of the "
               "baseline rate while pruning")
+    print(describe(), flush=True)
 
 
 if __name__ == "__main__":

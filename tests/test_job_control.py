@@ -330,3 +330,17 @@ async def test_acancel(adapter: Adapter, dsn: str, db: Connection) -> None:
         result = await que_core.acancel(job.id, conn=aconn, reason="async")
     assert result.result == "cancelled"
     assert _cancel_marker(db, job.id)["reason"] == "async"  # type: ignore[index]
+
+
+def test_a_forged_control_message_stops_nothing(db: Connection, make_worker: Any,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    # Anyone may NOTIFY que_core_control: a cancel message only makes workers
+    # read the requests, and there is none for this job.
+    job = Spin.enqueue("spin", seconds=2.0, conn=db.raw)
+    _one_thread(make_worker)
+    wait_for(lambda: log_tags(db, "start") == ["spin"])
+    db.execute("""SELECT pg_notify('que_core_control', '{"message_type": "cancel"}')""")
+    db.execute("SELECT pg_notify('que_core_control', 'not json')")
+    wait_for(lambda: log_tags(db, "ran") == ["spin"], timeout=10)
+    assert _cancel_marker(db, job.id) is None
+    assert "ignoring unexpected notification on que_core_control" in caplog.text
