@@ -24,7 +24,7 @@ from que_core.cli.settings import Settings, connection_options, json_option
 @json_option
 def stats(watch: bool, interval: float, as_json: bool, **opts: Any) -> None:
     """Per queue and job class: jobs ready, scheduled, running (locked by a
-    worker now), errored, expired and finished, and the age of the oldest
+    worker now), errored, expired, cancelled and finished, and the age of the oldest
     ready job; then the worker processes. With --watch --json, one JSON
     object per line per refresh."""
     from que_core import admin
