@@ -49,11 +49,12 @@ class Guard:
         self.abandoned = False
 
     def enter(self) -> None:
-        """The thread starts its job's code."""
-        with self._lock:
-            self._ident = threading.get_ident()
-            self._inside = True
-            self._sent = False
+        """The thread starts its job's code. No lock: a stop sees the thread
+        inside only once _inside is set, after the rest (a stop that just
+        missed it comes at the next tick)."""
+        self._ident = threading.get_ident()
+        self._sent = False
+        self._inside = True
 
     def leave(self) -> None:
         """The thread is out of its job's code (idempotent): an exception sent

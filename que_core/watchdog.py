@@ -1,8 +1,11 @@
 """The watchdog: stops the jobs that must stop, wherever they are stuck.
 
-One thread per :class:`~que_core.worker.Worker`. Whatever runs a job
-registers it here (:meth:`Watchdog.register`) for as long as it runs, with
-two ways to stop it (:class:`Running`). The watchdog stops a job
+One thread per :class:`~que_core.worker.Worker`. It sees the jobs running
+on the worker's threads by looking at the threads (each says what it runs,
+:meth:`~que_core.worker_thread.WorkerThread.running_now`: nothing to do per
+job on the hot path), and the event loop's by their registration
+(:meth:`Watchdog.register`), each with two ways to stop it
+(:class:`Running`). The watchdog stops a job
 
 * that runs past its ``max_run_time``: at once, and the attempt becomes an
   error "timed out after N seconds" (retried, in time expired, as any error);
@@ -88,10 +91,11 @@ class Running:
 
     def __init__(self, job: Job, limit: float | None,
                  interrupt: Callable[[type[JobStopped]], bool],
-                 give_up: Callable[[], Handover | None] | None) -> None:
+                 give_up: Callable[[], Handover | None] | None,
+                 started: float | None = None) -> None:
         self.job = job
         self.limit = limit
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
         self.deadline = None if limit is None else self.started + limit
         self.interrupt = interrupt
         self.give_up = give_up
@@ -108,13 +112,16 @@ class Running:
 
 class Watchdog(threading.Thread):
     def __init__(self, connect: Callable[[], Connection], dispatcher: Dispatcher,
-                 queues: Sequence[str], held: Callable[[], Iterable[int]]) -> None:
+                 queues: Sequence[str], held: Callable[[], Iterable[int]],
+                 slots: Callable[[], Iterable[Running | None]] = tuple) -> None:
         super().__init__(name="que-watchdog", daemon=True)
         self._connect = connect
         self.dispatcher = dispatcher
         self.queues = list(queues)
         #: The ids of the jobs this worker holds (claimed, running or not).
         self._held = held
+        #: What the worker's threads run now (called on the watchdog's thread only).
+        self._slots = slots
         self._lock = threading.Lock()
         self._running: dict[int, Running] = {}
         self._halt = threading.Event()
@@ -143,6 +150,10 @@ class Watchdog(threading.Thread):
         with self._lock:
             if running.job.id is not None and self._running.get(running.job.id) is running:
                 del self._running[running.job.id]
+        self.done(running)
+
+    def done(self, running: Running) -> None:
+        """*running*'s job ended (came back, or was taken over)."""
         running.finished = True
         spare = running.spare
         if spare is not None and not running.given_up:  # it came back by itself
@@ -152,12 +163,11 @@ class Watchdog(threading.Thread):
         """Read the cancel requests of the jobs this worker holds, and which
         of its queues are paused, on *conn* (the listener's session, from its
         thread): at once when it hears of a cancel, else each POLL_EVERY s.
-        Raises ConnectionLost; other database errors are logged."""
-        now = time.monotonic()
+        The watchdog's thread acts on them. Raises ConnectionLost; other
+        database errors are logged."""
         with self._lock:
-            running = list(self._running.values())
-        held = set(self._held())
-        held.update(r.job.id for r in running if r.job.id is not None)
+            held = set(self._running)
+        held.update(self._held())
         try:
             rows = conn.execute(q("cancel_requests"), (sorted(held),)) if held else []
             paused = {str(r[0]) for r in conn.execute(q("paused_queues"), (self.queues,))}
@@ -167,15 +177,11 @@ class Watchdog(threading.Thread):
             log.warning("que watchdog: cannot read cancel requests and paused queues: %s", exc)
             return
         self.requests = {int(i): (str(at), reason) for i, at, reason in rows}
-        for r in running:
-            request = self.requests.get(r.job.id or 0)
-            if request is not None and r.job._cancel is None:
-                log.info("job %s (%s) was cancelled: stopping it", r.job.id, r.job.job_class)
-                self._cancel(r, request, now)
         if self._paused - paused:  # resumed: there may be jobs to take
             self.dispatcher.announce()
         self._paused = paused
-        self._wake.set()
+        if rows:
+            self._wake.set()
 
     def cancel_statement(self, backend_pid: int) -> None:
         """Cancel the statement session *backend_pid* is running, if any."""
@@ -211,7 +217,12 @@ class Watchdog(threading.Thread):
     def _tick(self, now: float) -> None:
         with self._lock:
             running = list(self._running.values())
+        running.extend(r for r in self._slots() if r is not None)
+        requests = self.requests
         for r in running:
+            if requests and r.job._cancel is None and r.job.id in requests:
+                log.info("job %s (%s) was cancelled: stopping it", r.job.id, r.job.job_class)
+                self._cancel(r, requests[r.job.id], now)
             if r.stopped_at is None:
                 if r.deadline is not None and now >= r.deadline:
                     assert r.limit is not None

@@ -186,7 +186,8 @@ class Worker:
             check_sessions_last(conn, self._connect, mask_password(self.dsn))
         finally:
             conn.close()
-        watchdog = Watchdog(self._connect, self.dispatcher, self.queues, self._held)
+        watchdog = Watchdog(self._connect, self.dispatcher, self.queues, self._held,
+                            lambda: [t.running_now() for t in self.threads])
         listener = Listener(self._connect, self.queues, self.worker_priorities,
                             self.dispatcher, self.listen, self._stop_event, watchdog)
         listener.open()

@@ -99,6 +99,8 @@ class WorkerThread(threading.Thread):
         #: The ids of the batch being worked (the watchdog reads it).
         self.batch_ids: tuple[int, ...] = ()
         self._job_started = 0.0
+        #: The watchdog's view of the job running now (its thread's only).
+        self._watched: Running | None = None
         self.max_priority = max_priority
         self._connect = connect
         self.queues = list(queues)
@@ -211,20 +213,16 @@ class WorkerThread(threading.Thread):
             job._cancel = request
             self.claims.add(execute.cancelled(job))
             return
-        self.current = job
         self._job_started = time.monotonic()
-        running = None
-        if self.watchdog is not None:
-            running = self.watchdog.register(Running(
-                job, execute.max_run_time(job, self.max_run_time), self._interrupt,
-                self._give_up))
+        self.current = job  # the watchdog watches it from here (running_now)
         try:
-            outcome = execute.run(job, self.guard if running is not None else None)
+            outcome = execute.run(job, self.guard if self.watchdog is not None else None)
         finally:
-            if running is not None and self.watchdog is not None:
-                self.watchdog.unregister(running)
             if not self.guard.abandoned:
                 self.current = None
+            watched, self._watched = self._watched, None
+            if watched is not None:
+                self.watchdog.done(watched)  # type: ignore[union-attr]
         if self.guard.abandoned:
             raise _GivenUp
         self.durations.observe(job.job_class, outcome.duration)
@@ -238,6 +236,19 @@ class WorkerThread(threading.Thread):
         self.claims.add(outcome)
 
     # -- stopping its job (called by the watchdog's thread) -------------------------
+
+    def running_now(self) -> Running | None:
+        """The job this thread runs now, as the watchdog sees it (the same
+        object until the job ends); called on the watchdog's thread only."""
+        job = self.current
+        if job is None or self.guard.abandoned:
+            return None
+        watched = self._watched
+        if watched is None or watched.job is not job:
+            watched = Running(job, execute.max_run_time(job, self.max_run_time),
+                              self._interrupt, self._give_up, started=self._job_started)
+            self._watched = watched
+        return watched
 
     def _interrupt(self, why: type[JobStopped]) -> bool:
         """Raise *why* in the job's code, and cancel its statement if any."""
