@@ -68,6 +68,12 @@ class Guard:
     def inside(self) -> bool:
         return self._inside
 
+    @property
+    def sent(self) -> bool:
+        """Whether a stop was raised in the last job's code (it may have gone
+        off inside the driver's Python code, mid-protocol)."""
+        return self._sent
+
     def stop(self, exc_type: type[JobStopped], also: Callable[[], None] | None = None) -> bool:
         """From another thread: raise *exc_type* in the job's code, then call
         *also* (cancel its statement) while the thread cannot leave the job.

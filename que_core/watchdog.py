@@ -127,6 +127,8 @@ class Watchdog(threading.Thread):
         self._halt = threading.Event()
         self._wake = threading.Event()
         self.conn: Connection | None = None
+        #: The session is used by this thread and by worker threads handing over.
+        self._conn_lock = threading.RLock()
         self._paused: set[str] = set()
         self._complained = 0.0
         #: Cancel requests of jobs this worker holds: id -> (when, why).
@@ -185,21 +187,32 @@ class Watchdog(threading.Thread):
 
     def cancel_statement(self, backend_pid: int) -> None:
         """Cancel the statement session *backend_pid* is running, if any."""
-        conn = self._session()
-        if conn is None:
-            return
-        try:
-            conn.execute(q("cancel_statement"), (backend_pid,))
-        except DatabaseError as exc:
-            log.warning("cannot cancel the statement of a job being stopped: %s", exc)
-            self._drop_session()
+        with self._conn_lock:
+            conn = self._session()
+            if conn is None:
+                return
+            try:
+                conn.execute(q("cancel_statement"), (backend_pid,))
+            except DatabaseError as exc:
+                log.warning("cannot cancel the statement of a job being stopped: %s", exc)
+                self._drop_session()
+
+    def hand_over(self, handover: Handover) -> threading.Thread | None:
+        """From a worker thread whose job was stopped, and whose session may
+        be broken mid-protocol (the stop can land in a driver's Python code):
+        take the job over as for a given-up thread, on a spare session opened
+        now; the thread then starts on a new session. Returns the thread
+        writing the outcome (join it before touching the claims again)."""
+        r = Running(Job(id=handover.job_id), None, lambda why: False, None)
+        return self._take_over(r, handover)
 
     def stop(self) -> None:
         self._halt.set()
         self._wake.set()
         if self.is_alive():
             self.join(5)
-        self._drop_session()
+        with self._conn_lock:
+            self._drop_session()
 
     # -- the thread ------------------------------------------------------------------
 
@@ -264,8 +277,12 @@ class Watchdog(threading.Thread):
         if r.finished and not r.given_up:  # it came back meanwhile
             conn.close()
 
-    def _take_over(self, r: Running, handover: Handover) -> None:
+    def _take_over(self, r: Running, handover: Handover) -> threading.Thread | None:
         """Take the job of a given-up runner over (see the module's docstring)."""
+        with self._conn_lock:
+            return self._taking_over(r, handover)
+
+    def _taking_over(self, r: Running, handover: Handover) -> threading.Thread | None:
         if r.spare_opener is not None:
             r.spare_opener.join(5)
         if r.spare is None:
@@ -275,14 +292,14 @@ class Watchdog(threading.Thread):
                       "again", handover.job_id)
             if handover.backend_pid is not None:
                 self._end_session(handover.backend_pid)
-            return
+            return None
         spare, spare_pid = r.spare
         writer = threading.Thread(target=_write_over, args=(spare, handover),
                                   name=f"que-take-over-{handover.job_id}", daemon=True)
         self.takeovers = [t for t in self.takeovers if t.is_alive()] + [writer]
         writer.start()
         if handover.backend_pid is None:
-            return
+            return writer
         conn = self._session()
         give_up = time.monotonic() + 2
         try:
@@ -295,6 +312,7 @@ class Watchdog(threading.Thread):
             log.warning("que watchdog: %s", exc)
             self._drop_session()
         self._end_session(handover.backend_pid)
+        return writer
 
     def _end_session(self, pid: int) -> None:
         """End session *pid* and wait (5 s at most) until it is gone."""

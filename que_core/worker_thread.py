@@ -23,6 +23,7 @@ from que_core.claims import Claims, SetAside
 from que_core.connection import Connection, Row
 from que_core.dispatch import Dispatcher
 from que_core.errors import ConnectionLost, DatabaseError, JobStopped
+from que_core.execute import Outcome
 from que_core.job import Job, registry
 from que_core.sql import q
 from que_core.stopping import Guard
@@ -226,6 +227,9 @@ class WorkerThread(threading.Thread):
         if self.guard.abandoned:
             raise _GivenUp
         self.durations.observe(job.job_class, outcome.duration)
+        if job._stop is not None and self.guard.sent and self.watchdog is not None:
+            self._hand_over(outcome)
+            return
         if self.conn.closed:  # the job closed its session, or it was lost
             self.claims.add(outcome)
             raise ConnectionLost("the job's session was closed or lost while it ran")
@@ -234,6 +238,21 @@ class WorkerThread(threading.Thread):
                         job.id)
             outcome = execute.left_in_transaction(outcome)
         self.claims.add(outcome)
+
+    def _hand_over(self, outcome: Outcome) -> None:
+        """The job was stopped by an exception raised in its code, which may
+        have gone off in the driver's own Python code and left the session
+        mid-protocol (pg8000's, psycopg's): the watchdog writes the outcome
+        on a session queued for the job's lock once this one is ended, then
+        this thread goes on with a new one."""
+        assert self.claims is not None and self.watchdog is not None
+        claims = self.claims
+        writer = self.watchdog.hand_over(Handover(
+            outcome.job_id, self.backend_pid, lambda conn: claims.take_over(conn, outcome)))
+        if writer is not None:
+            writer.join(15)
+        self._close()  # ended: its locks went with it, its outcomes are written
+        self._full = True
 
     # -- stopping its job (called by the watchdog's thread) -------------------------
 
