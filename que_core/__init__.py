@@ -2,6 +2,7 @@
 
 from que_core.config import RunMode, run_mode, set_run_mode, settings
 from que_core.connection import Adapter, AsyncAdapter, AsyncConnection, Connection, Notification
+from que_core.control import acancel, cancel
 from que_core.hookspecs import hookimpl
 from que_core.job import Job, abulk_enqueue, bulk_enqueue
 from que_core.migrations import LATEST_VERSION, current_version, migrate
@@ -21,8 +22,10 @@ __all__ = [
     "Schedule",
     "Worker",
     "abulk_enqueue",
+    "acancel",
     "aresult",
     "bulk_enqueue",
+    "cancel",
     "current_version",
     "hookimpl",
     "migrate",

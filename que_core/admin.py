@@ -7,7 +7,8 @@ Every function takes a que-core :class:`~que_core.connection.Connection`
 A job's state is Que's ``que_determine_job_state`` (``expired``,
 ``finished``, ``errored``: error_count > 0, ``scheduled``: run_at in the
 future, else ``ready``), except that an unfinished job whose advisory lock a
-worker holds right now is ``running``.
+worker holds right now is ``running``, and a cancelled one (expired, with
+``data.cancelled``: see :mod:`que_core.control`) is ``cancelled``.
 
 Retrying, expiring and deleting skip running jobs: each job is locked for
 the statement's transaction first, so a worker cannot take it while it
@@ -26,7 +27,7 @@ from que_core.migrations import LATEST_VERSION, current_version, require_latest
 from que_core.migrations import migrate as _migrate
 from que_core.sql import q
 
-STATES = ("ready", "scheduled", "running", "errored", "expired", "finished")
+STATES = ("ready", "scheduled", "running", "errored", "expired", "cancelled", "finished")
 
 
 def _connection(conn: Any) -> Connection:
@@ -61,6 +62,7 @@ class StatRow:
     running: int = 0
     errored: int = 0
     expired: int = 0
+    cancelled: int = 0
     finished: int = 0
     #: Seconds since the oldest ready job became ready (None: no ready job).
     oldest_ready_age: float | None = None

@@ -28,6 +28,14 @@ it ends, then gone (:class:`~que_core.job.JobAlreadyResolved`).
 A watchdog thread sees the loop not advance (a blocking call in an ``async
 def``) and logs the job running then, by class and id.
 
+A job that runs past its ``max_run_time``, or is cancelled (``que jobs
+cancel``), is stopped by the worker's :class:`~que_core.watchdog.Watchdog`:
+its task is cancelled (``asyncio.CancelledError`` in the job's ``await``) and
+its session's statement too, if it runs one; the outcome is the timeout's
+error or the cancel, and the session is closed rather than kept. A job that
+blocks the loop, or swallows the cancellation, cannot be stopped so: the
+loop cannot be replaced as a thread is (the loop watchdog logs it).
+
 At shutdown, running jobs get until the deadline to finish; then they are
 cancelled. A cancelled job records no error: its lock is released (after
 its session is closed, so nothing of it can commit later) and it runs again
@@ -58,6 +66,7 @@ from que_core.execute import Outcome
 from que_core.listener import end_sessions
 from que_core.sql import q
 from que_core.throughput import Throughput
+from que_core.watchdog import Running, Watchdog
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -200,11 +209,13 @@ class AsyncClaimer(WorkerThread):
                  dispatcher: Dispatcher, loop: EventLoop, sessions: Sessions, *,
                  classes: Sequence[str], concurrency: int, poll_interval: float,
                  set_aside: SetAside, stopping: threading.Event,
-                 stop_event: threading.Event, throughput: Throughput | None = None) -> None:
+                 stop_event: threading.Event, throughput: Throughput | None = None,
+                 watchdog: Watchdog | None = None, max_run_time: float | None = None) -> None:
         super().__init__(0, None, connect, queues, dispatcher, batch_size=concurrency,
                          poll_interval=poll_interval, durations=Durations(),
                          set_aside=set_aside, throughput=throughput, stopping=stopping,
-                         stop_event=stop_event, name="que-async-claims")
+                         stop_event=stop_event, name="que-async-claims", watchdog=watchdog,
+                         max_run_time=max_run_time)
         self.classes = sorted(classes)
         self.concurrency = concurrency
         self.loop = loop
@@ -324,6 +335,7 @@ class AsyncClaimer(WorkerThread):
             await asyncio.sleep(1.0)  # not at once into the same failure
             return NOT_RUN
         job = execute.build(row, conn, for_async=True)
+        running = self._watch(job, conn)
         try:
             outcome = await execute.arun(job)
         except asyncio.CancelledError:
@@ -333,6 +345,13 @@ class AsyncClaimer(WorkerThread):
             log.warning("job cancelled: %s id=%s; its lock released, it runs again",
                         job.job_class, job.id)
             return NOT_RUN
+        finally:
+            if running is not None and self.watchdog is not None:
+                self.watchdog.unregister(running)
+        if job._stop is not None:  # stopped mid-await: its session is not reused
+            # Not awaited: a cancel of the stop's still pending must not land here.
+            self.loop.loop.create_task(self.sessions.drop(conn))
+            return outcome
         if conn.closed:  # lost, or closed by the job: its transactions ended with it
             await self.sessions.drop(conn)
             return outcome
@@ -346,6 +365,25 @@ class AsyncClaimer(WorkerThread):
             return outcome
         self.sessions.give_back(conn)
         return outcome
+
+    def _watch(self, job: Any, conn: AsyncConnection) -> Running | None:
+        """Register *job* with the watchdog (on the loop, in its task): to
+        stop it, its task is cancelled and its statement too."""
+        watchdog, task = self.watchdog, asyncio.current_task()
+        if watchdog is None or task is None or job.id is None:
+            return None
+        loop, pid = self.loop.loop, self.sessions.pids.get(conn)
+
+        def interrupt(why: type[BaseException]) -> bool:
+            if task.done():
+                return False
+            loop.call_soon_threadsafe(task.cancel)
+            if pid is not None:
+                watchdog.cancel_statement(pid)
+            return True
+
+        return watchdog.register(Running(job, execute.max_run_time(job, self.max_run_time),
+                                         interrupt, None))
 
     def _recover(self, why: DatabaseError) -> None:
         """The claiming session was replaced: if it was lost, so were the
@@ -398,7 +436,8 @@ class AsyncWorker:
     def __init__(self, adapter: AsyncAdapter, dsn: str, connect: Callable[[], Connection],
                  queues: Sequence[str], classes: Sequence[str], *, concurrency: int,
                  poll_interval: float, set_aside: SetAside, stopping: threading.Event,
-                 stop_event: threading.Event, throughput: Throughput | None = None) -> None:
+                 stop_event: threading.Event, throughput: Throughput | None = None,
+                 watchdog: Watchdog | None = None, max_run_time: float | None = None) -> None:
         self.adapter = adapter
         self.loop = EventLoop()
         self.sessions = Sessions(adapter, dsn)
@@ -408,7 +447,8 @@ class AsyncWorker:
                                     classes=classes, concurrency=concurrency,
                                     poll_interval=poll_interval, set_aside=set_aside,
                                     stopping=stopping, stop_event=stop_event,
-                                    throughput=throughput)
+                                    throughput=throughput, watchdog=watchdog,
+                                    max_run_time=max_run_time)
 
     def start(self) -> None:
         self.loop.start()

@@ -232,6 +232,27 @@ class Claims:
         are owed, before the session holding their locks is closed."""
         self.set_aside.hold(o.job_id for o in self._pending)
 
+    def take_over(self, conn: Connection, outcome: Outcome) -> None:
+        """This session's thread was given up on while its job was stuck, and
+        the session ended: on *conn*, which holds that job's lock already,
+        write its *outcome* and the outcomes owed, then release everything.
+        A job whose outcome was owed and which another session locked
+        meanwhile is theirs: it runs again there (at least once)."""
+        owed = self._pending
+        self.conn = conn
+        self._pending, self._release = [], []
+        self.held = {outcome.job_id}
+        self.after.clear()
+        ids = [o.job_id for o in owed]
+        relocked = {r[0] for r in conn.execute(q("relock_jobs"), (ids,))} if ids else set()
+        self.held.update(relocked)
+        lost = [o.job_id for o in owed if o.job_id not in relocked]
+        if lost:
+            log.warning("the outcomes of %s job(s) that ran before a stuck one were lost; they "
+                        "will run again: %s", len(lost), ", ".join(map(str, lost[:20])))
+        self._pending = [o for o in owed if o.job_id in relocked] + [outcome]
+        self.flush()
+
     def recover(self, conn: Connection, why: DatabaseError) -> None:
         """The session was lost, or the last call failed with *why* (a job
         that broke its session, a row that cannot be written): continue on

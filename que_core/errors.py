@@ -106,3 +106,19 @@ class JobFailed(ResultUnavailable):
         self.state = state
         self.error = error
         self.backtrace = backtrace
+
+
+class JobStopped(BaseException):
+    """Raised inside a running job's code to stop it: it ran past its
+    ``max_run_time`` (:class:`JobTimedOut`) or was cancelled
+    (:class:`JobCancelled`). A BaseException, as KeyboardInterrupt is, so that
+    a job's ``except Exception`` does not swallow it; a job may catch it to
+    clean up, and should re-raise it."""
+
+
+class JobTimedOut(JobStopped):
+    """The job ran past its ``max_run_time``; the attempt counts as an error."""
+
+
+class JobCancelled(JobStopped):
+    """The job was cancelled (``que jobs cancel``, ``que_core.cancel``)."""

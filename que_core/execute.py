@@ -22,9 +22,10 @@ from typing import Any
 from que_core import validation
 from que_core.config import settings
 from que_core.connection import AsyncConnection, Connection, Row
-from que_core.errors import QueError
+from que_core.errors import JobCancelled, QueError
 from que_core.job import Job, default_retry_delay, is_async, registry
 from que_core.plugins import hooks
+from que_core.stopping import Guard
 
 log = logging.getLogger("que_core.worker")
 
@@ -38,6 +39,7 @@ FINISH = "finish"  # the same, with keep_finished: finished_at is set
 RESOLVED = "resolved"  # it resolved itself (destroy, finish, expire, retry_in)
 ERROR = "error"  # it raised: the error is recorded and a retry scheduled
 EXPIRE = "expire"  # it raised its last allowed time: recorded, and expired
+CANCEL = "cancel"  # it was cancelled: recorded so (see migrations/7.6)
 
 
 class UnknownJobClass(QueError):
@@ -62,7 +64,8 @@ class SessionLeftInTransaction(QueError):
 class Outcome:
     """What one run of a job came to, to be written and then reported."""
 
-    __slots__ = ("backtrace", "delay", "duration", "error", "job", "kind", "message", "result")
+    __slots__ = ("at", "backtrace", "delay", "duration", "error", "job", "kind", "message",
+                 "result")
 
     def __init__(self, job: Job, kind: str, duration: float,
                  error: BaseException | None = None) -> None:
@@ -75,6 +78,8 @@ class Outcome:
         self.delay = 0.0
         #: What run() returned, checked as JSON data (keep_result only).
         self.result: Any = None
+        #: CANCEL: when the cancel was asked for (ISO 8601); message is its reason.
+        self.at = ""
 
     @property
     def job_id(self) -> int:
@@ -95,7 +100,9 @@ class Outcome:
                                "op": "result" if self.kind == RESOLVED else self.kind}
         if self.kind in (ERROR, EXPIRE):
             out.update(delay=self.delay, message=self.message, backtrace=self.backtrace)
-        if self.job.keep_result and self.kind != ERROR:
+        elif self.kind == CANCEL:
+            out.update(at=self.at, reason=self.message or None)
+        if self.job.keep_result and self.kind not in (ERROR, CANCEL):
             # Stored, and its waiters woken (a retry wakes nobody: not final).
             out.update(keep=True, result=self.result)
         return out
@@ -184,17 +191,37 @@ def build(row: Row, conn: Connection | AsyncConnection | None, *,
 # -- running it ------------------------------------------------------------------------
 
 
-def run(job: Job) -> Outcome:
+def max_run_time(job: Job, default: float | None) -> float | None:
+    """The run-time limit of *job* in seconds: its class's, else the
+    worker's *default* (None: no limit)."""
+    limit = type(job).max_run_time
+    return default if limit is None else float(limit)
+
+
+def run(job: Job, guard: Guard | None = None) -> Outcome:
     """Run *job* and say what it came to. Never raises for the job's sake: a
-    job's failure is the job's, not the worker's."""
+    job's failure is the job's, not the worker's. With *guard*, the job's
+    code may be stopped by the watchdog (see :mod:`que_core.stopping`): the
+    stretch it guards is the job's own code only."""
     call_hook("que_job_started", job=job)
     start = time.monotonic()
     try:
         _check(job)
-        value = job.run(*job.args, **job.kwargs)
+        if guard is None:
+            value = job.run(*job.args, **job.kwargs)
+        else:
+            guard.enter()
+            try:
+                value = job.run(*job.args, **job.kwargs)
+            finally:
+                guard.leave()
         if job.keep_result:
             value = _storable(job, value)
     except BaseException as exc:
+        if guard is not None:
+            # The stop may have gone off inside leave() itself; it is the
+            # only one ever sent, so from here on nothing else can.
+            guard.leave()
         return _raised(job, exc, start)
     return _returned(job, start, value)
 
@@ -202,7 +229,9 @@ def run(job: Job) -> Outcome:
 async def arun(job: Job) -> Outcome:
     """:func:`run` for a job whose ``run`` is ``async def``, awaited on the
     running loop. Cancelling it (the worker's shutdown) raises
-    :class:`asyncio.CancelledError` here rather than recording an error."""
+    :class:`asyncio.CancelledError` here rather than recording an error; a
+    cancel of the watchdog's (``job._stop`` set: timed out, cancelled) is the
+    job's outcome, as for a sync job."""
     call_hook("que_job_started", job=job)
     start = time.monotonic()
     try:
@@ -210,8 +239,10 @@ async def arun(job: Job) -> Outcome:
         value = await job.run(*job.args, **job.kwargs)
         if job.keep_result:
             value = _storable(job, value)
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        if job._stop is None:
+            raise
+        return stopped(job, time.monotonic() - start, exc)
     except BaseException as exc:
         return _raised(job, exc, start)
     return _returned(job, start, value)
@@ -225,6 +256,8 @@ def _check(job: Job) -> None:
 
 
 def _raised(job: Job, exc: BaseException, start: float) -> Outcome:
+    if job._stop is not None or job._cancel is not None:  # whatever it raised then
+        return stopped(job, time.monotonic() - start, exc)
     if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
         log.warning("job %s raised %s; recorded as an error", job.id, type(exc).__name__)
     return failed(job, exc, time.monotonic() - start)
@@ -234,6 +267,8 @@ def _returned(job: Job, start: float, value: Any) -> Outcome:
     duration = time.monotonic() - start
     if job.resolved:
         outcome = Outcome(job, RESOLVED, duration)
+    elif job._cancel is not None:  # it saw self.cancelled and returned, or just returned
+        return cancelled(job, duration)
     else:
         keep = job.keep_result or (job.keep_finished if job.keep_finished is not None
                                    else settings.keep_finished)
@@ -253,14 +288,37 @@ def _storable(job: Job, value: Any) -> Any:
         ) from None
 
 
-def failed(job: Job, exc: BaseException, duration: float) -> Outcome:
+def stopped(job: Job, duration: float, raised: BaseException | None = None) -> Outcome:
+    """The outcome of a job the watchdog stopped (``job._stop``): cancelled,
+    or an error saying it timed out (retried, in time expired, as any
+    error). *raised* is what the job's code raised as it was stopped: its
+    traceback says where it was."""
+    stop = job._stop
+    if stop is None or isinstance(stop, JobCancelled):
+        return cancelled(job, duration)
+    return failed(job, stop, duration, raised)
+
+
+def cancelled(job: Job, duration: float = 0.0) -> Outcome:
+    """The outcome of a job cancelled (``job._cancel``: when and why)."""
+    outcome = Outcome(job, CANCEL, duration, job._stop)
+    at, reason = job._cancel or ("", None)
+    outcome.at, outcome.message = at, _text(reason or "", 500)
+    return outcome
+
+
+def failed(job: Job, exc: BaseException, duration: float,
+           raised: BaseException | None = None) -> Outcome:
     """The outcome of a run that raised *exc*: an error and its retry, or
-    the expiry when the job has no retries left."""
+    the expiry when the job has no retries left. The backtrace is *raised*'s
+    when given (the exception the job's code raised as it was stopped)."""
     error_count = job.error_count + 1
     expire = error_count > job.maximum_retry_count
     outcome = Outcome(job, EXPIRE if expire else ERROR, duration, exc)
     outcome.message = _text(_describe(exc), 500)
-    outcome.backtrace = _text(_backtrace(exc), 10000)
+    trace = _backtrace(exc) if raised is None or raised is exc else (
+        _describe(exc) + "\nstopped here:\n" + _backtrace(raised))
+    outcome.backtrace = _text(trace, 10000)
     if not expire:
         default = default_retry_delay(error_count)
         try:
@@ -301,6 +359,16 @@ def _log(level: int, msg: str, args: tuple[Any, ...], extra: dict[str, Any]) -> 
 def report(outcome: Outcome) -> None:
     """Log the outcome (one line) and call the hooks; once it is committed."""
     job, duration = outcome.job, outcome.duration
+    if outcome.kind == CANCEL:
+        why = f" reason={outcome.message}" if outcome.message else ""
+        _log(logging.WARNING, "job %s: %s id=%s queue=%s duration=%.4fs outcome=%s%s",
+             ("cancelled", job.job_class, job.id, job.queue, duration, "cancelled", why),
+             {"que_event": "cancelled", "job_id": job.id, "job_class": job.job_class,
+              "queue": job.queue, "duration": round(duration, 6), "outcome": "cancelled",
+              "reason": outcome.message or None})
+        call_hook("que_job_cancelled", job=job, reason=outcome.message or None,
+                  duration=duration)
+        return
     if outcome.kind in (ERROR, EXPIRE):
         name = "expired" if outcome.kind == EXPIRE else "errored"
         retry = "" if outcome.kind == EXPIRE else f" retry_in={outcome.delay:g}s"
@@ -330,6 +398,7 @@ def report(outcome: Outcome) -> None:
 def report_unsaved(outcome: Outcome, why: BaseException) -> None:
     """The outcome could not be written (*why*): say so instead of claiming it."""
     job = outcome.job
-    what = f"failed ({outcome.message})" if outcome.kind in (ERROR, EXPIRE) else "ran"
+    what = (f"failed ({outcome.message})" if outcome.kind in (ERROR, EXPIRE)
+            else "was cancelled" if outcome.kind == CANCEL else "ran")
     log.warning("job %s: %s %s but its outcome could not be saved (%s); it is set aside",
                 job.id, job.job_class, what, _describe(why))

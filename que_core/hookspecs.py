@@ -82,6 +82,12 @@ def que_job_expired(job: Any, error: BaseException, duration: float) -> None:
 
 
 @hookspec
+def que_job_cancelled(job: Any, reason: str | None, duration: float) -> None:
+    """The job was cancelled (``que jobs cancel``) while a worker held it:
+    stopped if it ran, or never started; recorded as cancelled."""
+
+
+@hookspec
 def que_worker_started(worker: Any) -> None:
     """A :class:`que_core.Worker` started."""
 

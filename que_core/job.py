@@ -119,6 +119,9 @@ class Job:
     maximum_retry_count: ClassVar[int] = 15
     retry_interval: ClassVar[float | None] = None
     keep_finished: ClassVar[bool | None] = None
+    #: Seconds a run may take before it is stopped and counted as an error
+    #: ("timed out after N seconds"); None: the worker's --max-run-time, if any.
+    max_run_time: ClassVar[float | None] = None
     job_name: ClassVar[str] = "que_core.job.Job"
     #: Keep the row when the job finishes, with what run() returned as JSON
     #: (``job.result()``, :func:`que_core.result`); implies keep_finished.
@@ -165,6 +168,10 @@ class Job:
     _on_conflict: str = "skip"
     #: The caller's connection the job was enqueued on: job.result() waits there.
     _enqueued_on: Any = None
+    #: Set by the watchdog: why the run is being stopped (timed out, cancelled).
+    _stop: BaseException | None = None
+    #: Set by the watchdog: the job's cancel request, (when, why).
+    _cancel: tuple[str, str | None] | None = None
 
     def __init_subclass__(cls, register: bool = True, **kw: Any) -> None:
         """``class MyJob(Job, register=False)`` leaves it out of the
@@ -181,6 +188,7 @@ class Job:
             from que_core.schedules import Schedule
 
             Schedule.of_class(cls)  # a bad expression fails here, naming the class
+        validation.check_max_run_time(cls.max_run_time, cls.__qualname__)
         if register:
             register_job(cls)
 
@@ -265,6 +273,13 @@ class Job:
     @property
     def resolved(self) -> bool:
         return self._resolved
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled while it runs: a job that checks
+        it at a safe point and returns is recorded as cancelled. One that
+        does not is stopped a moment later (see que_core.watchdog)."""
+        return self._cancel is not None
 
     def _resolve(self, query: str, params: tuple[Any, ...]) -> None:
         rows = self.db.execute(q(query), params) if self._stored else []

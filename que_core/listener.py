@@ -6,6 +6,10 @@ pid is the registered session's backend pid: this session's. Each message
 wakes one idle worker thread that works its queue and takes its priority
 (:mod:`que_core.dispatch`). Without ``listen`` the session only keeps the
 registration, and the threads poll.
+
+It also LISTENs on :data:`CONTROL`, where ``que_core_cancel`` says that jobs
+were cancelled (the watchdog then looks for those this worker holds) and
+``que queues resume`` that a queue was resumed (an idle thread claims).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from que_core.backoff import retry_connect
 from que_core.connection import Connection, Notification
@@ -25,11 +30,16 @@ from que_core.errors import ConnectionLost, DatabaseError
 from que_core.sql import q, quoted
 from que_core.throughput import Throughput
 
+if TYPE_CHECKING:
+    from que_core.watchdog import Watchdog
+
 log = logging.getLogger("que_core.listener")
 
 #: How long one wait for notifications lasts before the stop flag is checked
 #: again: at most this long is added to Worker.stop() (a wait costs no round trip).
 WAIT = 0.1
+#: Where every que-core worker hears of cancelled jobs and resumed queues.
+CONTROL = "que_core_control"
 #: At most one warning about unexpected notifications per this many seconds:
 #: any role may NOTIFY our channel, and a flood must not flood the log.
 WARN_EVERY = 10.0
@@ -92,9 +102,11 @@ class Listener(threading.Thread):
         listen: bool,
         stop_event: threading.Event,
         throughput: Throughput | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         super().__init__(name="que-listener", daemon=True)
         self.throughput = throughput
+        self.watchdog = watchdog
         self._connect = connect
         self.queues = list(queues)
         self.worker_priorities = list(worker_priorities)
@@ -105,6 +117,7 @@ class Listener(threading.Thread):
         #: Backend pid of the registered session: the que_lockers row's pid.
         self.pid: int | None = None
         self._listening = False
+        self._next_poll = 0.0
 
     def open(self) -> None:
         """Open the session and register; called before the thread starts so
@@ -150,19 +163,53 @@ class Listener(threading.Thread):
         if self.throughput is not None and self.throughput.due():
             self.throughput.flush(self.conn)
         if not self.listen:
+            self._poll()
             self._stop_event.wait(WAIT)
             return
         assert self.conn is not None and self.pid is not None
         if not self._listening:
             self.conn.execute(quoted(self.conn, "listen_sql", channel(self.pid)))
+            self.conn.execute(quoted(self.conn, "listen_sql", CONTROL))
             self._set_listening(True)
             self.dispatcher.announce()  # jobs may have come before we listened
+            self._next_poll = 0.0  # and cancels
         for note in self.conn.notifications(WAIT):
+            if note.channel == CONTROL:
+                self._control(note)
+                continue
             if note.channel != channel(self.pid):
                 continue
             found = parse(note)
             if found is not None and found[0] in self.queues:
                 self.dispatcher.announce(found[1])
+        self._poll()
+
+    def _poll(self) -> None:
+        """The watchdog's reads (cancel requests, paused queues), on this
+        session: when a cancel was heard of, else each POLL_EVERY seconds."""
+        now = time.monotonic()
+        if self.watchdog is None or self.conn is None or now < self._next_poll:
+            return
+        from que_core.watchdog import POLL_EVERY
+
+        self._next_poll = now + POLL_EVERY
+        self.watchdog.poll(self.conn)
+
+    def _control(self, note: Notification) -> None:
+        """A message on CONTROL. Anyone may send one: a cancel makes the
+        watchdog read the requests from the database, a resume wakes a thread
+        to claim; neither trusts the message further."""
+        try:
+            msg = json.loads(note.payload)
+        except (ValueError, RecursionError):
+            msg = None
+        kind = msg.get("message_type") if isinstance(msg, dict) else None
+        if kind == "cancel":
+            self._next_poll = 0.0  # look now
+        elif kind == "resume" and isinstance(msg, dict) and msg.get("queue") in self.queues:
+            self.dispatcher.announce()
+        elif kind not in ("cancel", "resume"):
+            _unexpected.warn(note)
 
     def _set_listening(self, on: bool) -> None:
         assert self.conn is not None

@@ -104,6 +104,13 @@ def _port(value: Any) -> int:
     return port
 
 
+def _age(value: Any) -> str:
+    """A retention age, checked, as text: ``"7d"``, ``"12h"``, ``"never"``."""
+    from que_core.retention import format_age, parse_age
+
+    return format_age(parse_age(value))
+
+
 def parse_priorities(text: str) -> list[int | None]:
     """``"10,30,50,any,any"`` -> ``[10, 30, 50, None, None]``."""
     out: list[int | None] = []
@@ -197,6 +204,18 @@ WORKER_SPECS: tuple[Spec, ...] = (
     Spec("listen", "--listen/--no-listen", ("QUE_LISTEN",), _to_bool, True,
          "LISTEN for new jobs (otherwise poll only)", worker_arg="listen",
          django_key="LISTEN"),
+    Spec("max_run_time", "--max-run-time", ("QUE_MAX_RUN_TIME",), _positive(_to_float), None,
+         "seconds a job may run before it is stopped and the attempt counted as an error, "
+         "for job classes without a max_run_time of their own (default: no limit)",
+         click_type=click.FloatRange(min=0, min_open=True), worker_arg="max_run_time",
+         django_key="MAX_RUN_TIME"),
+    Spec("retain_finished", "--retain-finished", ("QUE_RETAIN_FINISHED",), _age, "7d",
+         "how long finished jobs (keep_finished) are kept before they are deleted: an age "
+         "(30m, 12h, 7d, 2w) or never", worker_arg="retain_finished",
+         django_key="RETAIN_FINISHED"),
+    Spec("retain_expired", "--retain-expired", ("QUE_RETAIN_EXPIRED",), _age, "30d",
+         "how long expired and cancelled jobs are kept before they are deleted: an age or "
+         "never", worker_arg="retain_expired", django_key="RETAIN_EXPIRED"),
     Spec("async_concurrency", "--async-concurrency", ("QUE_ASYNC_CONCURRENCY",),
          _non_negative(_to_int), 10,
          "async def jobs run at once on the worker's event loop (0: none)",

@@ -72,6 +72,103 @@ SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text
                                  %s::integer[], %s::timestamptz[], %s::bigint[],
                                  %s::text[], %s::text[])
 
+-- ---------------------------------------------------------------------------
+-- Job control (migrations/7.6): the watchdog (que_core/watchdog.py), cancel,
+-- pause and retention (que_core/control.py, que_core/retention.py).
+
+-- name: cancel_requests
+-- The cancel requests among the jobs a worker holds (ids): id, when (ISO
+-- 8601, UTC) and why.
+SELECT job_id, to_char(requested_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), reason
+FROM que_core_cancels WHERE job_id = ANY(%s::bigint[])
+
+-- name: paused_queues
+-- Which of the queues given are paused.
+SELECT queue FROM que_core_paused_queues WHERE queue = ANY(%s::text[])
+
+-- name: cancel_statement
+-- Cancel what the session of a job being stopped is running, if it is
+-- running a statement now (a session waiting for its client has nothing to
+-- cancel, and the next statement it gets must not be hit). state is NULL for
+-- another role's session without pg_read_all_stats: cancelled then too.
+SELECT count(pg_cancel_backend(a.pid)) FROM pg_stat_activity AS a
+WHERE a.pid = %s AND coalesce(a.state, 'active') = 'active'
+
+-- name: lock_job_waiting
+-- Take a job's lock, waiting for it (a stuck thread's job, taken over once
+-- its session is ended).
+SELECT pg_advisory_lock(%s::bigint)
+
+-- name: waits_for_lock
+-- Whether session pid waits for an advisory lock.
+SELECT count(*) FROM pg_locks WHERE pid = %s AND locktype = 'advisory' AND NOT granted
+
+-- name: cancel_jobs
+-- Params: ids, reason. One row per distinct id: (id, result); see
+-- que_core_cancel in migrations/7.6/up.sql.
+SELECT id, result FROM que_core_cancel(%s::bigint[], %s::text)
+
+-- name: pause_queue
+-- Returns a row when the queue was not paused before.
+INSERT INTO que_core_paused_queues (queue, reason) VALUES (%s, %s)
+ON CONFLICT (queue) DO NOTHING
+RETURNING queue
+
+-- name: resume_queue
+-- Returns a row when the queue was paused; tells every que-core worker at
+-- once (they poll it each second too).
+WITH d AS (DELETE FROM que_core_paused_queues WHERE queue = %s RETURNING queue)
+SELECT d.queue, pg_notify('que_core_control',
+                          json_build_object('message_type', 'resume', 'queue', d.queue)::text)
+FROM d
+
+-- name: paused_since
+SELECT {{iso_utc(paused_at)}}, reason FROM que_core_paused_queues WHERE queue = %s
+
+-- name: retention_lock
+-- One worker at a time prunes: a session lock with two int4 keys ("que\0"
+-- and 3), which never collides with a job's one-bigint lock (nor with the
+-- migrators', whose second key is 1).
+SELECT pg_try_advisory_lock(1903518976, 3)
+
+-- name: retention_unlock
+SELECT pg_advisory_unlock(1903518976, 3)
+
+-- name: prune_finished
+-- One batch of retention: finished jobs older than %s seconds, at most %s,
+-- oldest first (que_core_jobs_finished_at_idx), skipping rows someone has
+-- locked. Returns how many went.
+WITH doomed AS (
+  SELECT id FROM que_jobs
+  WHERE finished_at < now() - %s * interval '1 second'
+  ORDER BY finished_at
+  LIMIT %s
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM que_jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
+)
+SELECT count(*) FROM gone
+
+-- name: prune_expired
+-- The same for expired jobs (cancelled ones included), by expired_at.
+WITH doomed AS (
+  SELECT id FROM que_jobs
+  WHERE expired_at < now() - %s * interval '1 second'
+  ORDER BY expired_at
+  LIMIT %s
+  FOR UPDATE SKIP LOCKED
+), gone AS (
+  DELETE FROM que_jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
+)
+SELECT count(*) FROM gone
+
+-- name: prune_cancel_requests
+-- Cancel requests whose jobs are no longer waiting (a Ruby Que worker
+-- finished it, someone deleted it).
+DELETE FROM que_core_cancels AS c
+WHERE NOT EXISTS (SELECT FROM que_jobs AS j
+                  WHERE j.id = c.job_id AND j.finished_at IS NULL AND j.expired_at IS NULL)
+
 -- name: relock_jobs
 -- After a session was replaced: lock again the jobs whose outcomes it still
 -- owes (those another session took meanwhile are theirs now).
@@ -244,7 +341,9 @@ UPDATE que_lockers SET listening = %s WHERE pid = %s
 --
 -- A job's state is Que's que_determine_job_state (expired, finished,
 -- errored, scheduled, ready), except that an unfinished job whose advisory
--- lock some session holds right now is "running" (fragment job_state). pg_locks shows a bigint
+-- lock some session holds right now is "running", and an expired one that
+-- was cancelled (data has "cancelled", see migrations/7.6) is "cancelled"
+-- (fragment job_state). pg_locks shows a bigint
 -- advisory key with its high half in classid, its low half in objid and
 -- objsubid = 1 (two-int4-key locks, such as the migrators', have 2).
 -- Filters travel as one JSON object (admin.JobFilter.to_json); a key that is
@@ -281,6 +380,7 @@ END
 -- default), so a view calling it is computed for every job before any filter,
 -- ORDER BY or LIMIT applies (a full walk of que_jobs for one page).
 CASE
+  WHEN r.expired_at IS NOT NULL AND r.data -> 'cancelled' IS NOT NULL THEN 'cancelled'
   WHEN r.expired_at IS NOT NULL THEN 'expired'
   WHEN r.finished_at IS NOT NULL THEN 'finished'
   WHEN r.id IN (SELECT id FROM locked) THEN 'running'
@@ -336,6 +436,7 @@ SELECT queue, shown_class,
        count(*) FILTER (WHERE state = 'running'),
        count(*) FILTER (WHERE state = 'errored'),
        count(*) FILTER (WHERE state = 'expired'),
+       count(*) FILTER (WHERE state = 'cancelled'),
        count(*) FILTER (WHERE state = 'finished'),
        -- greatest(): another program may have written -infinity, which
        -- now() cannot be subtracted from.
@@ -462,6 +563,39 @@ LIMIT %s
 -- seconds on a loaded machine.
 SELECT set_config('jit', 'off', false)
 
+-- name: admin_queues
+-- Every queue with jobs or paused: name, paused since (NULL: not paused),
+-- why, and its jobs by state.
+WITH {{admin_jobs}},
+counts AS (
+  SELECT queue,
+         count(*) FILTER (WHERE state = 'ready') AS ready,
+         count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+         count(*) FILTER (WHERE state = 'running') AS running,
+         count(*) FILTER (WHERE state = 'errored') AS errored,
+         count(*) FILTER (WHERE state = 'expired') AS expired,
+         count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+         count(*) FILTER (WHERE state = 'finished') AS finished
+  FROM j GROUP BY queue
+)
+SELECT coalesce(c.queue, p.queue), {{iso_utc(p.paused_at)}}, p.reason,
+       coalesce(c.ready, 0), coalesce(c.scheduled, 0), coalesce(c.running, 0),
+       coalesce(c.errored, 0), coalesce(c.expired, 0), coalesce(c.cancelled, 0),
+       coalesce(c.finished, 0)
+FROM counts AS c FULL JOIN que_core_paused_queues AS p ON p.queue = c.queue
+ORDER BY 1
+
+-- name: cancel_ends
+-- How the cancelled jobs (ids) a worker held stand: cancelled, running (its
+-- request still waits for the worker), or ended otherwise (gone, finished,
+-- expired, or waiting with no request left).
+SELECT v, CASE WHEN j.data -> 'cancelled' IS NOT NULL THEN 'cancelled'
+               WHEN j.id IS NOT NULL AND j.finished_at IS NULL AND j.expired_at IS NULL
+                    AND EXISTS (SELECT FROM que_core_cancels AS c WHERE c.job_id = v)
+                 THEN 'running'
+               ELSE 'ended' END
+FROM unnest(%s::bigint[]) AS v LEFT JOIN que_jobs AS j ON j.id = v
+
 -- name: admin_lockers
 -- The worker processes registered now (rows of dead or fake sessions left out).
 SELECT pid, worker_count, ruby_pid, ruby_hostname, listening,
@@ -545,11 +679,12 @@ SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM changed),
 
 -- name: admin_retry_jobs
 -- Run the matching jobs now: run_at = now(), and an expired job is no longer
--- expired (its error_count stays). Finished jobs are left alone, and so is an
--- expired unique job whose key another job of its class holds now.
+-- expired (its error_count stays), a cancelled one no longer cancelled.
+-- Finished jobs are left alone, and so is an expired unique job whose key
+-- another job of its class holds now.
 {{admin_claim}}
 changed AS (
-  UPDATE que_jobs AS u SET run_at = now(), expired_at = NULL
+  UPDATE que_jobs AS u SET run_at = now(), expired_at = NULL, data = u.data - 'cancelled'
   WHERE u.id IN (SELECT id FROM c WHERE free) AND u.finished_at IS NULL
     AND (u.que_core_unique_key IS NULL OR u.expired_at IS NULL OR NOT EXISTS (
       SELECT FROM que_jobs AS o

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from que_core.errors import InvalidJob
+from que_core.errors import ConfigurationError, InvalidJob
 
 SMALLINT = (-32768, 32767)
 MAX_QUEUE = 100
@@ -206,6 +206,19 @@ def check_priority(value: Any) -> int:
 
 def check_queue(value: Any) -> str:
     return check_text(value, "queue name", MAX_QUEUE)
+
+
+def check_max_run_time(value: Any, where: str) -> float | None:
+    """A run-time limit: None (none), or a positive, finite number of seconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        0 < value < float("inf")
+    ):
+        raise ConfigurationError(
+            f"{where}: max_run_time {value!r} must be a positive number of seconds, or None"
+        )
+    return float(value)
 
 
 def check_tags(value: Any) -> list[str]:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from que_core import retention
 from que_core.async_worker import AsyncWorker
 from que_core.claims import SetAside
 from que_core.connection import Adapter, AsyncAdapter, Connection
@@ -31,6 +32,8 @@ from que_core.plugins import get_adapter, get_async_adapter, installed_adapters
 from que_core.pooler import check_sessions_last
 from que_core.schedules import Schedule, Scheduler, declared
 from que_core.throughput import Throughput
+from que_core.validation import check_max_run_time
+from que_core.watchdog import Watchdog
 from que_core.worker_thread import Durations, WorkerThread
 
 log = logging.getLogger("que_core.worker")
@@ -77,6 +80,17 @@ class Worker:
         Job classes declare (``schedule = "..."``); see :mod:`que_core.schedules`.
     :param scheduler: enqueue the periodic jobs (a scheduler thread): every
         worker process does, and each tick is enqueued once in all.
+    :param max_run_time: seconds a job may run before it is stopped and its
+        attempt counted as an error, for job classes without a
+        ``max_run_time`` of their own (None: no limit).
+    :param retain_finished: how long finished jobs (kept with
+        ``keep_finished``) are kept before they are deleted: seconds, an age
+        such as ``"7d"``, or None / ``"never"``; default 7 days (see
+        :mod:`que_core.retention` for why).
+    :param retain_expired: the same for expired and cancelled jobs; default
+        30 days.
+    :param prune_interval: seconds between retention rounds (one worker
+        process at a time prunes).
     :param async_concurrency: how many ``async def`` jobs run at once on the
         worker's event loop (0: none; the threads leave them alone anyway).
         The loop is started only when such job classes are registered.
@@ -97,6 +111,10 @@ class Worker:
         listen: bool = _D["listen"],
         schedules: Sequence[Schedule] = (),
         scheduler: bool = True,
+        max_run_time: float | None = _D["max_run_time"],
+        retain_finished: float | str | None = _D["retain_finished"],
+        retain_expired: float | str | None = _D["retain_expired"],
+        prune_interval: float = retention.PRUNE_EVERY,
         async_concurrency: int = _D["async_concurrency"],
         async_adapter: str | AsyncAdapter | None = None,
     ) -> None:
@@ -136,12 +154,20 @@ class Worker:
         self.extra_schedules = list(schedules)
         self.run_scheduler = scheduler
         self.scheduler: Scheduler | None = None
+        self.max_run_time = check_max_run_time(max_run_time, "Worker")
+        self.retention = retention.Retention.of(retain_finished, retain_expired)
+        if prune_interval <= 0:
+            raise ConfigurationError(f"prune interval {prune_interval!r} must be positive")
+        self.prune_interval = prune_interval
         self.dispatcher = Dispatcher()
         self.throughput = Throughput()
         self._stopping = threading.Event()  # take no new jobs
         self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
         self.threads: list[WorkerThread] = []
+        self._threads_lock = threading.Lock()
+        self.watchdog: Watchdog | None = None
+        self.janitor: retention.Janitor | None = None
         #: Runs the async def jobs (None: no such job class registered).
         self.async_worker: AsyncWorker | None = None
         self._started = False
@@ -174,11 +200,14 @@ class Worker:
             conn.close()
         plan = declared(self.extra_schedules) if self.run_scheduler else []
         scheduler = Scheduler(self._connect, plan, self._stopping) if plan else None
+        watchdog = Watchdog(self._connect, self.dispatcher, self.queues, self._held,
+                            lambda: [t.running_now() for t in self.threads])
         listener = Listener(self._connect, self.queues, self.worker_priorities,
                             self.dispatcher, self.listen, self._stop_event,
-                            throughput=self.throughput)
+                            throughput=self.throughput, watchdog=watchdog)
         listener.open()
         self.listener = listener
+        self.watchdog = watchdog
         durations, set_aside = Durations(), SetAside()
         async_classes = sorted(name for name, cls in registry.items() if is_async(cls))
         if async_classes and self.async_concurrency:
@@ -186,7 +215,7 @@ class Worker:
                 self._async_side(), self.dsn, self._connect, self.queues, async_classes,
                 concurrency=self.async_concurrency, poll_interval=self.poll_interval,
                 set_aside=set_aside, stopping=self._stopping, stop_event=self._stop_event,
-                throughput=self.throughput)
+                throughput=self.throughput, watchdog=watchdog, max_run_time=self.max_run_time)
             self.dispatcher.followers.append(self.async_worker.dispatcher)
         self.threads = [
             WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
@@ -194,9 +223,11 @@ class Worker:
                          durations=durations, set_aside=set_aside,
                          throughput=self.throughput,
                          stopping=self._stopping, stop_event=self._stop_event,
-                         skip_classes=async_classes)
+                         skip_classes=async_classes, watchdog=watchdog,
+                         max_run_time=self.max_run_time, given_up=self._given_up)
             for i, p in enumerate(self.worker_priorities)
         ]
+        watchdog.start()
         listener.start()
         for thread in self.threads:
             thread.start()
@@ -205,6 +236,10 @@ class Worker:
             scheduler.start()
         if self.async_worker is not None:
             self.async_worker.start()
+        if self.retention.enabled:
+            self.janitor = retention.Janitor(self._connect, self.retention,
+                                             self.prune_interval, self._stop_event)
+            self.janitor.start()
         log.info("worker started: %r", self)
         call_hook("que_worker_started", worker=self)
         return self
@@ -224,6 +259,21 @@ class Worker:
             self._async_adapter = get_async_adapter()
         return self._async_adapter
 
+    def _held(self) -> list[int]:
+        """The ids of the jobs in the worker threads' batches (the watchdog
+        looks for cancel requests among them)."""
+        return [i for t in self.threads for i in t.batch_ids]
+
+    def _given_up(self, stuck: WorkerThread) -> None:
+        """The watchdog gave up on *stuck* (its job did not stop): a new
+        thread takes its slot (the watchdog takes its job over)."""
+        with self._threads_lock:
+            if stuck not in self.threads:
+                return
+            fresh = stuck.clone()
+            self.threads = [fresh if t is stuck else t for t in self.threads]
+        fresh.start()
+
     def stop(self, timeout: float | None = None) -> bool:
         """Stop taking jobs, let running ones finish, release the rest.
 
@@ -240,11 +290,21 @@ class Worker:
             self.async_worker.stopping(deadline)
         self._stopping.set()
         self.dispatcher.stop()
-        for thread in self.threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        while True:  # a thread given up meanwhile has a new one in its slot
+            with self._threads_lock:
+                busy = [t for t in self.threads if t.is_alive() and not t.guard.abandoned]
+            if not busy or left() == 0.0:
+                break
+            busy[0].join(min(0.1, left() or 0.1))
+        for helper in self.watchdog.takeovers if self.watchdog else ():
+            helper.join(left())  # writing the outcomes of stuck jobs
         if self.scheduler is not None:
             self.scheduler.join(5.0)  # a statement at most: it stops at _stopping
-        hung = [t for t in self.threads if t.is_alive()]
+        hung = [t for t in self.threads if t.is_alive() and not t.guard.abandoned]
         async_hung = self.async_worker is not None and not self.async_worker.stop(deadline)
         if hung:
             log.warning(
@@ -253,6 +313,10 @@ class Worker:
             )
             end_sessions(self._connect, [t.backend_pid for t in hung if t.backend_pid])
         self._stop_event.set()  # from here on, no more reconnect attempts
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        if self.janitor is not None:
+            self.janitor.join(5)
         self.listener.join()
         self.listener.shutdown(self._connect)  # if its thread could not
         log.info("worker stopped")

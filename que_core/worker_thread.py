@@ -15,17 +15,22 @@ import os
 import random
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from que_core import execute
 from que_core.backoff import retry_connect
 from que_core.claims import Claims, SetAside
 from que_core.connection import Connection, Row
 from que_core.dispatch import Dispatcher
-from que_core.errors import ConnectionLost, DatabaseError
+from que_core.errors import ConnectionLost, DatabaseError, JobStopped
+from que_core.execute import Outcome
 from que_core.job import Job, registry
 from que_core.sql import q
+from que_core.stopping import Guard
 from que_core.throughput import Throughput
+from que_core.watchdog import Handover, Running, Watchdog
 
 log = logging.getLogger("que_core.worker")
 
@@ -64,6 +69,11 @@ class Durations:
         self._by_class[job_class] = seconds if before is None else 0.7 * before + 0.3 * seconds
 
 
+class _GivenUp(BaseException):
+    """The watchdog gave up on this thread while its job was stuck: another
+    thread has its slot, and its job's outcome is written elsewhere."""
+
+
 class WorkerThread(threading.Thread):
     def __init__(
         self,
@@ -82,8 +92,28 @@ class WorkerThread(threading.Thread):
         stop_event: threading.Event,
         skip_classes: Sequence[str] = (),
         name: str | None = None,
+        watchdog: Watchdog | None = None,
+        max_run_time: float | None = None,
+        given_up: Callable[[WorkerThread], None] | None = None,
     ) -> None:
         super().__init__(name=name or f"que-worker-{index}", daemon=True)
+        #: What clone() makes a thread for the same slot from.
+        self._init: tuple[tuple[Any, ...], dict[str, Any]] = (
+            (index, max_priority, connect, queues, dispatcher),
+            dict(batch_size=batch_size, poll_interval=poll_interval, durations=durations,
+                 set_aside=set_aside, throughput=throughput, stopping=stopping,
+                 stop_event=stop_event, skip_classes=skip_classes, name=name, watchdog=watchdog,
+                 max_run_time=max_run_time, given_up=given_up))
+        self.watchdog = watchdog
+        self.max_run_time = max_run_time
+        self._given_up = given_up
+        #: Where the job's own code runs (see que_core.stopping).
+        self.guard = Guard()
+        #: The ids of the batch being worked (the watchdog reads it).
+        self.batch_ids: tuple[int, ...] = ()
+        self._job_started = 0.0
+        #: The watchdog's view of the job running now (its thread's only).
+        self._watched: Running | None = None
         self.max_priority = max_priority
         self._connect = connect
         self.queues = list(queues)
@@ -109,6 +139,11 @@ class WorkerThread(threading.Thread):
         #: The next claim walks every queue from its start (see Claims.next).
         self._full = True
 
+    def clone(self) -> WorkerThread:
+        """A new thread for this one's slot (this one was given up)."""
+        args, kwargs = self._init
+        return WorkerThread(*args, **kwargs)
+
     def run(self) -> None:
         try:
             while not self._stopping.is_set():
@@ -121,8 +156,15 @@ class WorkerThread(threading.Thread):
                 except Exception:  # never die silently, never spin
                     log.exception("%s: unexpected error; going on", self.name)
                     self._stop_event.wait(1.0)
+        except _GivenUp:
+            pass
         finally:
-            self._finish()
+            if self.guard.abandoned:  # its claims are another thread's now
+                if self.conn is not None:
+                    self.conn.close()
+                log.info("%s (given up) ended: its stuck job returned", self.name)
+            else:
+                self._finish()
 
     # -- one claim and its batch -------------------------------------------------------
 
@@ -146,11 +188,16 @@ class WorkerThread(threading.Thread):
         if len(rows) >= limit:  # there may be more: pass the word on
             self.dispatcher.notify(rows[-1][1])
         rows = self._trim(rows)
-        for i, row in enumerate(rows):
-            if self._stopping.is_set():
-                self.claims.skip(r[0] for r in rows[i:])
-                return
-            self._run_one(row)
+        self.batch_ids = tuple(r[0] for r in rows)
+        try:
+            for i, row in enumerate(rows):
+                if self._stopping.is_set():
+                    self.claims.skip(r[0] for r in rows[i:])
+                    return
+                self._run_one(row)
+        finally:
+            if not self.guard.abandoned:
+                self.batch_ids = ()
 
     def _limit(self) -> int:
         recent = self.durations.recent
@@ -175,23 +222,92 @@ class WorkerThread(threading.Thread):
     def _run_one(self, row: Row) -> None:
         assert self.conn is not None and self.claims is not None
         job = execute.build(row, self.conn)
-        self.current = job
+        request = self.watchdog.requests.get(job.id or 0) if self.watchdog else None
+        if request is not None:  # cancelled while it waited in this batch
+            job._cancel = request
+            self.claims.add(execute.cancelled(job))
+            return
+        self._job_started = time.monotonic()
+        self.current = job  # the watchdog watches it from here (running_now)
         try:
-            outcome = execute.run(job)
+            outcome = execute.run(job, self.guard if self.watchdog is not None else None)
         finally:
-            self.current = None
+            if not self.guard.abandoned:
+                self.current = None
+            watched, self._watched = self._watched, None
+            if watched is not None:
+                self.watchdog.done(watched)  # type: ignore[union-attr]
+        if self.guard.abandoned:
+            raise _GivenUp
         self.durations.observe(job.job_class, outcome.duration)
         if self.throughput is not None:
             self.throughput.observe(row[4], row[2], outcome.duration,
                                     outcome.kind in (execute.ERROR, execute.EXPIRE))
+        if job._stop is not None and self.guard.sent and self.watchdog is not None:
+            self._hand_over(outcome)
+            return
         if self.conn.closed:  # the job closed its session, or it was lost
             self.claims.add(outcome)
             raise ConnectionLost("the job's session was closed or lost while it ran")
-        if self.conn.reset():
+        if self.conn.reset() and job._stop is None:
             log.warning("job %s left its session inside a transaction block: rolled back",
                         job.id)
             outcome = execute.left_in_transaction(outcome)
         self.claims.add(outcome)
+
+    def _hand_over(self, outcome: Outcome) -> None:
+        """The job was stopped by an exception raised in its code, which may
+        have gone off in the driver's own Python code and left the session
+        mid-protocol (pg8000's, psycopg's): the watchdog writes the outcome
+        on a session queued for the job's lock once this one is ended, then
+        this thread goes on with a new one."""
+        assert self.claims is not None and self.watchdog is not None
+        claims = self.claims
+        writer = self.watchdog.hand_over(Handover(
+            outcome.job_id, self.backend_pid, lambda conn: claims.take_over(conn, outcome)))
+        if writer is not None:
+            writer.join(15)
+        self._close()  # ended: its locks went with it, its outcomes are written
+        self._full = True
+
+    # -- stopping its job (called by the watchdog's thread) -------------------------
+
+    def running_now(self) -> Running | None:
+        """The job this thread runs now, as the watchdog sees it (the same
+        object until the job ends); called on the watchdog's thread only."""
+        job = self.current
+        if job is None or self.guard.abandoned:
+            return None
+        watched = self._watched
+        if watched is None or watched.job is not job:
+            watched = Running(job, execute.max_run_time(job, self.max_run_time),
+                              self._interrupt, self._give_up, started=self._job_started)
+            self._watched = watched
+        return watched
+
+    def _interrupt(self, why: type[JobStopped]) -> bool:
+        """Raise *why* in the job's code, and cancel its statement if any."""
+        pid, watchdog = self.backend_pid, self.watchdog
+
+        def cancel_statement() -> None:
+            if pid is not None and watchdog is not None:
+                watchdog.cancel_statement(pid)
+
+        return self.guard.stop(why, cancel_statement)
+
+    def _give_up(self) -> Handover | None:
+        """The job did not come back: give this thread up, if it is still in
+        the job's code; a new thread takes its slot, and the watchdog its job
+        (see Watchdog._take_over). None: it came back meanwhile."""
+        job, claims = self.current, self.claims
+        if job is None or claims is None or not self.guard.abandon():
+            return None
+        outcome = execute.stopped(job, time.monotonic() - self._job_started)
+        if self._given_up is not None:
+            self._given_up(self)
+        # Quiescent from here on: this thread never touches its claims again.
+        return Handover(outcome.job_id, self.backend_pid,
+                        lambda conn: claims.take_over(conn, outcome))
 
     # -- the session ---------------------------------------------------------------------
 
@@ -273,3 +389,4 @@ class WorkerThread(threading.Thread):
             except DatabaseError as exc:
                 self._settle(exc)
         self._close()
+

@@ -95,5 +95,34 @@ class AsyncAddJob(Job):
         return a + b
 
 
+class AsyncTimesOut(Job):
+    """Awaits far longer than its max_run_time."""
+
+    max_run_time = 1
+    retry_interval = 3600
+
+    async def run(self, tag: Any, sql: bool = False) -> None:
+        await arecord(self, tag, "start")
+        if sql:
+            async with self.atransaction():
+                await self.db.execute("UPDATE que_jobs SET args = args WHERE id = %s", (self.id,))
+                await self.db.execute("SELECT pg_sleep(30)")
+        else:
+            await asyncio.sleep(30)
+        await arecord(self, tag, "woke")
+
+
+class AsyncPolite(Job):
+    """Checks self.cancelled while it awaits, and returns by itself."""
+
+    async def run(self, tag: Any) -> None:
+        await arecord(self, tag, "start")
+        until = time.monotonic() + 60
+        while time.monotonic() < until and not self.cancelled:
+            await asyncio.sleep(0.01)
+        await arecord(self, tag, "saw cancel" if self.cancelled else "not cancelled")
+
+
 CLASSES: list[type[Job]] = [AsyncRecordJob, AsyncPlainJob, AsyncSleepJob, AsyncHangFirstJob,
-                            AsyncBlockingJob, AsyncResolveJob, AsyncAddJob]
+                            AsyncBlockingJob, AsyncResolveJob, AsyncAddJob, AsyncTimesOut,
+                            AsyncPolite]

@@ -1,13 +1,15 @@
 """``async def`` jobs worked by ``que work`` (a real subprocess) next to sync
 jobs, once per adapter with an async side (``--adapter`` picks the one that
 runs them): their sessions, resolving themselves, kill -9, a job that blocks
-the loop, and shutdown with async jobs running."""
+the loop, shutdown with async jobs running, and job control (max_run_time,
+cancel)."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from que_core.foreground import EXIT_UNFINISHED
 from que_core.testing import databases
 from tests.helpers import advisory_locks, job_count, log_tags
 from tests.jobs import LOG_TABLE, RecordJob
+from tests.test_cli_admin import que
 from tests.test_cli_work import _Reader
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -180,3 +183,60 @@ def test_shutdown_cancels_async_jobs_at_the_deadline_and_they_run_again(
     spawn()
     wait_until(lambda: log_tags(db, "done") == ["hang"], within=30)
     assert job_count(db) == 0
+
+
+# -- job control: max_run_time and cancel of async def jobs -------------------------
+# The job's task is cancelled (and its statement), the error or the cancel
+# recorded, the loop's slot free again, no lock or transaction left.
+
+
+def _timed_out(db: Any, job_id: int) -> float:
+    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job_id,)) == 1,
+               within=10, interval=0.01)
+    took = float(scalar(db, "SELECT extract(epoch FROM clock_timestamp() - at) FROM test_log "
+                            "WHERE job_id = %s AND event = 'start'", (job_id,)))
+    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", (job_id,)) \
+        == "JobTimedOut: timed out after 1 second"
+    return took
+
+
+def test_async_jobs_time_out(adb: Any, spawn: Any, ajobs: Any) -> None:
+    _, db = adb
+    spawn("--async-concurrency", "1")
+    _registered(db)
+    awaiting = ajobs.AsyncTimesOut.enqueue("await", conn=db.raw)
+    assert _timed_out(db, awaiting.id) < 2.0
+    in_sql = ajobs.AsyncTimesOut.enqueue("sql", sql=True, conn=db.raw)
+    assert _timed_out(db, in_sql.id) < 2.0
+    # Its transaction (which held its row) was rolled back; the one slot is free.
+    db.execute("SET lock_timeout = 1000")
+    db.execute("UPDATE que_jobs SET priority = priority WHERE id = %s", (in_sql.id,))
+    ajobs.AsyncPlainJob.enqueue("next", conn=db.raw)
+    wait_until(lambda: len(db.execute("SELECT 1 FROM test_log WHERE tag = 'next'")) == 1,
+               within=3)
+    assert log_tags(db, "woke") == []
+    wait_until(lambda: advisory_locks(db) == 0)
+    assert scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND state LIKE 'idle in transaction%%'") == 0
+
+
+def test_cancel_async_jobs(adb: Any, spawn: Any, ajobs: Any, async_adapter: str) -> None:
+    dsn, db = adb
+    spawn()
+    _registered(db)
+    base = ("--dsn", dsn, "--adapter", "psycopg")
+    sleeper = ajobs.AsyncSleepJob.enqueue("sleeper", 60, conn=db.raw)
+    polite = ajobs.AsyncPolite.enqueue("polite", conn=db.raw)
+    wait_until(lambda: sorted(log_tags(db, "start")) == ["polite", "sleeper"], within=10)
+    start = time.monotonic()
+    out = que("jobs", "cancel", str(sleeper.id), str(polite.id), *base)
+    assert out.stdout.splitlines() == [
+        f"cancelled job {sleeper.id}: it was running, and its worker stopped it",
+        f"cancelled job {polite.id}: it was running, and its worker stopped it"], out
+    assert time.monotonic() - start < 10
+    assert log_tags(db, "saw cancel") == ["polite"]
+    assert log_tags(db, "done") == []
+    assert scalar(db, "SELECT count(*) FROM que_jobs WHERE data ? 'cancelled'") == 2
+    RecordJob.enqueue("after", conn=db.raw)  # the sync side goes on
+    wait_until(lambda: log_tags(db, "ran") == ["after"], within=5)
+    wait_until(lambda: advisory_locks(db) == 0)

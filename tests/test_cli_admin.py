@@ -278,6 +278,9 @@ def test_stats_counts_every_state_per_queue_and_class(
     insert(db, error_count=1, run_in=60)  # errored
     insert(db, error_count=16, expired=True)  # expired
     insert(db, finished=True)  # finished
+    cancelled = insert(db, expired=True)
+    db.execute("UPDATE que_jobs SET data = '{\"cancelled\": {\"at\": null, \"reason\": null}}' "
+               "WHERE id = %s", (cancelled,))
     running = insert(db, job_id=2**33 + 7)  # a key with a high half: classid
     holder.execute("SELECT pg_advisory_lock(%s)", (running,))
     insert(db, queue="mail", job_class="app.Mail", error_count=2)  # errored, due now
@@ -291,8 +294,9 @@ def test_stats_counts_every_state_per_queue_and_class(
     rows = {(r["queue"], r["job_class"]): r for r in data["jobs"]}
     a = rows[("default", "app.A")]
     assert {k: a[k] for k in ("ready", "scheduled", "running", "errored", "expired",
-                              "finished")} == {
-        "ready": 2, "scheduled": 1, "running": 1, "errored": 1, "expired": 1, "finished": 1}
+                              "cancelled", "finished")} == {
+        "ready": 2, "scheduled": 1, "running": 1, "errored": 1, "expired": 1, "cancelled": 1,
+        "finished": 1}
     assert 29 < a["oldest_ready_age"] < 120
     mail = rows[("mail", "app.Mail")]
     assert (mail["ready"], mail["errored"], mail["finished"], mail["running"]) == (1, 1, 1, 0)
@@ -303,8 +307,8 @@ def test_stats_counts_every_state_per_queue_and_class(
     assert out.returncode == 0
     header, first = out.stdout.splitlines()[:2]
     assert header.split() == ["QUEUE", "CLASS", "READY", "SCHEDULED", "RUNNING", "ERRORED",
-                              "EXPIRED", "FINISHED", "OLDEST", "READY"]
-    assert first.split()[:8] == ["default", "app.A", "2", "1", "1", "1", "1", "1"]
+                              "EXPIRED", "CANCELLED", "FINISHED", "OLDEST", "READY"]
+    assert first.split()[:9] == ["default", "app.A", "2", "1", "1", "1", "1", "1", "1"]
     assert "workers: 0 process(es)" in out.stdout
 
 

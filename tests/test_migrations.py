@@ -227,7 +227,7 @@ def que_functions(conn: Connection) -> dict[str, tuple[str, str, str]]:
 
 #: What que-core's revisions of version 7 add, which Que 2.4 does not have
 #: (and ignores).
-REVISION_FUNCTIONS = {"que_core_next_jobs"}
+REVISION_FUNCTIONS = {"que_core_next_jobs", "que_core_cancel", "que_core_apply_cancels"}
 #: What que-core's revisions add to Que's tables (7.3): columns Que never
 #: reads or writes (its INSERTs name their columns), after Que's own, and a
 #: partial index over them; and tables of their own.
@@ -250,10 +250,20 @@ REVISION_INDEXES = {
         "que_core_retrying_idx": "CREATE INDEX que_core_retrying_idx ON que_jobs USING btree "
                                  "(queue, run_at) WHERE ((error_count > 0) AND "
                                  "(finished_at IS NULL) AND (expired_at IS NULL))",
+        # 7.6: retention's (kept rows only)
+        "que_core_jobs_finished_at_idx": (
+            "CREATE INDEX que_core_jobs_finished_at_idx ON que_jobs "
+            "USING btree (finished_at) WHERE (finished_at IS NOT NULL)"),
+        "que_core_jobs_expired_at_idx": (
+            "CREATE INDEX que_core_jobs_expired_at_idx ON que_jobs "
+            "USING btree (expired_at) WHERE (expired_at IS NOT NULL)"),
     },
 }
 REVISION_RELATIONS = {"que_core_ticks", "que_core_ticks_pkey", "que_core_throughput",
-                      "que_core_throughput_pkey"}
+                      "que_core_throughput_pkey",
+                      # 7.6: paused queues, cancel requests
+                      "que_core_paused_queues", "que_core_paused_queues_pkey",
+                      "que_core_cancels", "que_core_cancels_pkey"}
 
 
 def que_triggers(conn: Connection) -> dict[str, str | None]:

@@ -21,11 +21,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette 1.x: httpx in TestClient is deprecated
     from starlette.testclient import TestClient
 
+from conformance.fixtures import wait_until
 from que_core import Job, migrate, plugins
 from que_core.connection import Connection
 from que_core.testing import databases
 from que_core.web import create_app
-from tests.helpers import wait_for
 
 LOCAL = ("127.0.0.1", 50000)
 HOSTILE_ARGS = '["<script>alert(1)</script>", {"x": "</pre><img src=x onerror=alert(2)>"}]'
@@ -172,7 +172,7 @@ def test_chart_shows_what_workers_ran(db: Connection, web_dsn: str,
     worker = Worker(web_dsn, adapter="psycopg", queues=["default"], poll_interval=0.2)
     worker.start()
     try:
-        wait_for(lambda: db.execute("SELECT coalesce(sum(done), 0), coalesce(sum(failed), 0) "
+        wait_until(lambda: db.execute("SELECT coalesce(sum(done), 0), coalesce(sum(failed), 0) "
                                     "FROM que_core_throughput")[0] == (7, 1))
     finally:
         worker.stop(timeout=10)

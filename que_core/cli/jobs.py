@@ -71,13 +71,14 @@ def _filter(ids: Sequence[int], opts: dict[str, Any]) -> Any:
 
 
 @main.group(context_settings=CONTEXT, epilog=SHORT_EPILOG,
-            short_help="List, show, retry, expire and delete jobs.")
+            short_help="List, show, retry, expire, delete, cancel and prune jobs.")
 def jobs() -> None:
-    """List, show, retry, expire and delete jobs.
+    """List, show, retry, expire, delete, cancel and prune jobs.
 
     States: ready, scheduled (run_at in the future), running (a worker holds
     it now), errored (failed, waiting for its retry), expired (out of
-    retries), finished. Retry, expire and delete leave running jobs alone.
+    retries), cancelled, finished. Retry, expire and delete leave running
+    jobs alone; cancel stops them.
     """
 
 
@@ -217,3 +218,65 @@ def jobs_delete(ids: tuple[int, ...], all_jobs: bool, yes: bool, as_json: bool,
     first unless --yes). Running jobs are left alone."""
     _bulk_command("delete", ids, all_jobs, yes, as_json, opts)
 
+
+
+@jobs.command("cancel", epilog=SHORT_EPILOG, short_help="Cancel jobs: never run, or stopped.")
+@connection_options
+@click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--reason", default=None, help="Why (kept on the job, at most 500 characters).")
+@click.option("--wait", "wait", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds to wait for running jobs to be stopped (0: do not wait).")
+@json_option
+def jobs_cancel(ids: tuple[int, ...], reason: str | None, wait: float, as_json: bool,
+                **opts: Any) -> None:
+    """Cancel the jobs IDS. A waiting job never runs. A running one is
+    stopped by its worker, wherever it runs (told by NOTIFY, and polling
+    each second), unless it ends first; a job can see self.cancelled and
+    return. A cancelled job is expired, with {"cancelled": {"at", "reason"}}
+    in its data (Ruby Que reads it as expired). Cancelling a job that has
+    ended, or twice, says so and changes nothing (exit status 0)."""
+    from que_core import control
+
+    cfg = Settings(opts)
+    with cfg.session() as conn:
+        results = control.cancel_jobs(list(ids), conn=conn, reason=reason, wait=wait)
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+        return
+    for r in results:
+        click.echo(r.message)
+
+
+@jobs.command("prune", epilog=SHORT_EPILOG,
+              short_help="Delete finished, expired and cancelled jobs older than an age.")
+@connection_options
+@click.option("--older-than", "older_than", required=True, metavar="AGE",
+              help="Delete the jobs that ended longer ago than this: 30m, 12h, 7d, 2w.")
+@click.option("--finished/--no-finished", default=True, show_default=True,
+              help="Finished jobs (kept with keep_finished), by finished_at.")
+@click.option("--expired/--no-expired", default=True, show_default=True,
+              help="Expired and cancelled jobs, by expired_at.")
+@json_option
+def jobs_prune(older_than: str, finished: bool, expired: bool, as_json: bool,
+               **opts: Any) -> None:
+    """Delete the kept jobs (finished, expired, cancelled) that ended more than
+    --older-than ago, as a worker's retention does (--retain-finished,
+    --retain-expired), in batches of 1000 rows, one transaction each."""
+    from que_core import control, retention
+
+    try:
+        age = retention.parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--older-than'") from None
+    if age is None:
+        raise click.BadParameter("give an age such as 7d, not never",
+                                 param_hint="'--older-than'")
+    cfg = Settings(opts)
+    with cfg.session() as conn:
+        pruned = control.prune(conn=conn, older_than=age, finished=finished, expired=expired)
+    if as_json:
+        echo_json({"finished": pruned.finished, "expired": pruned.expired,
+                   "batches": pruned.batches, "seconds": round(pruned.seconds, 3)})
+        return
+    click.echo(f"deleted {pruned.finished} finished and {pruned.expired} expired or cancelled "
+               f"job(s) older than {retention.format_age(age)} in {pruned.seconds:.2f} s")

@@ -184,3 +184,32 @@ class Echo(Job):
             "tags": list(self.tags),
         }
         self.destroy()
+
+
+class Overrun(Job):
+    """Runs past its max_run_time on its first run (a Python loop, or a
+    statement when *sql*), then does its effect quickly on the retry: the
+    timed-out run must commit nothing, and nothing run twice at once."""
+
+    job_name = "rel.Overrun"
+    retry_interval = 0.2
+    max_run_time = 0.5
+
+    def run(self, seconds: float, sql: bool = False) -> None:
+        assert self.db is not None
+        run = start_run(self)
+        try:
+            if self.error_count == 0:
+                with self.transaction():
+                    self.db.execute("INSERT INTO rel_effects (job_id, run) VALUES (%s, %s)",
+                                    (self.id, run))  # rolled back when it is stopped
+                    if sql:
+                        self.db.execute("SELECT pg_sleep(%s)", (seconds,))
+                    else:
+                        until = time.monotonic() + seconds
+                        while time.monotonic() < until:
+                            pass
+            effect_and_destroy(self, run)
+        except BaseException:
+            end_raised(self, run)
+            raise

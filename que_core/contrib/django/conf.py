@@ -15,6 +15,9 @@
         "BATCH_SIZE": 20,
         "LISTEN": True,
         "SHUTDOWN_TIMEOUT": None,     # seconds to let jobs finish on SIGTERM
+        "MAX_RUN_TIME": None,         # seconds a job may run (Job.max_run_time wins)
+        "RETAIN_FINISHED": "7d",      # finished jobs kept this long ("never": for ever)
+        "RETAIN_EXPIRED": "30d",      # expired and cancelled jobs kept this long
         "JOB_MODULES": [],            # imported by que_work besides each app's jobs.py
         "SCHEDULES": {},              # periodic jobs: {"name": {"job": ..., "cron": ...}}
         "RUN_MODE": None,             # "inline" runs jobs at enqueue (tests)
