@@ -191,11 +191,11 @@ def test_shutdown_cancels_async_jobs_at_the_deadline_and_they_run_again(
 
 
 def _timed_out(db: Any, job_id: int) -> float:
-    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job_id,)) == 1,
+    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job_id) == 1,
                within=10, interval=0.01)
     took = float(scalar(db, "SELECT extract(epoch FROM clock_timestamp() - at) FROM test_log "
-                            "WHERE job_id = %s AND event = 'start'", (job_id,)))
-    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", (job_id,)) \
+                            "WHERE job_id = %s AND event = 'start'", job_id))
+    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", job_id) \
         == "JobTimedOut: timed out after 1 second"
     return took
 

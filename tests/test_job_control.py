@@ -37,7 +37,7 @@ def _stopped_after(conn: Connection, job_id: int) -> float:
     """Seconds from the job's start (its 'start' row) until its error is seen."""
     wait_until(lambda: _error(conn, job_id)[0] == 1, within=10, interval=0.01)
     return float(scalar(conn, "SELECT extract(epoch FROM clock_timestamp() - at) FROM test_log "
-                              "WHERE job_id = %s AND event = 'start'", (job_id,)))
+                              "WHERE job_id = %s AND event = 'start'", job_id))
 
 
 def _idle_in_transaction(conn: Connection) -> int:
@@ -52,14 +52,14 @@ def _check_stopped(db: Connection, job_id: int, limit: float) -> None:
     unit = "second" if limit == 1 else "seconds"
     assert (count, message, later) == (1, f"JobTimedOut: timed out after {limit:g} {unit}",
                                        True)
-    backtrace = scalar(db, "SELECT last_error_backtrace FROM que_jobs WHERE id = %s", (job_id,))
+    backtrace = scalar(db, "SELECT last_error_backtrace FROM que_jobs WHERE id = %s", job_id)
     assert "timed out" in backtrace
 
 
 def _slot_reused(db: Connection) -> None:
     """A job enqueued now runs at once: the one thread's slot is free."""
     job = Quick.enqueue("next", conn=db.raw)
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s", (job.id,)),
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s", job.id),
              within=SLACK + 1)
 
 
@@ -124,8 +124,8 @@ def test_worker_default_and_expiry(db: Connection, que_worker: Any) -> None:
     job = Slow.enqueue(conn=db.raw)
     _one_thread(que_worker, max_run_time=0.5)
     wait_until(lambda: scalar(db, "SELECT expired_at IS NOT NULL FROM que_jobs WHERE id = %s",
-                            (job.id,)), within=0.5 + SLACK + 1)
-    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", (job.id,)) \
+                            job.id), within=0.5 + SLACK + 1)
+    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", job.id) \
         == "JobTimedOut: timed out after 0.5 seconds"
 
 
@@ -142,7 +142,7 @@ def test_bad_max_run_time_is_refused() -> None:
 
 def _cancel_marker(conn: Connection, job_id: int) -> dict[str, Any] | None:
     text = scalar(conn, "SELECT (data -> 'cancelled')::text FROM que_jobs WHERE id = %s",
-                  (job_id,))
+                  job_id)
     return None if text is None else json.loads(text)
 
 
@@ -155,7 +155,7 @@ def test_cancel_a_waiting_job(db: Connection, que_worker: Any) -> None:
     assert marker is not None and marker["reason"] == "not wanted" and marker["at"].endswith("Z")
     # Ruby Que reads it as expired, so never runs it.
     assert scalar(db, "SELECT que_determine_job_state(j) FROM que_jobs AS j WHERE id = %s",
-                  (job.id,)) == "expired"
+                  job.id) == "expired"
     assert [j["id"] for j in admin.list_jobs(db, admin.JobFilter(states=["cancelled"]))] \
         == [job.id]
     assert que_core.cancel(job.id, conn=db.raw).result == "already_cancelled"
@@ -185,7 +185,7 @@ def test_cancel_a_running_job(db: Connection, que_worker: Any) -> None:
     assert result.result == "stopped", result
     assert time.monotonic() - start < 0.5 + SLACK  # the grace to see self.cancelled, and a stop
     assert _cancel_marker(db, job.id)["reason"] == "ops"  # type: ignore[index]
-    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 0
+    assert scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 0
     assert log_tags(db, "ran") == []
     _slot_reused(db)
     _no_leftovers(db)
@@ -220,16 +220,16 @@ def test_cancel_racing_jobs_that_finish(db: Connection, que_worker: Any,
     results = {}
     for job in jobs:
         wait_until(lambda j=job: scalar(
-            db, "SELECT count(*) FROM test_log WHERE job_id = %s", (j.id,)), within=20,
+            db, "SELECT count(*) FROM test_log WHERE job_id = %s", j.id), within=20,
             interval=0.005)
         results[job.id] = control.cancel_jobs([job.id], conn=db.raw, wait=5)[0].result
     wait_until(lambda: advisory_locks(db) == 0)
     kinds = set()
     for job in jobs:
         ran = scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s AND event = 'ran'",
-                     (job.id,))
+                     job.id)
         marker = _cancel_marker(db, job.id)
-        row = scalar(db, "SELECT count(*) FROM que_jobs WHERE id = %s", (job.id,))
+        row = scalar(db, "SELECT count(*) FROM que_jobs WHERE id = %s", job.id)
         if ran:
             assert (ran, row, results[job.id]) == (1, 0, results[job.id])
             assert results[job.id] in ("missing", "ended"), (job.id, results[job.id])

@@ -79,9 +79,9 @@ def test_max_run_time_flag(db: Connection, dsn: str, adapter: Adapter, workers: 
     workers("-w", "1", "--max-run-time", "0.5")
     _registered(db, 1)
     job = Spin.enqueue("spin", conn=db.raw)
-    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", (job.id,)) == 1,
+    wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job.id) == 1,
              within=10)
-    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", (job.id,)) \
+    assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", job.id) \
         == "JobTimedOut: timed out after 0.5 seconds"
 
 

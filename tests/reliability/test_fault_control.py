@@ -66,7 +66,7 @@ def test_cancel_then_kill_9(adapter: Adapter, rel: Connection,
         # Wait until some worker runs it, ask to cancel it, and kill that
         # worker before it can act on the request.
         wait_until(lambda j=job_id: harness.scalar(
-            rel, "SELECT count(*) FROM rel_runs WHERE job_id = %s", (j,)), within=60,
+            rel, "SELECT count(*) FROM rel_runs WHERE job_id = %s", j), within=60,
             what="the slow job to start")
         ((os_pid,),) = rel.execute("SELECT os_pid FROM rel_runs WHERE job_id = %s "
                                    "ORDER BY started_at DESC LIMIT 1", (job_id,))
@@ -91,7 +91,7 @@ def test_cancel_then_kill_9(adapter: Adapter, rel: Connection,
     marked = {r[0] for r in rel.execute(
         "SELECT id FROM que_jobs WHERE data -> 'cancelled' ->> 'reason' = 'then killed'")}
     effects = int(harness.scalar(rel, "SELECT count(*) FROM rel_effects WHERE job_id = "
-                                      "ANY(%s)", (cancelled,)))
+                                      "ANY(%s)", cancelled))
     requests = int(harness.scalar(rel, "SELECT count(*) FROM que_core_cancels"))
     figures = harness.invariants(rel)
     figures["leaked_locks"] = harness.leaked_locks(rel)
