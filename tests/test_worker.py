@@ -185,9 +185,11 @@ def test_reconnects_after_pg_terminate_backend(db: Connection, que_worker: Any) 
     wait_until(lambda: log_tags(db) == ["before"])
     sessions = ("FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    wait_until(lambda: scalar(db, "SELECT count(*) " + sessions) == 7)
+    # The listener's session and the six threads' at least; the watchdog and
+    # (when the process has async job classes) the event loop have more.
+    wait_until(lambda: scalar(db, "SELECT count(*) " + sessions) >= 7)
     killed = scalar(db, "SELECT count(pg_terminate_backend(pid)) " + sessions)
-    assert killed == 7  # the listener's session and the six threads'
+    assert killed >= 7
     PlainJob.enqueue("after", conn=db.raw)
     wait_until(lambda: log_tags(db) == ["before", "after"], within=15)
     assert w.running
@@ -277,9 +279,10 @@ def test_unresolved_jobs_are_deleted_in_batches_with_the_next_claim(
     assert sorted(deleted) == sorted(set(deleted)) and len(deleted) == 200
     assert len(batches) < len(deleted)  # several jobs per commit
     # No other statement of the worker's per job ("?": the jobs' own INSERTs;
-    # backend_pid: once per session).
+    # backend_pid: once per session; the watchdog's and the listener's rounds
+    # come by the second, more of them the longer a loaded machine takes).
     others = [n for n, _ in counting.ran if n not in ("?", "next_jobs")]
-    assert len(others) < 20, sorted(others)
+    assert len(others) < len(deleted) / 4, sorted(others)
     assert advisory_locks(db) == 0
 
 
