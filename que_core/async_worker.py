@@ -15,11 +15,17 @@ session's recovery are the worker threads' own code, unchanged; and a job
 that blocks the loop holds up only the async jobs, never the claims and
 unlocks, the listener or the sync threads.
 
-The lock lives on the claiming session, the job's transaction on its own:
-both are the process's, and die with it. If the claiming session alone is
-lost (an administrator ends it), the running jobs' locks go with it: they
-are cancelled once the claimer notices, at its next statement, and
-meanwhile another worker may start one of them again. A job that resolves itself in its
+The claim lock lives on the claiming session, the job's transaction on its
+own: both are the process's, and die with it. So that the claiming session
+alone being lost (an administrator ends it, or a server restart that the
+job's new session outlived) lets no other worker start a running job, the
+job's session holds the job's running lock while it runs (schema revision
+7.7, ``que_core_hold_running``): taken before the job starts, and only if
+the claiming session still holds the claim then; every que-core claim
+leaves a job whose running lock is held. The lock is released with the
+session's next job, or soon after the session falls idle (:data:`LINGER`).
+The running jobs of a lost claiming session are cancelled once the claimer
+notices, at its next statement. A job that resolves itself in its
 transaction (``await self.adestroy()`` inside ``async with
 self.atransaction()``) has its effect committed once: another worker that
 takes the job after a crash finds its row locked by that transaction until
@@ -79,6 +85,9 @@ BEAT = 0.05
 GATHER = 0.005
 #: After the deadline, how long cancelled jobs get to unwind.
 CANCEL_GRACE = 2.0
+#: How long an idle session keeps its last job's running lock: a session
+#: taken again before releases it in the same statement as it takes the next.
+LINGER = 0.05
 
 #: A job that did not run to an outcome (cancelled, or no session for it).
 NOT_RUN = None
@@ -172,6 +181,8 @@ class Sessions:
         self._idle: list[AsyncConnection] = []
         #: Backend pid of every open session (to end them if jobs hang).
         self.pids: dict[AsyncConnection, int] = {}
+        #: The job whose running lock an idle session still holds.
+        self.lingering: dict[AsyncConnection, int] = {}
 
     async def take(self) -> AsyncConnection:
         while self._idle:
@@ -179,6 +190,7 @@ class Sessions:
             if not conn.closed:
                 return conn
             self.pids.pop(conn, None)
+            self.lingering.pop(conn, None)
         conn = await self.adapter.aconnect(self.dsn)
         try:
             ((self.pids[conn],),) = await conn.execute(q("backend_pid"))
@@ -187,11 +199,41 @@ class Sessions:
             raise
         return conn
 
-    def give_back(self, conn: AsyncConnection) -> None:
+    async def hold(self, conn: AsyncConnection, job_id: int | None, claimer: int) -> bool:
+        """Take *job_id*'s running lock on *conn*, releasing the one it kept
+        (*job_id* None: only that): whether the job may run, its claim (held
+        by session *claimer*) being still there."""
+        release = self.lingering.pop(conn, None)
+        if job_id is None and release is None:
+            return False
+        ((ok,),) = await conn.execute(q("hold_running"), (job_id, claimer, release))
+        return job_id is not None and bool(ok)
+
+    def give_back(self, conn: AsyncConnection, job_id: int | None) -> None:
+        """*conn* is free again, holding *job_id*'s running lock until its
+        next job, or for :data:`LINGER`."""
         self._idle.append(conn)
+        if job_id is not None:
+            self.lingering[conn] = job_id
+            asyncio.get_running_loop().call_later(LINGER, self._linger_over, conn, job_id)
+
+    def _linger_over(self, conn: AsyncConnection, job_id: int) -> None:
+        if self.lingering.get(conn) == job_id and conn in self._idle:
+            self._idle.remove(conn)  # not taken while it releases
+            asyncio.get_running_loop().create_task(self._release(conn))
+
+    async def _release(self, conn: AsyncConnection) -> None:
+        try:
+            await self.hold(conn, None, 0)
+        except DatabaseError:
+            await self.drop(conn)
+            return
+        if not conn.closed:
+            self._idle.append(conn)
 
     async def drop(self, conn: AsyncConnection) -> None:
         self.pids.pop(conn, None)
+        self.lingering.pop(conn, None)
         with suppress(DatabaseError):
             await conn.close()
 
@@ -248,7 +290,9 @@ class AsyncClaimer(WorkerThread):
         if free <= 0:
             self._wake.wait(self.poll_interval)  # until jobs end (see _ended)
             return
-        rows = self.claims.next(None, free, full=self._full)
+        # Its own running jobs excluded: a lost session's, released, are
+        # still running (cancelled) on the loop.
+        rows = self.claims.next(None, free, self.running, full=self._full)
         self._full = False
         self._start(rows)
         if rows and len(rows) >= free:
@@ -268,12 +312,13 @@ class AsyncClaimer(WorkerThread):
         if not rows:
             return
         self.running.update(row[0] for row in rows)
-        self.loop.loop.call_soon_threadsafe(self._spawn, rows)
+        # The session that holds their claims now (a new one after a loss).
+        self.loop.loop.call_soon_threadsafe(self._spawn, rows, self.backend_pid)
 
-    def _spawn(self, rows: list[Row]) -> None:
+    def _spawn(self, rows: list[Row], claimer: int | None) -> None:
         """On the loop: a task per row, its end told to the claimer."""
         for row in rows:
-            task = self.loop.loop.create_task(self._run_job(row))
+            task = self.loop.loop.create_task(self._run_job(row, claimer))
             self._tasks[row[0]] = task
             task.add_done_callback(functools.partial(self._ended, row[0]))
 
@@ -324,15 +369,28 @@ class AsyncClaimer(WorkerThread):
                                             outcome.duration,
                                             outcome.kind in (execute.ERROR, execute.EXPIRE))
 
-    async def _run_job(self, row: Row) -> Outcome | None:
-        """Run one job on a session of its own; NOT_RUN when it was
-        cancelled or no session could be had."""
+    async def _run_job(self, row: Row, claimer: int | None) -> Outcome | None:
+        """Run one job on a session of its own, which holds its running lock;
+        NOT_RUN when it was cancelled, its claim was lost before it started
+        or no session could be had."""
         try:
             conn = await self.sessions.take()
         except DatabaseError as exc:
             log.warning("job %s: no session to run it on (%s); released, it runs again",
                         row[0], exc)
             await asyncio.sleep(1.0)  # not at once into the same failure
+            return NOT_RUN
+        try:
+            held = claimer is not None and await self.sessions.hold(conn, row[0], claimer)
+        except DatabaseError as exc:
+            await self.sessions.drop(conn)
+            log.warning("job %s: its session failed before it ran (%s); released, it runs "
+                        "again", row[0], exc)
+            return NOT_RUN
+        if not held:
+            self.sessions.give_back(conn, None)
+            log.warning("job %s: its claim was lost before it started (the claiming session "
+                        "ended); not run here", row[0])
             return NOT_RUN
         job = execute.build(row, conn, for_async=True)
         running = self._watch(job, conn)
@@ -363,7 +421,7 @@ class AsyncClaimer(WorkerThread):
         except DatabaseError:
             await self.sessions.drop(conn)
             return outcome
-        self.sessions.give_back(conn)
+        self.sessions.give_back(conn, job.id)
         return outcome
 
     def _watch(self, job: Any, conn: AsyncConnection) -> Running | None:

@@ -129,7 +129,7 @@ class Claims:
         more important than that lies before the walk (and needs a full one)."""
         return min((b[0] for b in self.after.values()), default=None)
 
-    def next(self, max_priority: int | None, limit: int, exclude: Sequence[int] = (),
+    def next(self, max_priority: int | None, limit: int, exclude: Iterable[int] = (),
              full: bool = True) -> list[Row]:
         """Write what is owed and claim up to *limit* jobs of priority up to
         *max_priority* (None: any); their rows, most important first. Unless
@@ -143,7 +143,7 @@ class Claims:
         params = self._params(max_priority, limit, exclude, full)
         return self._took(self.conn.execute(q("next_jobs"), params), limit, full)
 
-    def _params(self, max_priority: int | None, limit: int, exclude: Sequence[int],
+    def _params(self, max_priority: int | None, limit: int, exclude: Iterable[int],
                 full: bool) -> tuple[Any, ...]:
         """The parameters of the next call (see :meth:`next`)."""
         pending, unlock = self._pending, self._release

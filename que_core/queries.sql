@@ -72,6 +72,14 @@ SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text
                                  %s::integer[], %s::timestamptz[], %s::bigint[],
                                  %s::text[], %s::text[])
 
+-- name: hold_running
+-- On an async def job's own session, before the job runs (migrations/7.7):
+-- take its running lock if its claiming session still holds its claim, and
+-- release the running lock of the job this session ran before. Params: job
+-- id (NULL: only the release), the claiming session's backend pid, the id
+-- to release (NULL: none). True: the job may run.
+SELECT que_core_hold_running(%s::bigint, %s::integer, %s::bigint)
+
 -- ---------------------------------------------------------------------------
 -- Job control (migrations/7.6): the watchdog (que_core/watchdog.py), cancel,
 -- pause and retention (que_core/control.py, que_core/retention.py).

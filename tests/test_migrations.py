@@ -227,7 +227,8 @@ def que_functions(conn: Connection) -> dict[str, tuple[str, str, str]]:
 
 #: What que-core's revisions of version 7 add, which Que 2.4 does not have
 #: (and ignores).
-REVISION_FUNCTIONS = {"que_core_next_jobs", "que_core_cancel", "que_core_apply_cancels"}
+REVISION_FUNCTIONS = {"que_core_next_jobs", "que_core_cancel", "que_core_apply_cancels",
+                      "que_core_hold_running"}
 #: What que-core's revisions add to Que's tables (7.3): columns Que never
 #: reads or writes (its INSERTs name their columns), after Que's own, and a
 #: partial index over them; and tables of their own.

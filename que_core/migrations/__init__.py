@@ -34,7 +34,7 @@ __all__ = ["LATEST_REVISION", "LATEST_VERSION", "current_revision", "current_ver
 #: The schema version this que-core writes and expects (Que 2.x's).
 LATEST_VERSION = 7
 #: que-core's own revision of version 7 (directories 7.1, 7.2, ...).
-LATEST_REVISION = 6
+LATEST_REVISION = 7
 
 # The advisory lock that serialises migrators, as two int4 keys: PostgreSQL
 # keeps two-key advisory locks apart from one-bigint ones, so this can never

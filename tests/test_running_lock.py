@@ -1,0 +1,129 @@
+"""The running lock of an ``async def`` job (schema revision 7.7), on real
+sessions: a job's claim lives on its worker's claiming session, the job runs
+on a session of its own, which holds the job's running lock; no que-core
+claim takes a job whose running lock is held, even once its claim is gone.
+
+These are the statements the async worker uses (que_core/async_worker.py),
+played out step by step so that each interleaving is certain; the
+reliability suite's terminate and restart cases play them out at random."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.fixtures import scalar, wait_until
+from que_core import Job, migrate, plugins
+from que_core.claims import Claims
+from que_core.connection import Connection
+from que_core.sql import q
+from que_core.testing import databases
+
+
+class Noop(Job):
+    pass
+
+
+@pytest.fixture
+def sessions() -> Iterator[tuple[Connection, Connection, Connection, Connection]]:
+    """A migrated database and four sessions on it: a claimer, a job's
+    session, another worker's claimer and an observer."""
+    adapter = plugins.get_adapter("psycopg")
+    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
+        conns = [adapter.connect(dsn) for _ in range(4)]
+        try:
+            migrate(conns[3])
+            yield conns[0], conns[1], conns[2], conns[3]
+        finally:
+            for c in conns:
+                if not c.closed:
+                    c.close()
+
+
+def _pid(conn: Connection) -> int:
+    return int(scalar(conn, "SELECT pg_backend_pid()"))
+
+
+def _hold(conn: Connection, job_id: int | None, claimer: int, release: int | None = None
+          ) -> bool:
+    return bool(scalar(conn, q("hold_running"), job_id, claimer, release))
+
+
+def _claim(conn: Connection) -> list[int]:
+    return [row[0] for row in Claims(conn, None).next(None, 10)]
+
+
+def _locks(observer: Connection, kind: int) -> int:
+    """This database's advisory locks of *kind* (1: bigint keys, 2: two keys)."""
+    return int(scalar(observer, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                      "AND objsubid = %s AND database = (SELECT oid FROM pg_database "
+                      "WHERE datname = current_database())", kind))
+
+
+def _end(observer: Connection, pid: int) -> None:
+    observer.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    wait_until(lambda: scalar(observer, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                              pid) == 0, what="the session to end")
+
+
+def test_no_claim_takes_a_running_job_whose_claim_was_lost(sessions: tuple[Connection, ...]
+                                                           ) -> None:
+    claimer, job_session, other, observer = sessions
+    job_id = Noop.enqueue(conn=observer.raw).id
+    assert _claim(claimer) == [job_id]
+    assert _hold(job_session, job_id, _pid(claimer))  # the job starts
+    _end(observer, _pid(claimer))  # the claiming session alone is lost
+    # Its claim went with it; the job still runs: no claim takes it.
+    assert _claim(other) == []
+    assert _locks(observer, 1) == 0  # (not even a leaked claim)
+    # The job ended: its session releases the running lock (with its next
+    # job, or on its own) and the job, whose outcome was never written, is
+    # claimed again.
+    _hold(job_session, None, 0, release=job_id)
+    assert _claim(other) == [job_id]
+
+
+def test_a_job_whose_claim_was_lost_before_it_started_does_not_start(
+        sessions: tuple[Connection, ...]) -> None:
+    claimer, job_session, other, observer = sessions
+    job_id = Noop.enqueue(conn=observer.raw).id
+    assert _claim(claimer) == [job_id]
+    lost = _pid(claimer)
+    _end(observer, lost)
+    assert _claim(other) == [job_id]  # another worker took it meanwhile
+    assert not _hold(job_session, job_id, lost)  # the first does not run it
+    # ... and keeps no running lock of it.
+    assert _locks(observer, 2) == 0
+
+
+def test_the_running_lock_of_the_last_job_goes_with_the_next(sessions: tuple[Connection, ...]
+                                                            ) -> None:
+    claimer, job_session, _, observer = sessions
+    first = Noop.enqueue(conn=observer.raw).id
+    second = Noop.enqueue(conn=observer.raw).id
+    assert _claim(claimer) == [first, second]
+    pid = _pid(claimer)
+    assert _hold(job_session, first, pid)
+    assert _hold(job_session, second, pid, release=first)
+    held = observer.execute(
+        "SELECT classid::bigint, objid::bigint FROM pg_locks WHERE locktype = 'advisory' "
+        "AND objsubid = 2 AND pid = %s", (_pid(job_session),))
+    # Keys: (-1 - (id >> 32), low 32 bits of id); pg_locks shows them unsigned.
+    assert [(int(c), int(o)) for c, o in held] == [(0xFFFFFFFF, second)]
+    # Its own job already held by the claiming session, the running lock is
+    # ours while the claim lasts: a second hold of it by another session fails.
+    assert not _hold(observer, second, pid)
+
+
+def test_ids_past_32_bits_get_their_own_running_lock(sessions: tuple[Connection, ...]) -> None:
+    claimer, job_session, other, observer = sessions
+    observer.execute("SELECT setval('que_jobs_id_seq', 4294967296 + 6)")
+    high = Noop.enqueue(conn=observer.raw).id
+    observer.execute("SELECT setval('que_jobs_id_seq', 6)")
+    low = Noop.enqueue(conn=observer.raw).id
+    assert (high & 0xFFFFFFFF) == low  # same low half, other high half
+    assert sorted(_claim(claimer)) == [low, high]
+    assert _hold(job_session, high, _pid(claimer))
+    _end(observer, _pid(claimer))
+    assert _claim(other) == [low]  # the high one runs; the low one does not
