@@ -28,11 +28,25 @@ def procs(adapter: Adapter, dsn: str, rel: Connection) -> Iterator[harness.Worke
     wp.close()
 
 
+#: Which adapter's async side runs the async def jobs of in-process workers,
+#: by the sync adapter: each async side is met under faults.
+ASYNC_SIDE = {"psycopg": "psycopg", "psycopg2": "asyncpg", "pg8000": "asyncpg"}
+
+
 @pytest.fixture
 def workers(adapter: Adapter, dsn: str, que_worker: Any) -> Any:
-    """In-process workers (the shipped ``que_worker``), with the jobs' sidecar set."""
+    """In-process workers (the shipped ``que_worker``), with the jobs' sidecar
+    set, their async def jobs on the async side of :data:`ASYNC_SIDE`."""
+    from que_core import plugins
     from tests.reliability import rjobs
 
     rjobs.SIDECAR.update(dsn=dsn, adapter=adapter.name)
     rjobs.ECHOED.clear()  # job ids start again at 1 in each test's database
-    return que_worker
+    side = ASYNC_SIDE.get(adapter.name)
+
+    def start(**kwargs: Any) -> Any:
+        if side in plugins.async_adapters():
+            kwargs.setdefault("async_adapter", side)
+        return que_worker(**kwargs)
+
+    return start
