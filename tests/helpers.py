@@ -16,7 +16,7 @@ def job_count(conn: Connection) -> int:
 
 
 def log_tags(conn: Connection, event: str = "ran") -> list[str]:
-    rows = conn.execute("SELECT tag FROM test_log WHERE event = %s ORDER BY seq", (event,))
+    rows = conn.execute("SELECT tag FROM conformance_log WHERE event = %s ORDER BY seq", (event,))
     return [r[0] for r in rows]
 
 

@@ -160,7 +160,7 @@ def silent_server() -> Iterator[int]:
     s.close()
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["migrate"], ["stats"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["migrate"], ["stats"],
                                  ["jobs", "list"], ["clear", "default", "--yes"],
                                  ["drop", "--yes"]])
 @pytest.mark.per_adapter
@@ -206,7 +206,7 @@ def test_the_connect_timeout_comes_from_the_environment_too(
     assert time.monotonic() - began < 10
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["stats"], ["jobs", "list"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["stats"], ["jobs", "list"],
                                  ["jobs", "show", "1"], ["clear", "default", "--yes"]])
 def test_a_database_without_the_schema_says_run_que_migrate(
     cmd: list[str], empty_dsn: str, adapter: Adapter
@@ -216,7 +216,7 @@ def test_a_database_without_the_schema_says_run_que_migrate(
     assert "run `que migrate`" in out.stderr
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["stats"], ["migrate"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["stats"], ["migrate"],
                                  ["jobs", "list"], ["drop", "--yes"]])
 def test_a_schema_newer_than_this_que_core_is_refused(
     cmd: list[str], conn: Connection, dsn: str, adapter: Adapter
@@ -317,7 +317,7 @@ def test_stats_shows_running_workers(db: Connection, dsn: str, adapter: Adapter)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
-         "-w", "3", "-q", "default", "-q", "other", "tests.jobs"],
+         "-w", "3", "-q", "default", "-q", "other", "conformance.jobs"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
     )
     try:

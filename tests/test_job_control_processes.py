@@ -111,7 +111,7 @@ def test_pause_and_resume_seen_by_two_worker_processes(db: Connection, dsn: str,
     wait_until(lambda: len(log_tags(db, "start")) >= 1, within=5)
     assert time.monotonic() - start < 1.0  # not their 30 s poll
     wait_until(lambda: len(log_tags(db, "ran")) == 7, within=20)  # b and the six of a
-    pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM test_log WHERE event = 'ran' "
+    pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM conformance_log WHERE event = 'ran' "
                                      "AND tag LIKE 'a%%'")}
     assert len(pids) == 2  # both worker processes took the resumed queue's jobs
     assert que("queues", "resume", "a", *_base(dsn, adapter)).stdout \

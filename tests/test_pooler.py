@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 
 from conformance.fixtures import wait_until
+from conformance.jobs import LOG_TABLE, SelfResolving
 from que_core import Worker
 from que_core.connection import Adapter, Connection
 from que_core.dsn import parse_dsn
 from que_core.errors import ConfigurationError
 from tests.helpers import job_count, log_tags
-from tests.jobs import LOG_TABLE, RecordJob
 from tests.test_cli_admin import que
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
@@ -147,7 +147,7 @@ def test_a_worker_behind_a_transaction_pooler_refuses_to_start(
     assert "your application can keep enqueueing through the transaction pooler" in message
 
     # The same from the command line: a configuration error, exit 2, one line.
-    out = que("work", "--dsn", pooled, "--adapter", adapter.name, "tests.jobs")
+    out = que("work", "--dsn", pooled, "--adapter", adapter.name, "conformance.jobs")
     assert out.returncode == 2, out.stderr
     assert "is behind a connection pooler in transaction mode" in out.stderr
     assert "Traceback" not in out.stderr
@@ -157,7 +157,7 @@ def test_a_worker_behind_a_transaction_pooler_refuses_to_start(
     app = adapter.connect(pooled)
     try:
         for i in range(20):
-            RecordJob.enqueue(i, conn=app.raw)
+            SelfResolving.enqueue(i, conn=app.raw)
     finally:
         app.close()
     assert job_count(db) == 20
@@ -196,7 +196,7 @@ def test_a_worker_through_a_session_pool_works(
     pooled = bouncer.dsn(_dbname(dsn))
     db.execute(LOG_TABLE)
     for i in range(5):
-        RecordJob.enqueue(i, conn=db.raw)
+        SelfResolving.enqueue(i, conn=db.raw)
     worker = Worker(pooled, adapter=adapter, poll_interval=0.2, worker_count=2).start()
     try:
         wait_until(lambda: job_count(db) == 0, within=30)
