@@ -10,25 +10,18 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from conformance.jobs import LOG_TABLE, FailingTwice, SelfResolving
-from que_core import migrate, plugins
+from conformance.jobs import FailingTwice, SelfResolving
+from que_core import plugins
 from que_core.connection import Connection
 from que_core.errors import ConfigurationError
 from que_core.testing import adrain, databases, drain, inline
-from tests.helpers import job_count, log_tags
+from tests.helpers import job_count, log_tags, logged_database
 
 
 @pytest.fixture
 def sdb() -> Iterator[tuple[str, Connection]]:
-    sync = plugins.get_adapter("psycopg")
-    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
-        conn = sync.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    with logged_database() as db:
+        yield db
 
 
 @pytest_asyncio.fixture(params=[

@@ -7,8 +7,6 @@ cancel)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +15,12 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
-from conformance.jobs import LOG_TABLE, SelfResolving
-from que_core import migrate, plugins
+from conformance.jobs import SelfResolving
+from que_core import plugins
 from que_core.connection import Connection
 from que_core.foreground import EXIT_UNFINISHED
 from que_core.testing import databases
-from tests.helpers import advisory_locks, job_count, log_tags
+from tests.helpers import advisory_locks, job_count, log_tags, logged_database, que_work_processes
 from tests.test_cli_admin import que
 from tests.test_cli_work import _Reader
 
@@ -38,35 +36,14 @@ def async_adapter(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def adb(async_adapter: str) -> Iterator[tuple[str, Connection]]:
     """A migrated database with conformance_log, and a psycopg session on it."""
-    sync = plugins.get_adapter("psycopg")
-    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
-        conn = sync.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    with logged_database() as db:
+        yield db
 
 
 @pytest.fixture
 def spawn(adb: tuple[str, Connection], async_adapter: str) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", adb[0],
-               "--adapter", async_adapter, "-i", "0.2", *extra, "conformance.jobs", "tests.ajobs"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        if p.stdout:
-            p.stdout.close()
+    with que_work_processes(adb[0], async_adapter, ("conformance.jobs", "tests.ajobs")) as start:
+        yield start
 
 
 def _registered(db: Connection, n: int = 1) -> None:

@@ -17,7 +17,7 @@ from conformance.fixtures import scalar, wait_until
 from conformance.jobs import HangsFirst, SelfResolving
 from que_core.connection import Adapter, Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
-from tests.helpers import advisory_locks, job_count, log_tags
+from tests.helpers import advisory_locks, job_count, log_tags, que_work_processes
 from tests.test_cli_admin import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,22 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def spawn(adapter: Adapter, dsn: str) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn,
-               "--adapter", adapter.name, "-i", "0.2", *extra, "conformance.jobs"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        if p.stdout:
-            p.stdout.close()
+    with que_work_processes(dsn, adapter.name, ("conformance.jobs",)) as start:
+        yield start
 
 
 def _lockers(db: Connection) -> int:

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
-from conformance.jobs import LOG_TABLE, HangsFirst, SelfResolving, SleepJob
+from conformance.jobs import HangsFirst, SelfResolving, SleepJob
 from que_core import plugins, supervisor
 from que_core.connection import Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
 from que_core.testing import databases
-from tests.helpers import advisory_locks, job_count, log_tags
+from tests.helpers import advisory_locks, job_count, log_tags, logged_database
 from tests.test_cli_admin import clean_env
 from tests.test_cli_work import _Reader
 from tests.test_metrics import scrape
@@ -34,17 +34,8 @@ ADAPTER = "psycopg"
 @pytest.fixture
 def pg(server_dsn: str) -> Iterator[tuple[str, Connection]]:
     """A migrated database of its own with the conformance_log table, and a connection to it."""
-    from que_core import migrate
-
-    adapter = plugins.get_adapter(ADAPTER)
-    with databases.temporary_database(adapter, server_dsn) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    with logged_database(ADAPTER, server_dsn) as db:
+        yield db
 
 
 class Supervised:
