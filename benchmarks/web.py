@@ -14,7 +14,6 @@ page's median and 90th percentile in ms; the aim is a median under 100 ms.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import threading
 import time
@@ -25,6 +24,7 @@ if __package__ in (None, ""):
 
 from benchmarks import _common as common
 from benchmarks._common import median, table
+from conformance.fixtures import free_port
 from que_core import plugins
 
 QUEUES = ("default", "mail", "reports", "webhooks")
@@ -54,12 +54,6 @@ CROSS JOIN LATERAL (
               ELSE 'expired' END AS state
 ) AS s
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conformance.fixtures import scalar, wait_until
+from conformance.fixtures import free_port, scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_REVISION
 from tests.helpers import job_count
@@ -129,12 +129,6 @@ def test_missing_dsn_is_a_usage_error() -> None:
 # -- bad databases ----------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word."""
@@ -167,7 +161,7 @@ def silent_server() -> Iterator[int]:
 def test_refused_connection_exits_3_with_the_password_masked(
     cmd: list[str], adapter: Adapter
 ) -> None:
-    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/nowhere"
+    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
     began = time.monotonic()
     out = que(*cmd, "--dsn", dsn, "--adapter", adapter.name)
     assert time.monotonic() - began < 15

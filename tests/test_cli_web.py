@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
+from conformance.fixtures import free_port  # noqa: E402
 from que_core import migrate, plugins  # noqa: E402
 from que_core.testing import databases  # noqa: E402
 from tests.test_cli_admin import ROOT, clean_env, que  # noqa: E402
@@ -36,12 +36,6 @@ def web_dsn() -> Iterator[str]:
         finally:
             conn.close()
         yield dsn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_public_address_needs_a_password(web_dsn: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.fixtures import wait_until
+from conformance.fixtures import free_port, wait_until
 from conformance.jobs import LOG_TABLE, SelfResolving
 from que_core import Worker
 from que_core.connection import Adapter, Connection
@@ -36,12 +36,6 @@ pytestmark = [pytest.mark.per_adapter, pytest.mark.skipif(  # per adapter: each 
 )]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Pgbouncer:
     """A pgbouncer in front of the test server, in one pool mode, for any database."""
 
@@ -54,7 +48,7 @@ class Pgbouncer:
         self.user = str(params.get("user", "postgres"))
         password = str(params.get("password", ""))
         self.dir = Path(tempfile.mkdtemp(prefix=f"que-pgbouncer-{mode}-"))
-        self.port = _free_port()
+        self.port = free_port()
         (self.dir / "userlist.txt").write_text(f'"{self.user}" "{password}"\n')
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n"
