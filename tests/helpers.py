@@ -36,6 +36,15 @@ def logged_database(adapter: str = "psycopg", server: str | None = None
             conn.close()
 
 
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """Kill *proc* if it still runs, reap it and close its output pipe."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
 @contextmanager
 def que_work_processes(
     dsn: str, adapter: str, modules: tuple[str, ...], interval: str = "0.2",
