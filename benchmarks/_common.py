@@ -3,6 +3,7 @@ subprocess (``que work``), adapter selection."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from que_core import migrate, plugins
@@ -26,6 +27,20 @@ def exit_cleanly_on_sigterm() -> None:
     """SIGTERM (e.g. from `timeout`) raises SystemExit, so that the finally
     blocks stop the worker and drop the benchmark database."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool) -> argparse.ArgumentParser:
+    """The flags the drain and latency benchmarks share: --adapter (with
+    *every_adapter*, 'all' too), --jobs, --dsn and (with *poll*) --poll."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--adapter", default="psycopg", help="adapter name"
+                   + (", or 'all'" if every_adapter else "") + " (default psycopg)")
+    p.add_argument("--jobs", type=int, default=jobs, help=f"jobs per run (default {jobs})")
+    p.add_argument("--dsn", default=None, help="server to create the database on")
+    if poll:
+        p.add_argument("--poll", type=float, default=0.02,
+                       help="seconds between count(*) polls (default 0.02)")
+    return p
 
 
 def server_dsn(arg: str | None) -> str:
@@ -107,15 +122,44 @@ class WorkerProcess:
         time.monotonic() when it was seen."""
         if sql is None:
             sql = "SELECT count(*) FROM que_lockers" + (" WHERE listening" if listening else "")
+        query = sql
+        return self.wait_count(
+            lambda: int(conn.execute(query)[0][0]), 1, timeout, interval=0.005,
+            failure=lambda n: f"the worker did not register in {timeout:g} s:\n{self.tail()}")
+
+    def wait_count(
+        self, count: Callable[[], int], at_least: int, timeout: float,
+        failure: Callable[[int], str], interval: float = 0.05,
+    ) -> float:
+        """Poll *count* until it is *at_least*, while the worker lives; return
+        time.monotonic() then. After *timeout* s: TimeoutError(failure(count))."""
         deadline = time.monotonic() + timeout
-        while True:
-            ((n,),) = conn.execute(sql)
-            if n:
-                return time.monotonic()
+        while (n := count()) < at_least:
             self.check_alive()
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the worker did not register in {timeout:g} s:\n{self.tail()}")
-            time.sleep(0.005)
+                raise TimeoutError(failure(n))
+            time.sleep(interval)
+        return time.monotonic()
+
+    def wait_drained(
+        self, left: Callable[[], int], jobs: int, since: float, poll: float, limit: float,
+        what: str = "",
+    ) -> tuple[float | None, float]:
+        """Poll *left* (the jobs not done yet) every *poll* s until it is 0; return
+        time.monotonic() when fewer than *jobs* were left first (None if never
+        seen) and when none were. More than *limit* s after *since* is an error."""
+        first = None
+        while True:
+            n = left()
+            now = time.monotonic()
+            if first is None and n < jobs:
+                first = now
+            if n == 0:
+                return first, now
+            self.check_alive()
+            if now - since > limit:
+                raise TimeoutError(f"{what}{n} jobs left after {limit:g} s")
+            time.sleep(poll)
 
     def stop(self, timeout: float = 60.0) -> None:
         try:

@@ -55,18 +55,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    REPO,
-    WorkerProcess,
-    bench_database,
-    checkpoint,
-    cpu_seconds,
-    describe,
-    exit_cleanly_on_sigterm,
-    median,
-    server_dsn,
-    table,
-)
+from benchmarks import _common as common
+from benchmarks._common import REPO, median, table
 from benchmarks.latency import percentile
 from benchmarks.noop_jobs import LATENCY_TABLE
 from que_core import plugins
@@ -118,7 +108,7 @@ class System:
     name: str
     about: str  # for the legend under the table
     driver: str  # module run with ``python -m``: benchmarks/systems/_driver.py
-    worker: tuple[str, ...] | None  # after ``python``; None: que work (WorkerProcess)
+    worker: tuple[str, ...] | None  # after ``python``; None: que work (common.WorkerProcess)
     install: tuple[str, ...] | None  # after ``python``; None: que_core.migrate
     ready: str  # not 0 once the worker is ready to work
     listening: str  # not 0 once it also listens for new jobs
@@ -229,7 +219,7 @@ def drive(system: System, args: argparse.Namespace, dsn: str, *argv: str) -> Any
 def database(system: System, args: argparse.Namespace, server: str) -> Iterator[str]:
     """A database of the system's own, with its schema and bench_latency."""
     if system.install is None:
-        with bench_database(ADAPTER, server) as dsn:
+        with common.bench_database(ADAPTER, server) as dsn:
             _create_latency_table(dsn)
             yield dsn
         return
@@ -250,9 +240,9 @@ def _create_latency_table(dsn: str) -> None:
         conn.close()
 
 
-def start_worker(system: System, args: argparse.Namespace, dsn: str) -> WorkerProcess:
+def start_worker(system: System, args: argparse.Namespace, dsn: str) -> common.WorkerProcess:
     cmd = None if system.worker is None else [system.python(args), *system.worker]
-    return WorkerProcess(dsn, cmd=cmd)
+    return common.WorkerProcess(dsn, cmd=cmd)
 
 
 def count(conn: Connection, sql: str) -> int:
@@ -262,7 +252,7 @@ def count(conn: Connection, sql: str) -> int:
 
 def backend_cpu(conn: Connection) -> dict[int, float]:
     """CPU seconds of every other client session on this database, by pid."""
-    cpu = {int(pid): cpu_seconds(int(pid)) for (pid,) in conn.execute(SESSIONS)}
+    cpu = {int(pid): common.cpu_seconds(int(pid)) for (pid,) in conn.execute(SESSIONS)}
     return {pid: c for pid, c in cpu.items() if c is not None}
 
 
@@ -275,24 +265,14 @@ def drain(system: System, args: argparse.Namespace, dsn: str, conn: Connection) 
         if count(conn, system.left) != n:
             raise RuntimeError(f"{system.name}: fill left {count(conn, system.left)} jobs, not {n}")
         conn.execute("ANALYZE")
-        checkpoint(conn)
+        common.checkpoint(conn)
         worker = start_worker(system, args, dsn)
         try:
             t0 = worker.wait_registered(conn, listening=False, sql=system.ready)
-            cpu0, pg0 = cpu_seconds(worker.proc.pid), backend_cpu(conn)
-            first = None
-            while True:
-                left = count(conn, system.left)
-                t1 = time.monotonic()
-                if first is None and left < n:
-                    first = t1
-                if left == 0:
-                    break
-                worker.check_alive()
-                if t1 - t0 > 1800:
-                    raise TimeoutError(f"{system.name}: {left} jobs left after 1800 s")
-                time.sleep(args.poll)
-            cpu1, pg1 = cpu_seconds(worker.proc.pid), backend_cpu(conn)
+            cpu0, pg0 = common.cpu_seconds(worker.proc.pid), backend_cpu(conn)
+            first, t1 = worker.wait_drained(lambda: count(conn, system.left), n, t0, args.poll,
+                                            1800, what=f"{system.name}: ")
+            cpu1, pg1 = common.cpu_seconds(worker.proc.pid), backend_cpu(conn)
         finally:
             worker.stop()
         rate = n / (t1 - t0)
@@ -319,12 +299,9 @@ def latency(system: System, args: argparse.Namespace, dsn: str, conn: Connection
         worker.wait_registered(conn, listening=True, sql=system.listening)
         time.sleep(1.0)  # past the start-up: an idle worker
         times = drive(system, args, dsn, "latency", str(n), "--spacing", str(args.spacing))
-        deadline = time.monotonic() + 60
-        while count(conn, "SELECT count(*) FROM bench_latency") < n:
-            worker.check_alive()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{system.name}: not all of {n} latency jobs started in 60 s")
-            time.sleep(0.05)
+        worker.wait_count(
+            lambda: count(conn, "SELECT count(*) FROM bench_latency"), n, 60,
+            lambda _: f"{system.name}: not all of {n} latency jobs started in 60 s")
     finally:
         worker.stop()
     started: dict[int, float] = dict(conn.execute("SELECT seq, started_host FROM bench_latency"))
@@ -347,7 +324,7 @@ def enqueue(command: str) -> Callable[[System, argparse.Namespace, str, Connecti
         runs = []
         for driver in system.drivers:
             conn.execute(system.reset)
-            checkpoint(conn)
+            common.checkpoint(conn)
             seconds = drive(system, args, dsn, command, str(n), "--driver", driver)
             if count(conn, system.left) != n:
                 raise RuntimeError(f"{system.name} {command}: {count(conn, system.left)} jobs "
@@ -432,12 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     if bad := [s for s in args.systems.split(",") if s not in SYSTEMS]:
         p.error(f"unknown system {', '.join(bad)}; choose from {', '.join(SYSTEMS)}")
     systems = [SYSTEMS[s] for s in args.systems.split(",")]
-    exit_cleanly_on_sigterm()
+    common.exit_cleanly_on_sigterm()
 
-    server = server_dsn(args.dsn)
+    server = common.server_dsn(args.dsn)
     for s in systems:
         s.python(args)  # makes the peers' venv now, not between two measurements
-    start = describe()
+    start = common.describe()
     print(start, flush=True)
     runs: list[Run] = []
     raw: list[dict[str, Any]] = []
@@ -456,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
                         raw.append({"round": rnd, "system": r.system, "measurement": m,
                                     "variant": r.variant, **r.values})
                         print(f"round {rnd}/{args.rounds} {s.name}: {r.line}", flush=True)
-    end = describe()
+    end = common.describe()
     print(end)
     data = series(runs)
     headers, rows = summary(data, systems)

@@ -20,29 +20,17 @@ jobs / that time. The median of --runs is printed last.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    WorkerProcess,
-    adapter_names,
-    bench_database,
-    checkpoint,
-    cpu_seconds,
-    describe,
-    exit_cleanly_on_sigterm,
-    median,
-    peak_rss_mb,
-    server_dsn,
-    table,
-)
+from benchmarks import _common as common
+from benchmarks._common import median, table
 from benchmarks.noop_jobs import NoopJob
 from que_core import plugins
+from que_core.connection import Connection
 
 CHUNK = 10_000  # jobs per enqueue_many statement
 
@@ -52,7 +40,12 @@ def fill(conn, adapter_conn, jobs: int) -> None:  # type: ignore[no-untyped-def]
     for start in range(0, jobs, CHUNK):
         NoopJob.enqueue_many([[i] for i in range(start, min(jobs, start + CHUNK))], conn=conn)
     adapter_conn.execute("ANALYZE que_jobs")
-    checkpoint(adapter_conn)
+    common.checkpoint(adapter_conn)
+
+
+def count(conn: Connection) -> int:
+    ((n,),) = conn.execute("SELECT count(*) FROM que_jobs")
+    return int(n)
 
 
 def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
@@ -61,33 +54,22 @@ def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
     conn = a.connect(dsn)
     try:
         fill(conn.raw, conn, jobs)
-        ((n,),) = conn.execute("SELECT count(*) FROM que_jobs")
+        n = count(conn)
         assert n == jobs, n
-        worker = WorkerProcess(dsn, adapter, extra, ["benchmarks.noop_jobs", *(modules or [])])
+        modules = ["benchmarks.noop_jobs", *(modules or [])]
+        worker = common.WorkerProcess(dsn, adapter, extra, modules)
         try:
             t0 = worker.wait_registered(conn, listening=False)
-            first = None
-            while True:
-                ((left,),) = conn.execute("SELECT count(*) FROM que_jobs")
-                now = time.monotonic()
-                if first is None and left < jobs:
-                    first = now
-                if left == 0:
-                    break
-                worker.check_alive()
-                if now - t0 > 600:
-                    raise TimeoutError(f"{left} jobs left after 600 s")
-                time.sleep(poll)
-            t1 = now
+            first, t1 = worker.wait_drained(lambda: count(conn), jobs, t0, poll, 600)
             # CPU used by the worker process and its sessions' backends (the
             # database is ours alone: every other session on it is the worker's).
             backends = [r[0] for r in conn.execute(
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid()"
             )]
-            cpu_worker = cpu_seconds(worker.proc.pid)
-            rss = peak_rss_mb(worker.proc.pid)
-            cpu_pg = [cpu_seconds(b) for b in backends]
+            cpu_worker = common.cpu_seconds(worker.proc.pid)
+            rss = common.peak_rss_mb(worker.proc.pid)
+            cpu_pg = [common.cpu_seconds(b) for b in backends]
         finally:
             worker.stop()
     finally:
@@ -107,34 +89,29 @@ def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--adapter", default="psycopg", help="adapter name, or 'all' (default psycopg)")
-    p.add_argument("--jobs", type=int, default=20_000, help="jobs per run (default 20000)")
+    p = common.parser(__doc__, 20_000, every_adapter=True, poll=True)
     p.add_argument("--workers", type=int, default=None,
                    help="worker threads (`que work -w`; default: que's default, 6)")
     p.add_argument("--runs", type=int, default=5, help="runs per adapter (default 5)")
-    p.add_argument("--dsn", default=None, help="server to create the database on")
-    p.add_argument("--poll", type=float, default=0.02,
-                   help="seconds between count(*) polls (default 0.02)")
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `que work`, repeatable, e.g. --worker-arg=--buffer-size=32")
     p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
                    help="extra module for the worker to import (e.g. one that patches que_core\n"
                    "for an experiment; found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
-    exit_cleanly_on_sigterm()
+    common.exit_cleanly_on_sigterm()
 
-    server = server_dsn(args.dsn)
-    print(describe(), flush=True)
+    server = common.server_dsn(args.dsn)
+    print(common.describe(), flush=True)
     extra = list(args.worker_arg)
     if args.workers is not None:
         extra += ["--workers", str(args.workers)]
     results: dict[str, list[float]] = {}
     cpus: dict[str, list[tuple[float, float]]] = {}
-    for name in adapter_names(args.adapter):
+    for name in common.adapter_names(args.adapter):
         rates: list[float] = []
         cpu: list[tuple[float, float]] = []
-        with bench_database(plugins.get_adapter(name), server) as dsn:
+        with common.bench_database(plugins.get_adapter(name), server) as dsn:
             for run in range(1, args.runs + 1):
                 r = one_run(dsn, name, args.jobs, extra, args.poll, args.worker_module)
                 rates.append(r["rate"])
@@ -157,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         cpus[name] = cpu
-    print(describe(), flush=True)
+    print(common.describe(), flush=True)
     if len(results) > 1:
         print()
         print(table(

@@ -28,7 +28,6 @@ median over the runs.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -37,19 +36,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    WorkerProcess,
-    adapter_names,
-    bench_database,
-    describe,
-    exit_cleanly_on_sigterm,
-    median,
-    server_dsn,
-    table,
-)
+from benchmarks import _common as common
+from benchmarks._common import median, table
 from benchmarks.noop_jobs import LATENCY_TABLE, LatencyJob
 from que_core import plugins
 
+STARTED = "SELECT count(*) FROM bench_latency"
 QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
 
 
@@ -71,7 +63,7 @@ def one_run(dsn: str, adapter: str, jobs: int, spacing: float, extra: list[str],
     try:
         conn.execute(LATENCY_TABLE)
         conn.execute("TRUNCATE bench_latency, que_jobs")
-        worker = WorkerProcess(dsn, adapter, extra)
+        worker = common.WorkerProcess(dsn, adapter, extra)
         try:
             worker.wait_registered(conn, listening=True)
             time.sleep(settle)  # let the first poll and the thread start-ups pass: idle
@@ -86,15 +78,8 @@ def one_run(dsn: str, adapter: str, jobs: int, spacing: float, extra: list[str],
                 committed_host.append(time.time())
                 ((at,),) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
                 committed_db.append(float(at))
-            deadline = time.monotonic() + 60
-            while True:
-                ((n,),) = conn.execute("SELECT count(*) FROM bench_latency")
-                if n >= jobs:
-                    break
-                worker.check_alive()
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"only {n} of {jobs} jobs started in 60 s")
-                time.sleep(0.05)
+            worker.wait_count(lambda: conn.execute(STARTED)[0][0], jobs, 60,
+                              lambda n: f"only {n} of {jobs} jobs started in 60 s")
         finally:
             worker.stop()
         rows = conn.execute(
@@ -113,26 +98,23 @@ def fmt(s: dict[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--adapter", default="psycopg", help="adapter name, or 'all' (default psycopg)")
-    p.add_argument("--jobs", type=int, default=500, help="jobs per run (default 500)")
+    p = common.parser(__doc__, 500, every_adapter=True, poll=False)
     p.add_argument("--spacing", type=float, default=0.010,
                    help="seconds between enqueues (default 0.010)")
     p.add_argument("--runs", type=int, default=3, help="runs per adapter (default 3)")
-    p.add_argument("--dsn", default=None, help="server to create the database on")
     p.add_argument("--settle", type=float, default=1.0,
                    help="seconds the worker idles before the first enqueue (default 1)")
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `que work`, repeatable")
     args = p.parse_args(argv)
-    exit_cleanly_on_sigterm()
+    common.exit_cleanly_on_sigterm()
 
-    server = server_dsn(args.dsn)
-    print(describe(), flush=True)
+    server = common.server_dsn(args.dsn)
+    print(common.describe(), flush=True)
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
-    for name in adapter_names(args.adapter):
+    for name in common.adapter_names(args.adapter):
         db_runs, host_runs = [], []
-        with bench_database(plugins.get_adapter(name), server) as dsn:
+        with common.bench_database(plugins.get_adapter(name), server) as dsn:
             for run in range(1, args.runs + 1):
                 db, host = one_run(dsn, name, args.jobs, args.spacing, args.worker_arg,
                                    args.settle)
@@ -145,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = (db_med, host_med)
         print(f"latency {name}: {args.jobs} jobs x {args.runs} runs, pickup ms (db clock), "
               f"medians over runs: {fmt(db_med)} (host clock: {fmt(host_med)})", flush=True)
-    print(describe(), flush=True)
+    print(common.describe(), flush=True)
     if len(results) > 1:
         print()
         print(table(

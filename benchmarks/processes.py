@@ -23,7 +23,6 @@ first and last lines name the commit, the CPUs and the load average.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -32,18 +31,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    WorkerProcess,
-    bench_database,
-    checkpoint,
-    describe,
-    exit_cleanly_on_sigterm,
-    median,
-    server_dsn,
-    table,
-)
+from benchmarks import _common as common
+from benchmarks._common import median, table
 from benchmarks.noop_jobs import BurnJob, burn
 from que_core import plugins
+
+LEFT = "SELECT count(*) FROM que_jobs"
 
 
 def calibrate(ms: float) -> int:
@@ -71,8 +64,8 @@ def one_run(dsn: str, adapter: str, processes: int, threads: int, jobs: int, loo
         conn.execute("TRUNCATE que_jobs")
         BurnJob.enqueue_many([[loops]] * jobs, conn=conn.raw, run_at=_later())
         conn.execute("ANALYZE que_jobs")
-        checkpoint(conn)
-        worker = WorkerProcess(dsn, adapter, [
+        common.checkpoint(conn)
+        worker = common.WorkerProcess(dsn, adapter, [
             "--processes", str(processes), "--workers", str(threads // processes),
             "--poll-interval", "0.05"])
         try:
@@ -80,15 +73,7 @@ def one_run(dsn: str, adapter: str, processes: int, threads: int, jobs: int, loo
                 f"SELECT (count(*) >= {processes})::int FROM que_lockers"))
             conn.execute("UPDATE que_jobs SET run_at = now()")
             t0 = time.monotonic()
-            while True:
-                ((left,),) = conn.execute("SELECT count(*) FROM que_jobs")
-                now = time.monotonic()
-                if left == 0:
-                    break
-                worker.check_alive()
-                if now - t0 > 600:
-                    raise TimeoutError(f"{left} jobs left after 600 s")
-                time.sleep(poll)
+            _, now = worker.wait_drained(lambda: conn.execute(LEFT)[0][0], jobs, t0, poll, 600)
         finally:
             worker.stop()
     finally:
@@ -101,26 +86,21 @@ def _later() -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--adapter", default="psycopg", help="adapter name (default psycopg)")
-    p.add_argument("--jobs", type=int, default=1000, help="jobs per run (default 1000)")
+    p = common.parser(__doc__, 1000, every_adapter=False, poll=True)
     p.add_argument("--ms", type=float, default=5.0, help="CPU per job, ms (default 5)")
     p.add_argument("--threads", type=int, default=4,
                    help="worker threads in total, split between the processes (default 4)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of both (default 3)")
-    p.add_argument("--dsn", default=None, help="server to create the database on")
-    p.add_argument("--poll", type=float, default=0.02,
-                   help="seconds between count(*) polls (default 0.02)")
     args = p.parse_args(argv)
     if args.threads < 2 or args.threads % 2:
         p.error(f"--threads {args.threads}: give an even number, to split between 2 processes")
-    exit_cleanly_on_sigterm()
-    server = server_dsn(args.dsn)
-    print(describe(), flush=True)
+    common.exit_cleanly_on_sigterm()
+    server = common.server_dsn(args.dsn)
+    print(common.describe(), flush=True)
     loops = calibrate(args.ms)
     print(f"{loops} loops of burn() per job: ~{args.ms:g} ms here", flush=True)
     seconds: dict[int, list[float]] = {1: [], 2: []}
-    with bench_database(plugins.get_adapter(args.adapter), server) as dsn:
+    with common.bench_database(plugins.get_adapter(args.adapter), server) as dsn:
         for n in range(args.rounds):
             for processes in ((1, 2) if n % 2 == 0 else (2, 1)):
                 took = one_run(dsn, args.adapter, processes, args.threads, args.jobs, loops,
@@ -130,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{args.threads // processes}: {args.jobs} jobs in {took:.2f} s = "
                       f"{args.jobs / took:.0f} jobs/s", flush=True)
     one, two = median(seconds[1]), median(seconds[2])
-    print(describe(), flush=True)
+    print(common.describe(), flush=True)
     print()
     print(table(
         ["processes x threads", "median s", "median jobs/s", "runs (s)"],

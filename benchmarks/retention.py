@@ -34,14 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    WorkerProcess,
-    bench_database,
-    checkpoint,
-    describe,
-    exit_cleanly_on_sigterm,
-    server_dsn,
-)
+from benchmarks import _common as common
 from benchmarks.noop_jobs import NoopJob
 from que_core import plugins
 from que_core.retention import Janitor, Pruned, Retention
@@ -62,7 +55,7 @@ def fill(raw, conn, jobs: int) -> None:  # type: ignore[no-untyped-def]
     for start in range(0, jobs, CHUNK):
         NoopJob.enqueue_many([[i] for i in range(start, min(jobs, start + CHUNK))], conn=raw)
     conn.execute("ANALYZE que_jobs")
-    checkpoint(conn)
+    common.checkpoint(conn)
 
 
 def drain(dsn: str, adapter: str, jobs: int, prune: bool) -> dict[str, float]:
@@ -72,7 +65,7 @@ def drain(dsn: str, adapter: str, jobs: int, prune: bool) -> dict[str, float]:
     out: dict[str, float] = {}
     try:
         fill(raw.raw, conn, jobs)
-        worker = WorkerProcess(dsn, adapter, ["--retain-finished", "never",
+        worker = common.WorkerProcess(dsn, adapter, ["--retain-finished", "never",
                                               "--retain-expired", "never"])
         try:
             start = worker.wait_registered(conn, listening=False)
@@ -122,7 +115,7 @@ def drain(dsn: str, adapter: str, jobs: int, prune: bool) -> dict[str, float]:
 
 
 def main() -> None:
-    exit_cleanly_on_sigterm()
+    common.exit_cleanly_on_sigterm()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dsn")
     p.add_argument("--adapter", default="psycopg")
@@ -130,8 +123,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=30_000, help="jobs to drain in each run")
     args = p.parse_args()
     a = plugins.get_adapter(args.adapter)
-    print(describe(), flush=True)
-    with bench_database(a, server_dsn(args.dsn)) as dsn:
+    print(common.describe(), flush=True)
+    with common.bench_database(a, common.server_dsn(args.dsn)) as dsn:
         conn = a.connect(dsn)
         try:
             add_old(conn, args.old)
@@ -153,7 +146,7 @@ def main() -> None:
                   f"the first {during['overlap']:.0%} of the prune")
         print(f"ratio     {during['drain_during_prune'] / base['jobs_per_s']:.2f} of the "
               "baseline rate while pruning")
-    print(describe(), flush=True)
+    print(common.describe(), flush=True)
 
 
 if __name__ == "__main__":

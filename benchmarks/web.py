@@ -14,7 +14,6 @@ page's median and 90th percentile in ms; the aim is a median under 100 ms.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import threading
 import time
@@ -23,14 +22,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    bench_database,
-    describe,
-    exit_cleanly_on_sigterm,
-    median,
-    server_dsn,
-    table,
-)
+from benchmarks import _common as common
+from benchmarks._common import median, table
+from conformance.fixtures import free_port
 from que_core import plugins
 
 QUEUES = ("default", "mail", "reports", "webhooks")
@@ -62,12 +56,6 @@ CROSS JOIN LATERAL (
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", help="server (default $QUE_TEST_DSN / $DATABASE_URL)")
@@ -77,7 +65,7 @@ def main() -> int:
     parser.add_argument("--mix", default="60,30,6,3,1",
                         help="percent finished,waiting,scheduled,retrying,expired")
     args = parser.parse_args()
-    exit_cleanly_on_sigterm()
+    common.exit_cleanly_on_sigterm()
     import httpx
     import uvicorn
 
@@ -87,9 +75,9 @@ def main() -> int:
     if len(mix) != 5 or sum(mix) != 100:
         parser.error(f"--mix {args.mix!r}: five percentages that add up to 100")
     bounds = [sum(mix[: i + 1]) for i in range(4)]
-    print(describe())
+    print(common.describe())
     adapter = plugins.get_adapter(args.adapter)
-    with bench_database(adapter, server_dsn(args.dsn)) as dsn:
+    with common.bench_database(adapter, common.server_dsn(args.dsn)) as dsn:
         conn = adapter.connect(dsn)
         try:
             started = time.perf_counter()
@@ -140,7 +128,7 @@ def main() -> int:
             server.should_exit = True
             thread.join(10)
     print(table(["page", "median ms", "p90 ms", "< 100 ms"], rows))
-    print(describe())
+    print(common.describe())
     return 0
 
 

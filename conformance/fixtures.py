@@ -9,6 +9,7 @@ fixtures and helpers (``aconnect``, ``ascalar``, ...) mirror the sync ones.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import suppress
@@ -124,6 +125,13 @@ def wait_until(predicate: Callable[[], T], within: float = 10.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {within:g}s")
         time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def backend_pid(conn: Connection) -> int:

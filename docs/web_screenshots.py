@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import socket
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from conformance.fixtures import free_port  # noqa: E402
 from que_core import Job, Worker, migrate, plugins  # noqa: E402
 from que_core.job import bulk_enqueue  # noqa: E402
 from que_core.testing import databases  # noqa: E402
@@ -123,12 +123,6 @@ def _later(seconds: float) -> Any:
     from datetime import datetime, timedelta, timezone
 
     return datetime.now(timezone.utc) + timedelta(seconds=seconds)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> int:

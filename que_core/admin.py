@@ -18,7 +18,7 @@ changes, and one that a worker holds is counted as skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -308,28 +308,35 @@ def _load(text: str | None) -> Any:
         return text
 
 
-def _job_row(row: Sequence[Any]) -> dict[str, Any]:
-    (job_id, queue, shown, state, priority, run_at, errors, message, finished_at,
-     expired_at, args, kwargs, data, stored_class, schema_version) = row
-    data_obj = _load(data) or {}
-    return {
-        "id": int(job_id),
-        "queue": queue,
-        "job_class": shown,
-        "state": state,
-        "priority": int(priority),
-        "run_at": run_at,
-        "error_count": int(errors),
-        "last_error_message": message,
-        "finished_at": finished_at,
-        "expired_at": expired_at,
-        "args": _load(args),
-        "kwargs": _load(kwargs),
-        "tags": data_obj.get("tags") or [],
-        "data": data_obj,
-        "stored_job_class": stored_class,
-        "job_schema_version": int(schema_version),
-    }
+#: The keys of a job's dict, in the order the CLI and the dashboard show them.
+JOB_KEYS = ("id", "queue", "job_class", "state", "priority", "run_at", "error_count",
+            "last_error_message", "last_error_backtrace", "finished_at", "expired_at", "args",
+            "kwargs", "tags", "data", "stored_job_class", "job_schema_version", "result")
+#: How a column's value becomes the dict's (the others stay as they are).
+_JOB_VALUES: dict[str, Callable[[Any], Any]] = {
+    "id": int, "priority": int, "error_count": int, "job_schema_version": int,
+    "args": _load, "kwargs": _load, "result": _load,
+}
+#: The columns of admin_list_jobs ({{admin_job_columns}}) and admin_get_job.
+_LISTED = ("id", "queue", "job_class", "state", "priority", "run_at", "error_count",
+           "last_error_message", "finished_at", "expired_at", "args", "kwargs", "data",
+           "stored_job_class", "job_schema_version")
+_SHOWN = ("id", "queue", "job_class", "priority", "run_at", "error_count",
+          "last_error_message", "last_error_backtrace", "finished_at", "expired_at", "args",
+          "kwargs", "data", "job_schema_version", "state", "result")
+
+
+def _job(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """*row* (its values named by *columns*) as a job's dict: its keys in the
+    order of JOB_KEYS, JSON loaded, the tags taken out of its data."""
+    values = dict(zip(columns, row, strict=True))
+    data = _load(values["data"]) or {}
+    values.update(data=data, tags=data.get("tags") or [])
+    return {k: _JOB_VALUES.get(k, _same)(values[k]) for k in JOB_KEYS if k in values}
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> list[dict[str, Any]]:
@@ -337,7 +344,7 @@ def list_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50) -> lis
     rows = _connection(conn).execute(
         q("admin_list_jobs"), ((where or JobFilter()).to_json(), int(limit))
     )
-    return [_job_row(row) for row in rows]
+    return [_job(_LISTED, row) for row in rows]
 
 
 #: How many jobs (by id) one page of :func:`page_jobs` looks through at most.
@@ -364,7 +371,7 @@ def page_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50,
     start = 2**63 - 1 if below is None else int(below)
     rows = c.execute(q("admin_page_jobs"),
                      ((where or JobFilter()).to_json(), start, int(window), int(limit) + 1))
-    found = [_job_row(row) for row in rows[:limit]]
+    found = [_job(_LISTED, row) for row in rows[:limit]]
     if len(rows) > limit:
         return JobPage(found, found[-1]["id"], window)
     boundary = c.execute(q("admin_page_boundary"), (start, int(window) - 1))
@@ -372,34 +379,13 @@ def page_jobs(conn: Any, where: JobFilter | None = None, limit: int = 50,
 
 
 def get_job(conn: Any, job_id: int) -> dict[str, Any] | None:
-    """Every column of job *job_id* and its state, or None when there is no such job."""
+    """Every column of job *job_id* and its state, or None when there is no such job;
+    ``result`` is what run() returned, for a class with keep_result (None: none kept)."""
     c = _connection(conn)
     rows = c.execute(q("admin_get_job"), (int(job_id),))
     if not rows:
         return None
-    (jid, queue, job_class, priority, run_at, errors, message, backtrace, finished_at,
-     expired_at, args, kwargs, data, schema_version, state, result) = rows[0]
-    data_obj = _load(data) or {}
-    return {
-        "id": int(jid),
-        "queue": queue,
-        "job_class": job_class,
-        "state": state,
-        "priority": int(priority),
-        "run_at": run_at,
-        "error_count": int(errors),
-        "last_error_message": message,
-        "last_error_backtrace": backtrace,
-        "finished_at": finished_at,
-        "expired_at": expired_at,
-        "args": _load(args),
-        "kwargs": _load(kwargs),
-        "tags": data_obj.get("tags") or [],
-        "data": data_obj,
-        "job_schema_version": int(schema_version),
-        #: What run() returned, for a class with keep_result (None: none kept).
-        "result": _load(result),
-    }
+    return _job(_SHOWN, rows[0])
 
 
 def count_jobs(conn: Any, where: JobFilter) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from que_core.errors import ConfigurationError
+from que_core.errors import CannotConnect, ConfigurationError
 
 #: libpq's connection parameters whose values are secrets: those libpq itself
 #: hides ("*" in PQconndefaults: password, sslpassword, oauth_client_secret)
@@ -59,6 +59,17 @@ def mask_password(text: str) -> str:
     text = _KV_SECRET.sub(lambda m: m["head"] + MASK, text)
     text = _QUERY_PARAM.sub(_mask_query, text)
     return _URL.sub(_mask_authority, text)
+
+
+def cannot_connect(dsn: str, message: str) -> CannotConnect:
+    """An adapter's error for a server it could not reach or log in to: the
+    DSN and the driver's *message*, their passwords masked."""
+    return CannotConnect(f"cannot connect to {mask_password(dsn)}: {mask_password(message)}")
+
+
+def cannot_read(dsn: str, message: str) -> ConfigurationError:
+    """An adapter's error for a DSN its driver could not read (masked likewise)."""
+    return ConfigurationError(f"cannot read the DSN {mask_password(dsn)}: {mask_password(message)}")
 
 
 def parse_dsn(dsn: str) -> dict[str, str | int]:

@@ -1,5 +1,5 @@
 """``async def`` job classes of the tests; worker subprocesses import this
-module (``que work tests.jobs tests.ajobs``).
+module (``que work conformance.jobs tests.ajobs``).
 
 In the test process, the :func:`registered` fixture of a test module puts
 them in the registry and takes them out again afterwards: an in-process
@@ -13,14 +13,12 @@ import os
 import time
 from typing import Any
 
+from conformance.jobs import LOG_INSERT, STARTS
 from que_core import Job
 
 
 async def arecord(job: Job, tag: Any, event: str) -> None:
-    await job.db.execute(
-        "INSERT INTO test_log (job_id, tag, event, pid) VALUES (%s, %s, %s, %s)",
-        (job.id, str(tag), event, os.getpid()),
-    )
+    await job.db.execute(LOG_INSERT, (job.id, str(tag), event, os.getpid()))
 
 
 class AsyncRecordJob(Job):
@@ -55,8 +53,7 @@ class AsyncHangFirstJob(Job):
     """Hangs (awaiting) on its first run; quick on any later run."""
 
     async def run(self, tag: Any) -> None:
-        ((starts,),) = await self.db.execute(
-            "SELECT count(*) FROM test_log WHERE job_id = %s AND event = 'start'", (self.id,))
+        ((starts,),) = await self.db.execute(STARTS, (self.id,))
         await arecord(self, tag, "start")
         if starts == 0:
             await asyncio.sleep(120)

@@ -81,8 +81,8 @@ def conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
 
 @pytest.fixture
 def db(conn: Connection) -> Connection:
-    """``conn`` with the tests' ``test_log`` table created."""
-    from tests.jobs import LOG_TABLE
+    """``conn`` with the tests' ``conformance_log`` table created."""
+    from conformance.jobs import LOG_TABLE
 
     conn.execute(LOG_TABLE)
     return conn

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from conformance.jobs import record
 from que_core import Job
-from tests.jobs import record
 
 
 class LoopJob(Job):

@@ -3,12 +3,85 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from conformance.fixtures import scalar
+from conformance.jobs import LOG_TABLE
+from que_core import migrate, plugins
 from que_core.connection import Connection
+from que_core.testing import databases
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def logged_database(adapter: str = "psycopg", server: str | None = None
+                    ) -> Iterator[tuple[str, Connection]]:
+    """A migrated database of its own with the conformance_log table, and a
+    session of *adapter* on it; dropped afterwards."""
+    a = plugins.get_adapter(adapter)
+    with databases.temporary_database(a, server or databases.server_dsn()) as dsn:
+        conn = a.connect(dsn)
+        try:
+            migrate(conn)
+            conn.execute(LOG_TABLE)
+            yield dsn, conn
+        finally:
+            conn.close()
+
+
+def end_process(proc: subprocess.Popen[Any]) -> None:
+    """Kill *proc* if it still runs, reap it and close its output pipe."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@contextmanager
+def que_work_processes(
+    dsn: str, adapter: str, modules: tuple[str, ...], interval: str = "0.2",
+    env: dict[str, str] | None = None, quiet: bool = False, graceful: bool = False,
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """A function that starts ``que work ... *modules*`` subprocesses (their
+    output piped, or with *quiet* discarded); at the end each is killed, or
+    with *graceful* sent SIGTERM and given 15 s first."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn,
+               "--adapter", adapter, "-i", interval, *extra, *modules]
+        out = subprocess.DEVNULL if quiet else subprocess.PIPE
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                             stderr=subprocess.DEVNULL if quiet else subprocess.STDOUT)
+        procs.append(p)
+        return p
+
+    try:
+        yield start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                if graceful:
+                    p.terminate()
+                else:
+                    p.kill()
+        for p in procs:
+            try:
+                p.wait(15 if graceful else 10)
+            except subprocess.TimeoutExpired:
+                if not graceful:
+                    raise
+                p.kill()
+            if p.stdout:
+                p.stdout.close()
 
 
 def job_count(conn: Connection) -> int:
@@ -16,7 +89,7 @@ def job_count(conn: Connection) -> int:
 
 
 def log_tags(conn: Connection, event: str = "ran") -> list[str]:
-    rows = conn.execute("SELECT tag FROM test_log WHERE event = %s ORDER BY seq", (event,))
+    rows = conn.execute("SELECT tag FROM conformance_log WHERE event = %s ORDER BY seq", (event,))
     return [r[0] for r in rows]
 
 

@@ -6,8 +6,8 @@ test process would be enqueued by every in-process worker of every test.
 
 from __future__ import annotations
 
+from conformance.jobs import record
 from que_core import Job
-from tests.jobs import record
 
 
 class EverySecond(Job):

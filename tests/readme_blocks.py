@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{head}: skipped: {reason}", flush=True)
             continue
         print(f"{head}", flush=True)
+        started = time.monotonic()
         try:
             note = runner.run(block)
         except BaseException as exc:  # a block's SystemExit too: it failed
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             break
         sys.stdout.flush()
         report["ran"].append(block.line)
-        print(f"=== block {n}: ok ({note})", flush=True)
+        print(f"=== block {n}: ok ({note}; {time.monotonic() - started:.1f} s)", flush=True)
     print("README-BLOCKS " + json.dumps(report), flush=True)
     return 1 if report["failed"] else 0
 

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from conformance.jobs import LOG_TABLE, PlainJob, SelfResolving
 from que_core import Job, abulk_enqueue, bulk_enqueue, migrate, plugins, run_mode
 from que_core.blocking import sync_side
 from que_core.connection import AsyncConnection, Connection
 from que_core.errors import ConfigurationError, InvalidJob
 from que_core.testing import databases
 from tests.helpers import sqlalchemy_url
-from tests.jobs import LOG_TABLE, PlainJob, RecordJob
 
 pytestmark = pytest.mark.asyncio
 
@@ -202,7 +202,7 @@ async def test_aenqueue_commits_with_the_callers_transaction(
         [job.id],
     )
     assert row == [
-        ("tests.jobs.PlainJob", '["a"]', '{"flag": true}', "mail", 5, at, '{"tags": ["t"]}')
+        ("conformance.jobs.PlainJob", '["a"]', '{"flag": true}', "mail", 5, at, '{"tags": ["t"]}')
     ]
     assert await _count(other, "accounts") == 1
 
@@ -225,7 +225,7 @@ async def test_abulk_enqueue_and_aenqueue_many_ride_the_callers_transaction(
 ) -> None:
     async with abulk_enqueue(conn=caller.conn) as pending:
         await PlainJob.aenqueue("b1")
-        await RecordJob.aenqueue("b2", priority=3)
+        await SelfResolving.aenqueue("b2", priority=3)
         assert [j.id for j in pending] == [None, None]  # inserted when the block ends
     many = await PlainJob.aenqueue_many([["m1"], ["m2"]], conn=caller.conn, queue="bulk")
     assert all(isinstance(j.id, int) for j in [*pending, *many])
@@ -258,9 +258,9 @@ async def test_inline_aenqueue_awaits_an_async_job_on_the_callers_session(
     with run_mode("inline"):
         job = await AsyncLogJob.aenqueue("inline", conn=caller.conn)
     assert job.id is None and job.db is not None and job.conn is job.db.raw
-    assert await _count(other, "test_log") == 0  # in the caller's transaction
+    assert await _count(other, "conformance_log") == 0  # in the caller's transaction
     await caller.commit()
-    rows = await other.execute("SELECT job_id, tag, event FROM test_log")
+    rows = await other.execute("SELECT job_id, tag, event FROM conformance_log")
     assert rows == [(None, "inline", "ran async")]
     assert await _count(other) == 0
 
@@ -269,11 +269,11 @@ async def test_inline_aenqueue_runs_a_sync_job_in_its_thread_on_the_callers_sess
     caller: Caller, other: AsyncConnection
 ) -> None:
     with run_mode("inline"):
-        await RecordJob.aenqueue("sync inline", conn=caller.conn)
+        await SelfResolving.aenqueue("sync inline", conn=caller.conn)
         with pytest.raises(ValueError, match="boom"):
             await FailingInline.aenqueue(conn=caller.conn)  # its error reaches the caller
     await caller.commit()
-    rows = await other.execute("SELECT tag FROM test_log ORDER BY seq")
+    rows = await other.execute("SELECT tag FROM conformance_log ORDER BY seq")
     assert rows == [("sync inline",)]
 
 
@@ -283,7 +283,7 @@ class AsyncLogJob(Job):
     async def run(self, tag: str) -> None:  # type: ignore[override]
         assert isinstance(self.db, AsyncConnection)
         await self.db.execute(
-            "INSERT INTO test_log (job_id, tag, event) VALUES (%s, %s, %s)",
+            "INSERT INTO conformance_log (job_id, tag, event) VALUES (%s, %s, %s)",
             (self.id, tag, "ran async"),
         )
 

@@ -10,25 +10,18 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from que_core import migrate, plugins
+from conformance.jobs import FailingTwice, SelfResolving
+from que_core import plugins
 from que_core.connection import Connection
 from que_core.errors import ConfigurationError
 from que_core.testing import adrain, databases, drain, inline
-from tests.helpers import job_count, log_tags
-from tests.jobs import LOG_TABLE, FailingJob, RecordJob
+from tests.helpers import job_count, log_tags, logged_database
 
 
 @pytest.fixture
 def sdb() -> Iterator[tuple[str, Connection]]:
-    sync = plugins.get_adapter("psycopg")
-    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
-        conn = sync.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    with logged_database() as db:
+        yield db
 
 
 @pytest_asyncio.fixture(params=[
@@ -45,10 +38,10 @@ async def araw(request: pytest.FixtureRequest, sdb: tuple[str, Connection]
 async def test_adrain_works_async_and_sync_jobs(sdb: Any, araw: Any, ajobs: Any) -> None:
     _, db = sdb
     ajobs.AsyncRecordJob.enqueue("a", conn=db.raw)
-    RecordJob.enqueue("s", conn=db.raw, priority=200)
+    SelfResolving.enqueue("s", conn=db.raw, priority=200)
     ajobs.AsyncPlainJob.enqueue("kind", conn=db.raw, priority=300)
     ran = await adrain(araw)
-    assert [j.job_class for j in ran] == [ajobs.AsyncRecordJob.job_name, RecordJob.job_name,
+    assert [j.job_class for j in ran] == [ajobs.AsyncRecordJob.job_name, SelfResolving.job_name,
                                           ajobs.AsyncPlainJob.job_name]
     assert log_tags(db) == ["a", "s"]
     assert log_tags(db, type(araw).__module__.partition(".")[0]) == ["kind"]
@@ -58,7 +51,7 @@ async def test_adrain_works_async_and_sync_jobs(sdb: Any, araw: Any, ajobs: Any)
 @pytest.mark.asyncio
 async def test_adrain_raises_a_jobs_error_after_recording_it(sdb: Any, araw: Any) -> None:
     _, db = sdb
-    FailingJob.enqueue("f", conn=db.raw)
+    FailingTwice.enqueue("f", conn=db.raw)
     with pytest.raises(ValueError, match="boom f"):
         await adrain(araw)
     assert db.execute("SELECT error_count FROM que_jobs") == [(1,)]

@@ -7,8 +7,6 @@ cancel)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +15,12 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
-from que_core import migrate, plugins
+from conformance.jobs import SelfResolving
+from que_core import plugins
 from que_core.connection import Connection
 from que_core.foreground import EXIT_UNFINISHED
 from que_core.testing import databases
-from tests.helpers import advisory_locks, job_count, log_tags
-from tests.jobs import LOG_TABLE, RecordJob
+from tests.helpers import advisory_locks, job_count, log_tags, logged_database, que_work_processes
 from tests.test_cli_admin import que
 from tests.test_cli_work import _Reader
 
@@ -37,36 +35,15 @@ def async_adapter(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def adb(async_adapter: str) -> Iterator[tuple[str, Connection]]:
-    """A migrated database with test_log, and a psycopg session on it."""
-    sync = plugins.get_adapter("psycopg")
-    with databases.temporary_database(sync, databases.server_dsn()) as dsn:
-        conn = sync.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    """A migrated database with conformance_log, and a psycopg session on it."""
+    with logged_database() as db:
+        yield db
 
 
 @pytest.fixture
 def spawn(adb: tuple[str, Connection], async_adapter: str) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", adb[0],
-               "--adapter", async_adapter, "-i", "0.2", *extra, "tests.jobs", "tests.ajobs"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        if p.stdout:
-            p.stdout.close()
+    with que_work_processes(adb[0], async_adapter, ("conformance.jobs", "tests.ajobs")) as start:
+        yield start
 
 
 def _registered(db: Connection, n: int = 1) -> None:
@@ -81,12 +58,12 @@ def test_async_jobs_run_next_to_sync_ones(adb: Any, spawn: Any, ajobs: Any,
     out = _Reader(proc)
     for i in range(20):
         ajobs.AsyncRecordJob.enqueue(f"a{i}", conn=db.raw)
-        RecordJob.enqueue(f"s{i}", conn=db.raw)
+        SelfResolving.enqueue(f"s{i}", conn=db.raw)
     ajobs.AsyncPlainJob.enqueue("kind", conn=db.raw)
     for how in ("finish", "expire", "retry_in", "destroy"):
         ajobs.AsyncResolveJob.enqueue(how, how, conn=db.raw)
     wait_until(lambda: len(log_tags(db)) == 40 and scalar(
-        db, "SELECT count(*) FROM test_log WHERE tag = event AND tag <> 'kind'") == 4,
+        db, "SELECT count(*) FROM conformance_log WHERE tag = event AND tag <> 'kind'") == 4,
         within=30)
     assert sorted(log_tags(db)) == sorted([f"a{i}" for i in range(20)]
                                           + [f"s{i}" for i in range(20)])
@@ -118,17 +95,17 @@ def test_an_async_job_destroyed_in_its_transaction_commits_once_under_kill_9(
     ajobs.AsyncRecordJob.enqueue_many([[f"k{i}"] for i in range(n)], conn=db.raw)
     proc = spawn()
     # Killed mid-drain: some jobs done, some in their transactions.
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log") >= 20, within=30,
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM conformance_log") >= 20, within=30,
              interval=0.005)
     proc.kill()
     proc.wait(10)
-    done_before = scalar(db, "SELECT count(*) FROM test_log")
+    done_before = scalar(db, "SELECT count(*) FROM conformance_log")
     assert done_before < n, "the kill came too late to test anything"
     spawn()
     wait_until(lambda: job_count(db) == 0, within=60)
-    ran = db.execute("SELECT tag, count(*) FROM test_log GROUP BY tag HAVING count(*) <> 1")
+    ran = db.execute("SELECT tag, count(*) FROM conformance_log GROUP BY tag HAVING count(*) <> 1")
     assert ran == []  # each effect exactly once
-    assert scalar(db, "SELECT count(DISTINCT tag) FROM test_log") == n
+    assert scalar(db, "SELECT count(DISTINCT tag) FROM conformance_log") == n
 
 
 def test_a_job_blocking_the_loop_is_named_and_stalls_no_thread(
@@ -140,7 +117,7 @@ def test_a_job_blocking_the_loop_is_named_and_stalls_no_thread(
     blocker = ajobs.AsyncBlockingJob.enqueue("blocker", 3.0, conn=db.raw)
     wait_until(lambda: "is blocking the event loop" in out.text, within=20)
     # While the loop is blocked, a sync job is worked at once by a thread.
-    RecordJob.enqueue("sync", conn=db.raw)
+    SelfResolving.enqueue("sync", conn=db.raw)
     wait_until(lambda: log_tags(db) == ["sync"], within=2)
     wait_until(lambda: log_tags(db) == ["sync", "blocker"], within=10)
     wait_until(lambda: "blocked the event loop for" in out.text)
@@ -193,8 +170,8 @@ def test_shutdown_cancels_async_jobs_at_the_deadline_and_they_run_again(
 def _timed_out(db: Any, job_id: int) -> float:
     wait_until(lambda: scalar(db, "SELECT error_count FROM que_jobs WHERE id = %s", job_id) == 1,
                within=10, interval=0.01)
-    took = float(scalar(db, "SELECT extract(epoch FROM clock_timestamp() - at) FROM test_log "
-                            "WHERE job_id = %s AND event = 'start'", job_id))
+    took = float(scalar(db, "SELECT extract(epoch FROM clock_timestamp() - at) "
+                        "FROM conformance_log WHERE job_id = %s AND event = 'start'", job_id))
     assert scalar(db, "SELECT last_error_message FROM que_jobs WHERE id = %s", job_id) \
         == "JobTimedOut: timed out after 1 second"
     return took
@@ -212,7 +189,7 @@ def test_async_jobs_time_out(adb: Any, spawn: Any, ajobs: Any) -> None:
     db.execute("SET lock_timeout = 1000")
     db.execute("UPDATE que_jobs SET priority = priority WHERE id = %s", (in_sql.id,))
     ajobs.AsyncPlainJob.enqueue("next", conn=db.raw)
-    wait_until(lambda: len(db.execute("SELECT 1 FROM test_log WHERE tag = 'next'")) == 1,
+    wait_until(lambda: len(db.execute("SELECT 1 FROM conformance_log WHERE tag = 'next'")) == 1,
                within=3)
     assert log_tags(db, "woke") == []
     wait_until(lambda: advisory_locks(db) == 0)
@@ -237,6 +214,6 @@ def test_cancel_async_jobs(adb: Any, spawn: Any, ajobs: Any, async_adapter: str)
     assert log_tags(db, "saw cancel") == ["polite"]
     assert log_tags(db, "done") == []
     assert scalar(db, "SELECT count(*) FROM que_jobs WHERE data ? 'cancelled'") == 2
-    RecordJob.enqueue("after", conn=db.raw)  # the sync side goes on
+    SelfResolving.enqueue("after", conn=db.raw)  # the sync side goes on
     wait_until(lambda: log_tags(db, "ran") == ["after"], within=5)
     wait_until(lambda: advisory_locks(db) == 0)

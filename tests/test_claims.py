@@ -10,9 +10,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from conformance.fixtures import scalar
+from conformance.jobs import PlainJob, SelfResolving
 from que_core.connection import Adapter, Connection
 from que_core.sql import q
-from tests.jobs import PlainJob, RecordJob
 
 
 def my_locks(conn: Connection) -> list[int]:
@@ -39,12 +39,12 @@ def test_takes_only_or_all_but_the_classes_given(conn: Connection) -> None:
     # Revision 7.3: a worker's event loop claims its async def classes, its
     # threads the others; with neither filter, every class (both queue walks).
     plain = PlainJob.enqueue_many([[i] for i in range(3)], conn=conn.raw)
-    record = RecordJob.enqueue_many([[i] for i in range(3)], conn=conn.raw)
+    record = SelfResolving.enqueue_many([[i] for i in range(3)], conn=conn.raw)
     for queues in (("default",), None):
-        got = claim(conn, queues, limit=10, only=[RecordJob.job_name])
+        got = claim(conn, queues, limit=10, only=[SelfResolving.job_name])
         assert got == [j.id for j in record]
         claim(conn, queues, limit=0, unlock=got)
-        got = claim(conn, queues, limit=10, skip=[RecordJob.job_name, "Nothing"])
+        got = claim(conn, queues, limit=10, skip=[SelfResolving.job_name, "Nothing"])
         assert got == [j.id for j in plain]
         claim(conn, queues, limit=0, unlock=got)
         got = claim(conn, queues, limit=10, skip=[])

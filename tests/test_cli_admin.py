@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conformance.fixtures import scalar, wait_until
+from conformance.fixtures import free_port, scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_REVISION
 from tests.helpers import job_count
@@ -129,12 +129,6 @@ def test_missing_dsn_is_a_usage_error() -> None:
 # -- bad databases ----------------------------------------------------------------
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A TCP port that accepts connections and never says a word."""
@@ -160,14 +154,14 @@ def silent_server() -> Iterator[int]:
     s.close()
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["migrate"], ["stats"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["migrate"], ["stats"],
                                  ["jobs", "list"], ["clear", "default", "--yes"],
                                  ["drop", "--yes"]])
 @pytest.mark.per_adapter
 def test_refused_connection_exits_3_with_the_password_masked(
     cmd: list[str], adapter: Adapter
 ) -> None:
-    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/nowhere"
+    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
     began = time.monotonic()
     out = que(*cmd, "--dsn", dsn, "--adapter", adapter.name)
     assert time.monotonic() - began < 15
@@ -206,7 +200,7 @@ def test_the_connect_timeout_comes_from_the_environment_too(
     assert time.monotonic() - began < 10
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["stats"], ["jobs", "list"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["stats"], ["jobs", "list"],
                                  ["jobs", "show", "1"], ["clear", "default", "--yes"]])
 def test_a_database_without_the_schema_says_run_que_migrate(
     cmd: list[str], empty_dsn: str, adapter: Adapter
@@ -216,7 +210,7 @@ def test_a_database_without_the_schema_says_run_que_migrate(
     assert "run `que migrate`" in out.stderr
 
 
-@pytest.mark.parametrize("cmd", [["work", "tests.jobs"], ["stats"], ["migrate"],
+@pytest.mark.parametrize("cmd", [["work", "conformance.jobs"], ["stats"], ["migrate"],
                                  ["jobs", "list"], ["drop", "--yes"]])
 def test_a_schema_newer_than_this_que_core_is_refused(
     cmd: list[str], conn: Connection, dsn: str, adapter: Adapter
@@ -317,7 +311,7 @@ def test_stats_shows_running_workers(db: Connection, dsn: str, adapter: Adapter)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", adapter.name,
-         "-w", "3", "-q", "default", "-q", "other", "tests.jobs"],
+         "-w", "3", "-q", "default", "-q", "other", "conformance.jobs"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=clean_env(),
     )
     try:

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import SelfResolving
 from que_core import settings_file
 from que_core.cli.settings import with_connect_timeout
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
 from tests.helpers import log_tags
-from tests.jobs import RecordJob
 from tests.test_cli_admin import ROOT, clean_env, que
 
 
@@ -124,7 +124,7 @@ adapter = "{adapter.name}"
 queues = ["special"]
 workers = 2
 poll_interval = 0.2
-modules = ["tests.jobs"]
+modules = ["conformance.jobs"]
 """)
     env = clean_env(PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "que_core.cli", "work"], cwd=tmp_path,
@@ -132,7 +132,7 @@ modules = ["tests.jobs"]
     try:
         wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
         assert db.execute("SELECT queues, worker_count FROM que_lockers") == [(["special"], 2)]
-        RecordJob.enqueue("from-pyproject", conn=db.raw, queue="special")
+        SelfResolving.enqueue("from-pyproject", conn=db.raw, queue="special")
         wait_until(lambda: log_tags(db) == ["from-pyproject"], within=20)
     finally:
         proc.send_signal(signal.SIGTERM)

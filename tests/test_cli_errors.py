@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conformance.fixtures import free_port
 from que_core import Worker
 from que_core.connection import Adapter
 from que_core.dsn import check_dsn
 from que_core.errors import ConfigurationError
-from tests.test_cli_admin import _closed_port, clean_env, que
+from tests.test_cli_admin import clean_env, que
 
 
 @pytest.mark.parametrize(
@@ -118,7 +119,7 @@ def test_an_option_libpq_does_not_know_exits_2(server_dsn: str, adapter: Adapter
 
 @pytest.mark.per_adapter
 def test_connection_errors_name_the_dsn_as_given(adapter: Adapter) -> None:
-    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{_closed_port()}/nowhere"
+    dsn = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
     out = que("stats", "--dsn", dsn, "--adapter", adapter.name)
     assert out.returncode == 3, out.stderr
     masked = dsn.replace("hunter2", "****")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,29 +18,19 @@ import pytest
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from que_core import migrate, plugins  # noqa: E402
+from conformance.fixtures import free_port  # noqa: E402
+from que_core import plugins  # noqa: E402
 from que_core.testing import databases  # noqa: E402
+from tests.helpers import logged_database  # noqa: E402
 from tests.test_cli_admin import ROOT, clean_env, que  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def web_dsn() -> Iterator[str]:
-    adapter = plugins.get_adapter("psycopg")
-    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute("INSERT INTO que_jobs (queue, job_class, job_schema_version) "
-                         "VALUES ('cli-web-queue', 'Job', 2)")
-        finally:
-            conn.close()
+    with logged_database() as (dsn, conn):
+        conn.execute("INSERT INTO que_jobs (queue, job_class, job_schema_version) "
+                     "VALUES ('cli-web-queue', 'Job', 2)")
         yield dsn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_public_address_needs_a_password(web_dsn: str) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import HangsFirst, SelfResolving
 from que_core.connection import Adapter, Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
-from tests.helpers import advisory_locks, job_count, log_tags
-from tests.jobs import HangFirstJob, RecordJob
+from tests.helpers import advisory_locks, job_count, log_tags, que_work_processes
 from tests.test_cli_admin import clean_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,22 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def spawn(adapter: Adapter, dsn: str) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn,
-               "--adapter", adapter.name, "-i", "0.2", *extra, "tests.jobs"]
-        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait(10)
-        if p.stdout:
-            p.stdout.close()
+    with que_work_processes(dsn, adapter.name, ("conformance.jobs",)) as start:
+        yield start
 
 
 def _lockers(db: Connection) -> int:
@@ -72,7 +58,7 @@ class _Reader:
 def test_shutdown_timeout_exits_5_with_a_hung_job(db: Connection, spawn: Any) -> None:
     proc = spawn("--shutdown-timeout", "0.5")
     wait_until(lambda: _lockers(db) == 1, within=20)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     proc.send_signal(signal.SIGINT)
     assert proc.wait(15) == EXIT_UNFINISHED == 5
@@ -86,7 +72,7 @@ def test_shutdown_timeout_exits_5_with_a_hung_job(db: Connection, spawn: Any) ->
 def test_a_second_signal_exits_6_at_once_and_says_so(db: Connection, spawn: Any) -> None:
     proc = spawn()  # no deadline: the first signal waits for the hung job
     wait_until(lambda: _lockers(db) == 1, within=20)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     out = _Reader(proc)
     proc.send_signal(signal.SIGTERM)
@@ -104,7 +90,7 @@ def test_a_second_signal_exits_6_at_once_and_says_so(db: Connection, spawn: Any)
 def test_a_clean_stop_exits_0(db: Connection, spawn: Any) -> None:
     proc = spawn()
     wait_until(lambda: _lockers(db) == 1, within=20)
-    RecordJob.enqueue("quick", conn=db.raw)
+    SelfResolving.enqueue("quick", conn=db.raw)
     wait_until(lambda: log_tags(db) == ["quick"])
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0

@@ -66,7 +66,9 @@ def checkout() -> Iterator[Path]:
 def _env(path: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not (k.startswith("QUE_") or k in ("DATABASE_URL", "VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(PATH=path, PYENV_ROOT="/nonexistent", **extra)
+    # PIP_NO_COMPILE: no .pyc compiling of the ~50 packages pip installs (not
+    # what these tests are about; Python compiles what the demo imports).
+    env.update(PATH=path, PYENV_ROOT="/nonexistent", PIP_NO_COMPILE="1", **extra)
     return env
 
 

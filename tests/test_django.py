@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("django")
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import PlainJob
 from tests import django_support
 from tests.django_support import DjangoDatabase
 from tests.helpers import job_count
-from tests.jobs import PlainJob
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,12 +28,12 @@ except ImportError:
 from django.db import transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from conformance.jobs import PlainJob  # noqa: E402
 from que_core import Worker, run_mode  # noqa: E402
 from que_core.contrib.django.tasks import QueTaskBackend, TaskJob  # noqa: E402
 from que_core.testing import drain  # noqa: E402
 from tests.django_app import tasks  # noqa: E402
 from tests.django_app.models import Event  # noqa: E402
-from tests.jobs import PlainJob  # noqa: E402
 
 Status = tasks_api.TaskResultStatus
 

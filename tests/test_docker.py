@@ -9,7 +9,6 @@ import json
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conformance.fixtures import scalar, wait_until
+from conformance.fixtures import free_port, scalar, wait_until
 from que_core import settings_file
 from que_core.connection import Adapter, Connection
 from tests.helpers import job_count
@@ -197,12 +196,6 @@ def test_demo_jobs_queues_are_worked(compose: dict[str, Any]) -> None:
 # -- the services' commands, run as processes against the test server --------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _service_env(compose: dict[str, Any], name: str, dsn: str, adapter: Adapter) -> dict[str, str]:
     env = env_of(compose["services"][name])
     env["DATABASE_URL"] = dsn
@@ -235,7 +228,7 @@ def test_the_stack_runs(
     assert f"enqueued {count} demo jobs" in enqueue.stderr
 
     conn: Connection = adapter.connect(empty_dsn)
-    port = _free_port()
+    port = free_port()
     command = list(services["worker"]["command"])
     command[command.index("--metrics-port") + 1] = str(port)
     worker = subprocess.Popen(

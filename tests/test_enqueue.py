@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar
+from conformance.jobs import PlainJob, RubyNamedJob, SelfResolving
 from que_core import Job, RunMode, bulk_enqueue, run_mode
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError, InvalidJob
 from tests.helpers import job_count, log_tags
-from tests.jobs import PlainJob, RecordJob, RubyNamedJob
 
 
 def test_enqueue_commits_with_the_callers_transaction(conn: Connection) -> None:
@@ -30,7 +30,7 @@ def test_enqueue_commits_with_the_callers_transaction(conn: Connection) -> None:
         "FROM que_jobs WHERE id = %s",
         (job.id,),
     )[0]
-    assert row[0] == "tests.jobs.PlainJob"
+    assert row[0] == "conformance.jobs.PlainJob"
     assert json.loads(row[1]) == ["a"]
     assert json.loads(row[2]) == {}
     assert row[3:] == ("default", 100, 2)
@@ -136,7 +136,7 @@ def test_bulk_enqueue_is_one_insert(conn: Connection) -> None:
     assert [(r[0], json.loads(r[1])) for r in rows] == [(j.id, j.args) for j in jobs]
     with bulk_enqueue(conn=conn.raw) as pending:
         PlainJob.enqueue("p")
-        RecordJob.enqueue("r", priority=3)
+        SelfResolving.enqueue("r", priority=3)
     assert [j.id is not None for j in pending] == [True, True]
     assert job_count(conn) == 502
     # The skip_notify flag does not outlive the bulk insert.

@@ -13,6 +13,7 @@ from conformance.fixtures import scalar, wait_until
 from que_core.contrib.flask import Que
 from que_core.errors import ConfigurationError
 from tests.examples_support import example_dsn, load  # noqa: F401
+from tests.helpers import end_process
 
 
 def test_a_signup_is_welcomed_by_the_extensions_worker(example_dsn: str) -> None:  # noqa: F811
@@ -111,11 +112,7 @@ def test_flask_que_work_takes_que_works_flags(example_dsn: str) -> None:  # noqa
         assert proc.wait(30) == 0
     finally:
         conn.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        end_process(proc)
 
 
 def test_flask_que_work_with_processes(example_dsn: str) -> None:  # noqa: F811
@@ -162,8 +159,4 @@ def test_flask_que_work_with_processes(example_dsn: str) -> None:  # noqa: F811
         assert scalar(conn, "SELECT count(*) FROM que_lockers") == 0
     finally:
         conn.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
+        end_process(proc)

@@ -36,8 +36,8 @@ def _error(conn: Connection, job_id: int) -> tuple[int, str | None, bool]:
 def _stopped_after(conn: Connection, job_id: int) -> float:
     """Seconds from the job's start (its 'start' row) until its error is seen."""
     wait_until(lambda: _error(conn, job_id)[0] == 1, within=10, interval=0.01)
-    return float(scalar(conn, "SELECT extract(epoch FROM clock_timestamp() - at) FROM test_log "
-                              "WHERE job_id = %s AND event = 'start'", job_id))
+    return float(scalar(conn, "SELECT extract(epoch FROM clock_timestamp() - at) "
+                        "FROM conformance_log WHERE job_id = %s AND event = 'start'", job_id))
 
 
 def _idle_in_transaction(conn: Connection) -> int:
@@ -59,7 +59,7 @@ def _check_stopped(db: Connection, job_id: int, limit: float) -> None:
 def _slot_reused(db: Connection) -> None:
     """A job enqueued now runs at once: the one thread's slot is free."""
     job = Quick.enqueue("next", conn=db.raw)
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s", job.id),
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM conformance_log WHERE job_id = %s", job.id),
              within=SLACK + 1)
 
 
@@ -115,7 +115,7 @@ def test_worker_default_and_expiry(db: Connection, que_worker: Any) -> None:
         maximum_retry_count = 0
 
         def run(self) -> None:
-            from tests.jobs import record
+            from conformance.jobs import record
 
             record(self, "slow", "start")
             while True:
@@ -220,13 +220,13 @@ def test_cancel_racing_jobs_that_finish(db: Connection, que_worker: Any,
     results = {}
     for job in jobs:
         wait_until(lambda j=job: scalar(
-            db, "SELECT count(*) FROM test_log WHERE job_id = %s", j.id), within=20,
+            db, "SELECT count(*) FROM conformance_log WHERE job_id = %s", j.id), within=20,
             interval=0.005)
         results[job.id] = control.cancel_jobs([job.id], conn=db.raw, wait=5)[0].result
     wait_until(lambda: advisory_locks(db) == 0)
     kinds = set()
     for job in jobs:
-        ran = scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s AND event = 'ran'",
+        ran = scalar(db, "SELECT count(*) FROM conformance_log WHERE job_id = %s AND event = 'ran'",
                      job.id)
         marker = _cancel_marker(db, job.id)
         row = scalar(db, "SELECT count(*) FROM que_jobs WHERE id = %s", job.id)

@@ -5,8 +5,6 @@ workers as subprocesses, `que jobs cancel`, `que queues pause/resume/list`,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,32 +14,16 @@ import pytest
 from conformance.fixtures import scalar, wait_until
 from que_core.connection import Adapter, Connection
 from tests.ctljobs import Quick, Spin
-from tests.helpers import advisory_locks, log_tags
-from tests.test_cli_admin import ROOT, clean_env, que
+from tests.helpers import advisory_locks, log_tags, que_work_processes
+from tests.test_cli_admin import clean_env, que
 
 
 @pytest.fixture
 def workers(dsn: str, adapter: Adapter) -> Iterator[Any]:
     """Start `que work tests.ctljobs` subprocesses; ended at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn,
-               "--adapter", adapter.name, "-i", "30", *extra, "tests.ctljobs"]
-        p = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    with que_work_processes(dsn, adapter.name, ("tests.ctljobs",), interval="30",
+                            env=clean_env(), quiet=True, graceful=True) as start:
+        yield start
 
 
 def _registered(db: Connection, count: int) -> None:
@@ -111,7 +93,7 @@ def test_pause_and_resume_seen_by_two_worker_processes(db: Connection, dsn: str,
     wait_until(lambda: len(log_tags(db, "start")) >= 1, within=5)
     assert time.monotonic() - start < 1.0  # not their 30 s poll
     wait_until(lambda: len(log_tags(db, "ran")) == 7, within=20)  # b and the six of a
-    pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM test_log WHERE event = 'ran' "
+    pids = {r[0] for r in db.execute("SELECT DISTINCT pid FROM conformance_log WHERE event = 'ran' "
                                      "AND tag LIKE 'a%%'")}
     assert len(pids) == 2  # both worker processes took the resumed queue's jobs
     assert que("queues", "resume", "a", *_base(dsn, adapter)).stdout \

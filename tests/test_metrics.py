@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from conformance.fixtures import wait_until
+from conformance.jobs import FailingTwice, SelfResolving, SleepJob
 from que_core.connection import Adapter, Connection
 from que_core.contrib import prometheus
 from tests.helpers import log_tags
-from tests.jobs import FailingJob, RecordJob, SleepJob
 from tests.test_cli_admin import ROOT, clean_env, que
 
 
@@ -42,17 +42,17 @@ def test_hooks_record_jobs_and_workers(
     def value(name: str, **labels: str) -> float | None:
         return reg.get_sample_value(name, labels)
 
-    RecordJob.enqueue("a", conn=db.raw)
-    RecordJob.enqueue("b", conn=db.raw)
-    FailingJob.enqueue("f", conn=db.raw)  # fails 3 times: errored, errored, expired
-    RecordJob.enqueue("idle-1", conn=db.raw, queue="idle")
-    RecordJob.enqueue("idle-2", conn=db.raw, queue="idle")
+    SelfResolving.enqueue("a", conn=db.raw)
+    SelfResolving.enqueue("b", conn=db.raw)
+    FailingTwice.enqueue("f", conn=db.raw)  # fails 3 times: errored, errored, expired
+    SelfResolving.enqueue("idle-1", conn=db.raw, queue="idle")
+    SelfResolving.enqueue("idle-2", conn=db.raw, queue="idle")
     worker = que_worker(worker_count=2)
     wait_until(lambda: len(log_tags(db)) == 5, within=20)  # 2 records + 3 failing runs
-    wait_until(lambda: value("que_jobs_expired_total", job_class="tests.jobs.FailingJob",
+    wait_until(lambda: value("que_jobs_expired_total", job_class="conformance.jobs.FailingTwice",
                            queue="default") == 1)
-    labels = {"job_class": "tests.jobs.RecordJob", "queue": "default"}
-    failing = {"job_class": "tests.jobs.FailingJob", "queue": "default"}
+    labels = {"job_class": "conformance.jobs.SelfResolving", "queue": "default"}
+    failing = {"job_class": "conformance.jobs.FailingTwice", "queue": "default"}
     assert value("que_jobs_worked_total", **labels) == 2
     assert value("que_jobs_errored_total", **failing) == 3
     assert value("que_jobs_worked_total", **failing) is None
@@ -78,9 +78,9 @@ def test_queue_depth_is_cached_between_scrapes(
     m = prometheus.PrometheusMetrics(CollectorRegistry(), connect=lambda: adapter.connect(dsn),
                                      depth_interval=3600, queues=["default"])
     try:
-        RecordJob.enqueue("x", conn=db.raw)
+        SelfResolving.enqueue("x", conn=db.raw)
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
-        RecordJob.enqueue("y", conn=db.raw)
+        SelfResolving.enqueue("y", conn=db.raw)
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 1
         m.depth_interval = 0
         assert m.registry.get_sample_value("que_queue_depth", {"queue": "default"}) == 2
@@ -159,19 +159,19 @@ def test_metrics_endpoint_during_a_run(db: Connection, dsn: str, adapter: Adapte
     # Three threads that take priorities up to 150: the backlog's jobs (200) wait.
     run = Run("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", "-p", "150,150,150",
               "-q", "default", "-q", "backlog",
-              "--metrics-port", "0", "--metrics-host", "127.0.0.1", "tests.jobs")
+              "--metrics-port", "0", "--metrics-host", "127.0.0.1", "conformance.jobs")
     try:
         port = run.port()
         for i in range(4):
-            RecordJob.enqueue(i, conn=db.raw)
-        FailingJob.enqueue("f", conn=db.raw)
+            SelfResolving.enqueue(i, conn=db.raw)
+        FailingTwice.enqueue("f", conn=db.raw)
         for i in range(3):
-            RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog", priority=200)
+            SelfResolving.enqueue(f"waiting-{i}", conn=db.raw, queue="backlog", priority=200)
         SleepJob.enqueue("busy", 3, conn=db.raw)
         wait_until(lambda: log_tags(db, "start") == ["busy"], within=20)
         assert scrape(port)[("que_workers_busy", ())] >= 1  # the sleeping job, at least
-        rec = (("job_class", "tests.jobs.RecordJob"), ("queue", "default"))
-        fail = (("job_class", "tests.jobs.FailingJob"), ("queue", "default"))
+        rec = (("job_class", "conformance.jobs.SelfResolving"), ("queue", "default"))
+        fail = (("job_class", "conformance.jobs.FailingTwice"), ("queue", "default"))
 
         def settled() -> dict[Any, float] | None:
             m = scrape(port)
@@ -200,7 +200,7 @@ def test_metrics_port_from_the_environment(db: Connection, dsn: str, adapter: Ad
         s.bind(("127.0.0.1", 0))
         free = int(s.getsockname()[1])
     env = clean_env(DATABASE_URL=dsn, QUE_METRICS_PORT=str(free), QUE_ADAPTER=adapter.name)
-    run = Run("tests.jobs", env=env)
+    run = Run("conformance.jobs", env=env)
     try:
         assert run.port() == free
         assert ("que_workers", ()) in scrape(free)
@@ -214,7 +214,7 @@ def test_metrics_port_in_use_exits_with_a_message(dsn: str, adapter: Adapter) ->
         s.listen(1)
         port = s.getsockname()[1]
         out = que("work", "--dsn", dsn, "--adapter", adapter.name, "--metrics-port", str(port),
-                  "--metrics-host", "127.0.0.1", "tests.jobs")
+                  "--metrics-host", "127.0.0.1", "conformance.jobs")
     assert out.returncode == 1
     assert f"cannot serve metrics on 127.0.0.1:{port}" in out.stderr
 
@@ -226,7 +226,7 @@ def test_metrics_without_prometheus_client_says_what_to_install(
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('No module named prometheus_client')\n")
     env = clean_env(PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
-    out = que("work", "--dsn", dsn, "--metrics-port", "0", "tests.jobs", env=env)
+    out = que("work", "--dsn", dsn, "--metrics-port", "0", "conformance.jobs", env=env)
     assert out.returncode == 2
     assert "pip install prometheus-client" in out.stderr
     # Without --metrics-port nothing needs it.

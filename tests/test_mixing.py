@@ -7,10 +7,10 @@ import itertools
 import pytest
 
 from conformance.fixtures import wait_until
+from conformance.jobs import LOG_TABLE, SelfResolving
 from que_core import Worker, plugins
 from que_core.testing import databases
 from tests.helpers import job_count, log_tags
-from tests.jobs import LOG_TABLE, RecordJob
 
 PAIRS = list(itertools.permutations(sorted(plugins.adapters()), 2))
 
@@ -29,8 +29,8 @@ def test_enqueued_by_one_driver_worked_by_another(
             migrate(conn)
             conn.execute(LOG_TABLE)
             with conn.transaction():
-                jobs = [RecordJob.enqueue(f"{enqueuer}-{i}", conn=conn.raw) for i in range(5)]
-            RecordJob.enqueue_many([[f"bulk-{i}"] for i in range(5)], conn=conn.raw)
+                jobs = [SelfResolving.enqueue(f"{enqueuer}-{i}", conn=conn.raw) for i in range(5)]
+            SelfResolving.enqueue_many([[f"bulk-{i}"] for i in range(5)], conn=conn.raw)
             w = Worker(dsn, adapter=worker, poll_interval=0.2).start()
             try:
                 wait_until(lambda: job_count(conn) == 0)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from conformance.fixtures import wait_until
+from conformance.fixtures import free_port, wait_until
+from conformance.jobs import LOG_TABLE, SelfResolving
 from que_core import Worker
 from que_core.connection import Adapter, Connection
 from que_core.dsn import parse_dsn
 from que_core.errors import ConfigurationError
 from tests.helpers import job_count, log_tags
-from tests.jobs import LOG_TABLE, RecordJob
 from tests.test_cli_admin import que
 
 PGBOUNCER = shutil.which("pgbouncer") or next(
@@ -34,12 +34,6 @@ pytestmark = [pytest.mark.per_adapter, pytest.mark.skipif(  # per adapter: each 
     PGBOUNCER is None,                                     # prepared statements meet it
     reason="pgbouncer is not installed (apt-get install -y pgbouncer; .ci/run installs it)",
 )]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Pgbouncer:
@@ -54,7 +48,7 @@ class Pgbouncer:
         self.user = str(params.get("user", "postgres"))
         password = str(params.get("password", ""))
         self.dir = Path(tempfile.mkdtemp(prefix=f"que-pgbouncer-{mode}-"))
-        self.port = _free_port()
+        self.port = free_port()
         (self.dir / "userlist.txt").write_text(f'"{self.user}" "{password}"\n')
         (self.dir / "pgbouncer.ini").write_text(
             "[databases]\n"
@@ -147,7 +141,7 @@ def test_a_worker_behind_a_transaction_pooler_refuses_to_start(
     assert "your application can keep enqueueing through the transaction pooler" in message
 
     # The same from the command line: a configuration error, exit 2, one line.
-    out = que("work", "--dsn", pooled, "--adapter", adapter.name, "tests.jobs")
+    out = que("work", "--dsn", pooled, "--adapter", adapter.name, "conformance.jobs")
     assert out.returncode == 2, out.stderr
     assert "is behind a connection pooler in transaction mode" in out.stderr
     assert "Traceback" not in out.stderr
@@ -157,7 +151,7 @@ def test_a_worker_behind_a_transaction_pooler_refuses_to_start(
     app = adapter.connect(pooled)
     try:
         for i in range(20):
-            RecordJob.enqueue(i, conn=app.raw)
+            SelfResolving.enqueue(i, conn=app.raw)
     finally:
         app.close()
     assert job_count(db) == 20
@@ -196,7 +190,7 @@ def test_a_worker_through_a_session_pool_works(
     pooled = bouncer.dsn(_dbname(dsn))
     db.execute(LOG_TABLE)
     for i in range(5):
-        RecordJob.enqueue(i, conn=db.raw)
+        SelfResolving.enqueue(i, conn=db.raw)
     worker = Worker(pooled, adapter=adapter, poll_interval=0.2, worker_count=2).start()
     try:
         wait_until(lambda: job_count(db) == 0, within=30)

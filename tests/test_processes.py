@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import HangsFirst, SelfResolving, SleepJob
 from que_core import plugins, supervisor
 from que_core.connection import Connection
 from que_core.foreground import EXIT_SECOND_SIGNAL, EXIT_UNFINISHED
 from que_core.testing import databases
-from tests.helpers import advisory_locks, job_count, log_tags
-from tests.jobs import LOG_TABLE, HangFirstJob, RecordJob, SleepJob
+from tests.helpers import advisory_locks, job_count, log_tags, logged_database
 from tests.test_cli_admin import clean_env
 from tests.test_cli_work import _Reader
 from tests.test_metrics import scrape
@@ -33,18 +33,9 @@ ADAPTER = "psycopg"
 
 @pytest.fixture
 def pg(server_dsn: str) -> Iterator[tuple[str, Connection]]:
-    """A migrated database of its own with the test_log table, and a connection to it."""
-    from que_core import migrate
-
-    adapter = plugins.get_adapter(ADAPTER)
-    with databases.temporary_database(adapter, server_dsn) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-            conn.execute(LOG_TABLE)
-            yield dsn, conn
-        finally:
-            conn.close()
+    """A migrated database of its own with the conformance_log table, and a connection to it."""
+    with logged_database(ADAPTER, server_dsn) as db:
+        yield db
 
 
 class Supervised:
@@ -109,7 +100,7 @@ def registered(conn: Connection, n: int, timeout: float = 30) -> list[int]:
 
 def ran_by(conn: Connection, event: str = "ran") -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
-    for tag, pid in conn.execute("SELECT tag, pid FROM test_log WHERE event = %s", (event,)):
+    for tag, pid in conn.execute("SELECT tag, pid FROM conformance_log WHERE event = %s", (event,)):
         out.setdefault(tag, set()).add(int(pid))
     return out
 
@@ -126,7 +117,7 @@ def test_children_work_jobs_each_registered_and_sigterm_drains_exit_0(
     pg: tuple[str, Connection], run: Any
 ) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "--batch-size", "1", "tests.jobs")
+    sup = run("--processes", "2", "-w", "1", "--batch-size", "1", "conformance.jobs")
     pids = registered(db, 2)
     assert sup.proc.pid not in pids  # the supervisor works no jobs
     for i in range(6):
@@ -152,17 +143,17 @@ def test_a_killed_child_is_restarted_and_its_jobs_worked_by_others(
     pg: tuple[str, Connection], run: Any
 ) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "2", "tests.jobs")
+    sup = run("--processes", "2", "-w", "2", "conformance.jobs")
     pids = registered(db, 2)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     (victim,) = ran_by(db, "start")["hang"]
     assert victim in pids
     for i in range(40):
-        RecordJob.enqueue(f"r{i}", conn=db.raw)
+        SelfResolving.enqueue(f"r{i}", conn=db.raw)
     os.kill(victim, signal.SIGKILL)
     for i in range(40, 80):
-        RecordJob.enqueue(f"r{i}", conn=db.raw)
+        SelfResolving.enqueue(f"r{i}", conn=db.raw)
     wait_until(lambda: re.search(
         rf"worker process {victim} \(#\d\) was killed by SIGKILL after [\d.]+ s; "
         r"starting another in 0\.5 s", sup.text), within=20)
@@ -182,9 +173,9 @@ def test_a_killed_child_is_restarted_and_its_jobs_worked_by_others(
 
 def test_jobs_unfinished_at_the_deadline_exit_5(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "--shutdown-timeout", "0.5", "tests.jobs")
+    sup = run("--processes", "2", "-w", "1", "--shutdown-timeout", "0.5", "conformance.jobs")
     registered(db, 2)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(30) == EXIT_UNFINISHED
@@ -197,9 +188,9 @@ def test_jobs_unfinished_at_the_deadline_exit_5(pg: tuple[str, Connection], run:
 
 def test_a_second_signal_exits_6_at_once(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "tests.jobs")
+    sup = run("--processes", "2", "-w", "1", "conformance.jobs")
     pids = registered(db, 2)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     sup.proc.send_signal(signal.SIGINT)
     wait_until(lambda: "received SIGINT: passing it on" in sup.text, within=10)
@@ -217,9 +208,9 @@ def test_a_second_signal_exits_6_at_once(pg: tuple[str, Connection], run: Any) -
 
 def test_children_die_with_the_supervisor(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "tests.jobs")
+    sup = run("--processes", "2", "-w", "1", "conformance.jobs")
     pids = registered(db, 2)
-    HangFirstJob.enqueue("hang", conn=db.raw)
+    HangsFirst.enqueue("hang", conn=db.raw)
     wait_until(lambda: log_tags(db, "start") == ["hang"])
     sup.proc.kill()
     sup.proc.wait(10)
@@ -252,7 +243,7 @@ def test_a_child_that_cannot_start_is_restarted_with_growing_delays(
 def test_one_metrics_endpoint_for_all_children(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
     sup = run("--processes", "2", "-w", "1", "--batch-size", "1", "--metrics-port", "0",
-              "--metrics-host", "127.0.0.1", "tests.jobs")
+              "--metrics-host", "127.0.0.1", "conformance.jobs")
     m = wait_until(lambda: re.search(r"serving Prometheus metrics on http://[^:]+:(\d+)/metrics",
                                    sup.text), within=20)
     port = int(m.group(1))
@@ -260,10 +251,10 @@ def test_one_metrics_endpoint_for_all_children(pg: tuple[str, Connection], run: 
     for i in range(6):
         SleepJob.enqueue(f"s{i}", 0.3, conn=db.raw)
     for i in range(3):
-        RecordJob.enqueue(f"waiting-{i}", conn=db.raw, queue="elsewhere")
+        SelfResolving.enqueue(f"waiting-{i}", conn=db.raw, queue="elsewhere")
     wait_until(lambda: len(log_tags(db, "done")) == 6, within=30)
     assert set().union(*ran_by(db, "done").values()) == set(pids)
-    sleep = (("job_class", "tests.jobs.SleepJob"), ("queue", "default"))
+    sleep = (("job_class", "conformance.jobs.SleepJob"), ("queue", "default"))
     got = wait_until(lambda: (lambda s: s if s.get(("que_jobs_worked_total", sleep)) == 6
                             and s.get(("que_workers", ())) == 2 else None)(scrape(port)),
                    within=10, interval=0.2)
@@ -285,12 +276,13 @@ def test_one_metrics_endpoint_for_all_children(pg: tuple[str, Connection], run: 
 def test_processes_from_pyproject(tmp_path: Path, pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
     (tmp_path / "pyproject.toml").write_text(
-        "[tool.que]\nprocesses = 2\nworkers = 1\nmodules = ['tests.jobs']\n", encoding="utf-8")
+        "[tool.que]\nprocesses = 2\nworkers = 1\nmodules = ['conformance.jobs']\n",
+        encoding="utf-8")
     env = clean_env(PYTHONPATH=str(ROOT))
     sup = run(cwd=tmp_path, env=env)
     pids = registered(db, 2)
     assert scalar(db, "SELECT sum(worker_count) FROM que_lockers") == 2
-    RecordJob.enqueue("x", conn=db.raw)
+    SelfResolving.enqueue("x", conn=db.raw)
     wait_until(lambda: log_tags(db) == ["x"], within=20)
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(30) == 0
@@ -302,7 +294,7 @@ def test_no_schema_is_said_once_by_the_supervisor(server_dsn: str) -> None:
     with databases.temporary_database(adapter, server_dsn) as dsn:
         out = subprocess.run(
             [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter", ADAPTER,
-             "--processes", "2", "tests.jobs"],
+             "--processes", "2", "conformance.jobs"],
             cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 4
     assert "que migrate" in out.stderr

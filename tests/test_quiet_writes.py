@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import PlainJob
 from que_core.claims import Claims
 from que_core.connection import Adapter, Connection
 from que_core.execute import DELETE, FINISH, Outcome
 from que_core.sql import q
 from tests.helpers import job_count
-from tests.jobs import PlainJob
 
 
 def test_worker_writes_send_no_state_notification(
@@ -51,5 +51,5 @@ def test_jobs_enqueued_by_a_job_still_notify(db: Connection, que_worker: Any) ->
     que_worker(poll_interval=60)
     wait_until(lambda: scalar(db, "SELECT bool_and(listening) FROM que_lockers"))
     Parent.enqueue(conn=db.raw)
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'child'") == 1,
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM conformance_log WHERE tag = 'child'") == 1,
              within=5)

@@ -16,10 +16,10 @@ import pytest
 
 import que_core
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import AddJob, FailOnceJob, PlainJob, ReturnsObjectJob, SlowAddJob
 from que_core import results
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError, JobFailed, ResultUnavailable
-from tests.jobs import AddJob, FailOnceJob, PlainJob, ReturnsObjectJob, SlowAddJob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -252,7 +252,7 @@ def test_results_ride_the_batch_of_outcomes(conn: Connection, adapter: Adapter,
 
 def test_a_job_that_resolves_itself_keeps_its_result(conn: Connection,
                                                      que_worker: Any) -> None:
-    from tests.jobs import FinishesItselfJob
+    from conformance.jobs import FinishesItselfJob
 
     que_worker(worker_count=1)
     job = FinishesItselfJob.enqueue([1, "a"], conn=conn.raw)

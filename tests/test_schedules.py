@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import PlainJob
 from que_core import Job, Worker
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
 from que_core.schedules import Schedule, Scheduler, from_table, parse_cron
 from que_core.settings_file import read_schedules
-from tests.jobs import PlainJob
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME = "tests.EverySecond"
@@ -68,7 +68,7 @@ def test_three_workers_enqueue_each_tick_once_one_killed(db: Connection, adapter
     rows = _ticks(db, NAME)
     ticks, job_ids = [r[0] for r in rows], [r[1] for r in rows]
     assert len(ticks) >= 11 and _consecutive(ticks), ticks  # no tick missed while one ran
-    ran = db.execute("SELECT DISTINCT job_id FROM test_log WHERE event = 'ran'")
+    ran = db.execute("SELECT DISTINCT job_id FROM conformance_log WHERE event = 'ran'")
     # One job per tick, and no job that is not a tick's (a job may have run
     # twice, if the killed worker was running it: at least once).
     assert sorted(r[0] for r in ran) == sorted(job_ids)
@@ -146,7 +146,8 @@ def test_a_worker_runs_the_schedules_it_is_given(db: Connection, que_worker: Any
     w: Worker = que_worker(worker_count=1, schedules=[
         Schedule("w", "* * * * * *", PlainJob.job_name, ("periodic",))])
     assert w.scheduler is not None
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM test_log WHERE tag = 'periodic'") >= 2)
+    logged = "SELECT count(*) FROM conformance_log WHERE tag = 'periodic'"
+    wait_until(lambda: scalar(db, logged) >= 2)
     w.stop(5)
     assert not w.scheduler.is_alive()
 
@@ -171,10 +172,10 @@ def test_bad_schedules_are_refused_naming_the_value(tmp_path: Path) -> None:
                   threading.Event())
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(
-        '[tool.que.schedules.nightly]\njob = "tests.jobs.PlainJob"\ncron = "0 3 * * *"\n'
+        '[tool.que.schedules.nightly]\njob = "conformance.jobs.PlainJob"\ncron = "0 3 * * *"\n'
         'args = ["nightly"]\ncatch_up = 1\n')
     assert read_schedules(pyproject) == [
-        Schedule("nightly", "0 3 * * *", "tests.jobs.PlainJob", ("nightly",), {}, 1)]
+        Schedule("nightly", "0 3 * * *", "conformance.jobs.PlainJob", ("nightly",), {}, 1)]
 
 
 def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
@@ -182,13 +183,13 @@ def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
     s = Schedule("listed", "* * * * * *", PlainJob.job_name, ("x",))
     _run_one_round(adapter, dsn, [s], rounds=3)  # a tick, at least
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.que.schedules.listed]\njob = "tests.jobs.PlainJob"\ncron = "* * * * * *"\n'
+        '[tool.que.schedules.listed]\njob = "conformance.jobs.PlainJob"\ncron = "* * * * * *"\n'
         'args = ["x"]\n'
-        '[tool.que.schedules.never]\njob = "tests.jobs.PlainJob"\ncron = "0 3 * * *"\n')
+        '[tool.que.schedules.never]\njob = "conformance.jobs.PlainJob"\ncron = "0 3 * * *"\n')
     env = {**os.environ, "PYTHONPATH": ROOT}
     out = subprocess.run(
         [sys.executable, "-m", "que_core.cli", "schedules", "list", "--dsn", dsn,
-         "--adapter", adapter.name, "--json", "tests.jobs"],
+         "--adapter", adapter.name, "--json", "conformance.jobs"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     listed = {r["name"]: r for r in json.loads(out.stdout)}
@@ -200,7 +201,7 @@ def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
     assert listed["never"]["next_tick"].endswith("T03:00:00Z")
     text = subprocess.run(
         [sys.executable, "-m", "que_core.cli", "schedules", "list", "--dsn", dsn,
-         "--adapter", adapter.name, "tests.jobs"],
+         "--adapter", adapter.name, "conformance.jobs"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0, text.stderr
     assert "listed" in text.stdout and f"{last[1]} (ready)" in text.stdout
@@ -208,7 +209,7 @@ def test_que_schedules_list(conn: Connection, adapter: Adapter, dsn: str,
 
 def test_a_unique_periodic_job_waiting_still_counts_the_tick(conn: Connection, adapter: Adapter,
                                                              dsn: str) -> None:
-    from tests.jobs import UniqueJob
+    from conformance.jobs import UniqueJob
 
     waiting = UniqueJob.enqueue(5, conn=conn.raw)
     s = Schedule("u", "* * * * * *", UniqueJob.job_name, (5,))

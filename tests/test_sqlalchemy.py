@@ -13,12 +13,12 @@ sa = pytest.importorskip("sqlalchemy")
 orm = pytest.importorskip("sqlalchemy.orm")
 
 from conformance.fixtures import wait_until  # noqa: E402
+from conformance.jobs import PlainJob  # noqa: E402
 from que_core import bulk_enqueue, run_mode  # noqa: E402
 from que_core.connection import Adapter, Connection  # noqa: E402
 from que_core.contrib.sqlalchemy import enqueue_conn  # noqa: E402
 from que_core.errors import ConfigurationError  # noqa: E402
 from tests.helpers import job_count, log_tags, sqlalchemy_url  # noqa: E402
-from tests.jobs import PlainJob  # noqa: E402
 
 # the core meets each driver here
 pytestmark = pytest.mark.per_adapter

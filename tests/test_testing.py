@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conformance.fixtures import scalar
+from conformance.jobs import FailingTwice, PlainJob, SelfResolving, record
 from que_core import Job, settings
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError
@@ -17,7 +18,6 @@ from que_core.testing import (
     use_connection,
 )
 from tests.helpers import advisory_locks, job_count, log_tags
-from tests.jobs import FailingJob, PlainJob, RecordJob, record
 
 pytest_plugins = ["pytester"]
 
@@ -45,10 +45,10 @@ def test_assert_enqueued(conn: Connection) -> None:
         assert job.id is not None and isinstance(job, PlainJob)
         assert_enqueued(PlainJob, args=[("b", 1)])  # tuples compare as the lists stored
         assert_enqueued(PlainJob, count=2)
-        assert_enqueued("tests.jobs.PlainJob", queue="default", count=1)
+        assert_enqueued("conformance.jobs.PlainJob", queue="default", count=1)
         assert_not_enqueued(PlainJob, args=["c"])
-        assert_not_enqueued(RecordJob)
-        with pytest.raises(AssertionError, match=r"expected a tests.jobs.PlainJob job with "
+        assert_not_enqueued(SelfResolving)
+        with pytest.raises(AssertionError, match=r"expected a conformance.jobs.PlainJob job with "
                                                  r"args=\['c'\]; found 0\. Waiting"):
             assert_enqueued(PlainJob, args=["c"])
         with pytest.raises(AssertionError, match="exactly 3"):
@@ -71,12 +71,12 @@ def test_drain_works_ready_jobs_in_order_with_their_children(db: Connection) -> 
     PlainJob.enqueue("later", conn=db.raw, run_at=datetime.now(timezone.utc) + timedelta(hours=1))
     PlainJob.enqueue("other queue", conn=db.raw, queue="other")
     ChainJob.enqueue("parent", conn=db.raw, priority=10)
-    RecordJob.enqueue("record", conn=db.raw, priority=20)
+    SelfResolving.enqueue("record", conn=db.raw, priority=20)
     ran = drain(db, queues=["default"])
     assert [(type(j), j.args) for j in ran] == [
         (ChainJob, ["parent"]),
         (PlainJob, ["parent child"]),
-        (RecordJob, ["record"]),
+        (SelfResolving, ["record"]),
     ]
     assert log_tags(db) == ["parent", "parent child", "record"]
     assert job_count(db) == 2  # the scheduled one and the other queue's
@@ -85,7 +85,7 @@ def test_drain_works_ready_jobs_in_order_with_their_children(db: Connection) -> 
 
 
 def test_drain_records_errors_like_a_worker(db: Connection) -> None:
-    failing = FailingJob.enqueue("f", conn=db.raw)  # retry_interval 0: ready again at once
+    failing = FailingTwice.enqueue("f", conn=db.raw)  # retry_interval 0: ready again at once
     PlainJob.enqueue("p", conn=db.raw)
     with pytest.raises(ValueError, match="boom f"):
         drain(db)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import PlainJob, UniqueJob
 from que_core import bulk_enqueue
 from que_core.connection import Adapter, Connection
 from que_core.errors import ConfigurationError, DuplicateJob, InvalidJob
-from tests.jobs import PlainJob, UniqueJob
 
 
 def _rows(conn: Connection) -> list[tuple[Any, ...]]:
@@ -122,7 +122,7 @@ def test_a_worked_job_lets_its_key_go(db: Connection, que_worker: Any) -> None:
     que_worker(worker_count=1)
     wait_until(lambda: scalar(db, "SELECT count(*) FROM que_jobs") == 0)
     assert not UniqueJob.enqueue(7, conn=db.raw).duplicate
-    assert scalar(db, "SELECT count(*) FROM test_log WHERE job_id = %s", first.id) == 1
+    assert scalar(db, "SELECT count(*) FROM conformance_log WHERE job_id = %s", first.id) == 1
 
 
 def test_bulk_enqueue(conn: Connection) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from conformance.fixtures import scalar, wait_until
+from conformance.jobs import FailingTwice, PlainJob, SelfResolving, SleepJob
 from que_core import Job, settings
 from que_core.connection import Connection
 from tests.helpers import advisory_locks, job_count, log_tags
-from tests.jobs import FailingJob, PlainJob, RecordJob, SleepJob
 
 
 def test_worker_priority_thresholds(db: Connection, que_worker: Any) -> None:
@@ -34,7 +34,7 @@ def test_scheduled_job_waits_for_its_time(db: Connection, que_worker: Any) -> No
     time.sleep(0.8)
     assert log_tags(db) == []
     wait_until(lambda: log_tags(db) == ["later"])
-    ran_at = scalar(db, "SELECT at FROM test_log")
+    ran_at = scalar(db, "SELECT at FROM conformance_log")
     assert ran_at >= at
 
 
@@ -134,7 +134,7 @@ def test_unknown_job_class_is_the_jobs_error(db: Connection, que_worker: Any) ->
 def test_no_advisory_lock_left_after_a_run(db: Connection, que_worker: Any) -> None:
     for i in range(50):
         PlainJob.enqueue(i, conn=db.raw)
-    FailingJob.enqueue("x", conn=db.raw)
+    FailingTwice.enqueue("x", conn=db.raw)
     w = que_worker()
     wait_until(lambda: job_count(db) == 1 and len(log_tags(db)) >= 51)
     w.stop()
@@ -199,7 +199,7 @@ def test_reconnects_after_pg_terminate_backend(db: Connection, que_worker: Any) 
 def test_two_workers_share_the_work_without_running_a_job_twice(
     db: Connection, que_worker: Any
 ) -> None:
-    RecordJob.enqueue_many([[i] for i in range(300)], conn=db.raw)
+    SelfResolving.enqueue_many([[i] for i in range(300)], conn=db.raw)
     que_worker()
     que_worker()
     wait_until(lambda: job_count(db) == 0, within=30)
@@ -227,7 +227,8 @@ def test_jobs_of_another_row_format_are_reported(
     db: Connection, que_worker: Any, caplog: Any
 ) -> None:
     db.execute(
-        "INSERT INTO que_jobs (job_class, job_schema_version) VALUES ('tests.jobs.PlainJob', 1)"
+        "INSERT INTO que_jobs (job_class, job_schema_version) "
+        "VALUES ('conformance.jobs.PlainJob', 1)"
     )
     with caplog.at_level("WARNING", logger="que_core.listener"):
         que_worker()

@@ -213,7 +213,7 @@ def listening_addresses(port: int) -> set[str]:
 def test_the_metrics_server_binds_loopback_by_default(adapter: Adapter, dsn: str) -> None:
     from tests.test_metrics import Run
 
-    run = Run("--dsn", dsn, "--adapter", adapter.name, "--metrics-port", "0", "tests.jobs")
+    run = Run("--dsn", dsn, "--adapter", adapter.name, "--metrics-port", "0", "conformance.jobs")
     try:
         port = run.port()
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, and nothing else

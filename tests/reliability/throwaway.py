@@ -13,12 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from conformance.fixtures import free_port
 
 
 def find_bindir() -> Path | None:
@@ -42,12 +43,6 @@ def find_bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class ThrowawayServer:
     def __init__(self) -> None:
         bindir = find_bindir()
@@ -57,7 +52,7 @@ class ThrowawayServer:
         self.root = Path(tempfile.mkdtemp(prefix="que_rel_pg_"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_port()
         self.user: pwd.struct_passwd | None = None
         if os.geteuid() == 0:  # initdb and postgres refuse to run as root
             for name in ("postgres", "pgserver"):

@@ -52,7 +52,7 @@ import asyncpg
 
 from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password, parse_dsn
+from que_core.dsn import cannot_connect, parse_dsn
 from que_core.transactions import AsyncTransactions, TransactionStatus, aborted
 
 # A placeholder, with the JSON cast after it if there is one.
@@ -332,9 +332,7 @@ class AsyncpgAdapter:
         try:
             raw = await asyncpg.connect(**kwargs)
         except _ERRORS as exc:
-            raise errors.CannotConnect(
-                f"cannot connect to {mask_password(dsn)}: {mask_password(_message(exc))}"
-            ) from None
+            raise cannot_connect(dsn, _message(exc)) from None
         return AsyncpgConnection(raw, owned=True)
 
     def awrap(self, raw: Any) -> AsyncpgConnection | None:

@@ -28,7 +28,7 @@ import pg8000.native
 
 from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import mask_password, parse_dsn
+from que_core.dsn import cannot_connect, parse_dsn
 from que_core.transactions import Transactions, TransactionStatus
 
 _ERRORS = (pg8000.exceptions.Error, OSError)
@@ -243,9 +243,7 @@ class Pg8000Adapter:
             # older ones: a burst of junk would push out the jobs' own.
             raw.notifications = deque(maxlen=NOTIFICATION_BACKLOG)
         except _ERRORS as exc:
-            raise errors.CannotConnect(
-                f"cannot connect to {mask_password(dsn)}: {mask_password(_message(exc))}"
-            ) from None
+            raise cannot_connect(dsn, _message(exc)) from None
         return Pg8000Connection(raw, owned=True)
 
     def wrap(self, raw: Any) -> Pg8000Connection | None:

@@ -17,7 +17,7 @@ from psycopg import pq
 
 from que_core import errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import check_url_userinfo, mask_password
+from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
 from que_core.transactions import (
     AsyncTransactions,
     Transactions,
@@ -73,12 +73,8 @@ def _notification(n: psycopg.Notify) -> Notification:
 
 def _cannot_connect(dsn: str, exc: psycopg.Error) -> errors.QueError:
     if isinstance(exc, psycopg.ProgrammingError):  # libpq could not read the DSN
-        return errors.ConfigurationError(
-            f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc))}"
-        )
-    return errors.CannotConnect(
-        f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc))}"
-    )
+        return cannot_read(dsn, str(exc))
+    return cannot_connect(dsn, str(exc))
 
 
 class PsycopgConnection:

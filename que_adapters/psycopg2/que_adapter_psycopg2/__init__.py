@@ -14,7 +14,7 @@ import psycopg2.extensions as ext
 
 from que_core import copying, errors, hookimpl
 from que_core.connection import Notification, Row
-from que_core.dsn import check_url_userinfo, mask_password
+from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
 from que_core.transactions import Transactions, TransactionStatus
 
 _STATUS = {
@@ -145,13 +145,9 @@ class Psycopg2Adapter:
             raw = psycopg2.connect(dsn)
             raw.autocommit = True
         except psycopg2.ProgrammingError as exc:  # libpq could not read the DSN
-            raise errors.ConfigurationError(
-                f"cannot read the DSN {mask_password(dsn)}: {mask_password(str(exc).strip())}"
-            ) from None
+            raise cannot_read(dsn, str(exc).strip()) from None
         except psycopg2.Error as exc:
-            raise errors.CannotConnect(
-                f"cannot connect to {mask_password(dsn)}: {mask_password(str(exc).strip())}"
-            ) from None
+            raise cannot_connect(dsn, str(exc).strip()) from None
         return Psycopg2Connection(raw, owned=True)
 
     def wrap(self, raw: Any) -> Psycopg2Connection | None:
