@@ -82,25 +82,26 @@ def checkpoint(conn: Connection) -> None:
 class WorkerProcess:
     """One ``python -m que_core.cli work`` process with its default settings
     (plus *extra* flags), logging to a temporary file. *cmd* runs another
-    queue's worker instead (benchmarks/compare.py), in the same environment."""
+    queue's worker instead (benchmarks/compare.py), in the same environment.
+    *tree*: the source tree it runs from, first on its import path."""
 
     def __init__(
         self, dsn: str, adapter: str = "psycopg", extra: Sequence[str] = (),
-        modules: Sequence[str] = (), cmd: Sequence[str] | None = None,
+        modules: Sequence[str] = (), cmd: Sequence[str] | None = None, tree: Path = REPO,
     ) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the worker
             prefix="que_bench_worker_", suffix=".log", delete=False
         )
         env = dict(os.environ)
         env["DATABASE_URL"] = dsn  # not on the command line, where ps would show it
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
         self.cmd = list(cmd) if cmd is not None else [
             sys.executable, "-m", "que_core.cli", "work", "--adapter", adapter,
             *extra, *(modules or ["benchmarks.noop_jobs"]),
         ]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            self.cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+            self.cmd, cwd=tree, env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
