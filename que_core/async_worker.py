@@ -199,15 +199,21 @@ class Sessions:
             raise
         return conn
 
-    async def hold(self, conn: AsyncConnection, job_id: int | None, claimer: int) -> bool:
+    async def hold(self, conn: AsyncConnection, job_id: int | None) -> bool:
         """Take *job_id*'s running lock on *conn*, releasing the one it kept
-        (*job_id* None: only that): whether the job may run, its claim (held
-        by session *claimer*) being still there."""
+        (*job_id* None: only that): whether it was taken (the claim is
+        checked after, by :class:`ClaimCheck`)."""
         release = self.lingering.pop(conn, None)
         if job_id is None and release is None:
             return False
-        ((ok,),) = await conn.execute(q("hold_running"), (job_id, claimer, release))
+        ((_, ok),) = await conn.execute(q("take_running"), (release, release, job_id, job_id))
         return job_id is not None and bool(ok)
+
+    async def let_go(self, conn: AsyncConnection, job_id: int) -> None:
+        """*conn* took *job_id*'s running lock for a job that does not run:
+        released now (another worker may have the job), *conn* given back."""
+        self.lingering[conn] = job_id
+        await self._release(conn)
 
     def give_back(self, conn: AsyncConnection, job_id: int | None) -> None:
         """*conn* is free again, holding *job_id*'s running lock until its
@@ -224,7 +230,7 @@ class Sessions:
 
     async def _release(self, conn: AsyncConnection) -> None:
         try:
-            await self.hold(conn, None, 0)
+            await self.hold(conn, None)
         except DatabaseError:
             await self.drop(conn)
             return
@@ -241,6 +247,62 @@ class Sessions:
         idle, self._idle = self._idle, []
         for conn in idle:
             await self.drop(conn)
+
+
+class ClaimCheck:
+    """Whether the claims of the jobs handed to the loop together still hold,
+    asked once for them all (on the loop only). Each job's task takes its
+    running lock on its own session, then :meth:`claimed`; once every task
+    of the batch has (or left), one statement (``running_claimed``, a
+    ``pg_locks`` read) on one of their sessions answers for all: every
+    running lock was taken before it, as each job's own check did in
+    revision 7.7's ``que_core_hold_running``."""
+
+    def __init__(self, claimer: int | None, jobs: int) -> None:
+        self.claimer = claimer
+        self._left = jobs
+        self._held: dict[int, AsyncConnection] = {}
+        self._answer: asyncio.Future[frozenset[int]] = (
+            asyncio.get_running_loop().create_future())
+        #: The session the statement runs on, while it does.
+        self.checking: AsyncConnection | None = None
+
+    async def claimed(self, job_id: int, conn: AsyncConnection | None) -> bool:
+        """*job_id*'s running lock is held on *conn* (None: it was not
+        taken): wait for the batch's answer, whether its claim holds."""
+        if conn is not None:
+            self._held[job_id] = conn
+        self.leave()
+        return job_id in await asyncio.shield(self._answer)
+
+    def leave(self) -> None:
+        """One task of the batch is done taking its lock (or gave up)."""
+        self._left -= 1
+        if self._left == 0:
+            asyncio.get_running_loop().create_task(self._check())
+
+    async def _check(self) -> None:
+        held: frozenset[int] = frozenset()
+        try:
+            conns = [c for c in self._held.values() if not c.closed]
+            if conns and self.claimer is not None:
+                self.checking = conns[0]
+                rows = await conns[0].execute(q("running_claimed"),
+                                              (self.claimer, list(self._held)))
+                held = frozenset(int(r[0]) for r in rows)
+        except DatabaseError as exc:  # none runs: each releases its lock
+            log.warning("checking the claims of async jobs %s: %s; released, they run again",
+                        ", ".join(map(str, self._held)), exc)
+        finally:
+            self.checking = None
+            self._answer.set_result(held)
+
+    async def forget(self, conn: AsyncConnection) -> None:
+        """*conn* is to be closed: not used for the statement, or once it
+        is off it."""
+        self._held = {j: c for j, c in self._held.items() if c is not conn}
+        if self.checking is conn:
+            await asyncio.shield(self._answer)
 
 
 class AsyncClaimer(WorkerThread):
@@ -317,8 +379,9 @@ class AsyncClaimer(WorkerThread):
 
     def _spawn(self, rows: list[Row], claimer: int | None) -> None:
         """On the loop: a task per row, its end told to the claimer."""
+        check = ClaimCheck(claimer, len(rows))
         for row in rows:
-            task = self.loop.loop.create_task(self._run_job(row, claimer))
+            task = self.loop.loop.create_task(self._run_job(row, check))
             self._tasks[row[0]] = task
             task.add_done_callback(functools.partial(self._ended, row[0]))
 
@@ -369,26 +432,30 @@ class AsyncClaimer(WorkerThread):
                                             outcome.duration,
                                             outcome.kind in (execute.ERROR, execute.EXPIRE))
 
-    async def _run_job(self, row: Row, claimer: int | None) -> Outcome | None:
+    async def _run_job(self, row: Row, check: ClaimCheck) -> Outcome | None:
         """Run one job on a session of its own, which holds its running lock;
         NOT_RUN when it was cancelled, its claim was lost before it started
         or no session could be had."""
         try:
             conn = await self.sessions.take()
-        except DatabaseError as exc:
+        except BaseException as exc:
+            check.leave()
+            if not isinstance(exc, DatabaseError):
+                raise
             log.warning("job %s: no session to run it on (%s); released, it runs again",
                         row[0], exc)
             await asyncio.sleep(1.0)  # not at once into the same failure
             return NOT_RUN
         try:
-            held = claimer is not None and await self.sessions.hold(conn, row[0], claimer)
-        except DatabaseError as exc:
-            await self.sessions.drop(conn)
-            log.warning("job %s: its session failed before it ran (%s); released, it runs "
-                        "again", row[0], exc)
+            held = await self._hold(row[0], conn, check)
+        except asyncio.CancelledError:
+            # (At the deadline, say.) Its statement cut short: the session is
+            # closed, not kept, once the batch's check is off it.
+            await asyncio.shield(self._drop_checked(conn, check))
+            raise
+        if held is None:  # the session failed
             return NOT_RUN
         if not held:
-            self.sessions.give_back(conn, None)
             log.warning("job %s: its claim was lost before it started (the claiming session "
                         "ended); not run here", row[0])
             return NOT_RUN
@@ -423,6 +490,34 @@ class AsyncClaimer(WorkerThread):
             return outcome
         self.sessions.give_back(conn, job.id)
         return outcome
+
+    async def _hold(self, job_id: int, conn: AsyncConnection, check: ClaimCheck
+                    ) -> bool | None:
+        """Take *job_id*'s running lock on *conn*, then learn from *check*
+        whether its claim still holds: True, the job may run; False, it may
+        not (nothing of it kept, *conn* given back); None: *conn* failed (dropped)."""
+        try:
+            took = check.claimer is not None and await self.sessions.hold(conn, job_id)
+        except DatabaseError as exc:
+            check.leave()
+            await self.sessions.drop(conn)
+            log.warning("job %s: its session failed before it ran (%s); released, it runs "
+                        "again", job_id, exc)
+            return None
+        except BaseException:
+            check.leave()
+            raise
+        if await check.claimed(job_id, conn if took else None):
+            return True
+        if took:
+            await self.sessions.let_go(conn, job_id)
+        else:
+            self.sessions.give_back(conn, None)
+        return False
+
+    async def _drop_checked(self, conn: AsyncConnection, check: ClaimCheck) -> None:
+        await check.forget(conn)
+        await self.sessions.drop(conn)
 
     def _watch(self, job: Any, conn: AsyncConnection) -> Running | None:
         """Register *job* with the watchdog (on the loop, in its task): to

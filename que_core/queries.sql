@@ -72,13 +72,32 @@ SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text
                                  %s::integer[], %s::timestamptz[], %s::bigint[],
                                  %s::text[], %s::text[])
 
--- name: hold_running
--- On an async def job's own session, before the job runs (migrations/7.7):
--- take its running lock if its claiming session still holds its claim, and
--- release the running lock of the job this session ran before. Params: job
--- id (NULL: only the release), the claiming session's backend pid, the id
--- to release (NULL: none). True: the job may run.
-SELECT que_core_hold_running(%s::bigint, %s::integer, %s::bigint)
+-- name: take_running
+-- On an async def job's own session, before the job runs: take its running
+-- lock (migrations/7.7: the two-key lock (-1 - (id >> 32), low 32 bits of
+-- id)) and release the one of the job this session ran before, in one plain
+-- statement (que_core_hold_running's plpgsql call and pg_locks read cost
+-- more than the round trip; see benchmarks/README.md). Params: the id to
+-- release (NULL: none; the unlock is strict), twice, the job id (NULL: only
+-- the release), twice. Second column true: taken. Whether the job's claim
+-- still holds is asked after, once for the jobs claimed together
+-- (running_claimed).
+SELECT pg_advisory_unlock((-1 - (%s::bigint >> 32))::integer, ((%s::bigint << 32) >> 32)::integer),
+       pg_try_advisory_lock((-1 - (%s::bigint >> 32))::integer, ((%s::bigint << 32) >> 32)::integer)
+
+-- name: running_claimed
+-- Once the running locks of the async def jobs claimed together are taken
+-- (take_running, each on its job's session): which of those jobs (ids) the
+-- claiming session (backend pid) still holds the claim lock of, one pg_locks
+-- read for them all. Only those run: a claim lost before its running lock
+-- was taken may be another worker's now; one lost after cannot be (no
+-- que-core claim takes a job whose running lock is held). Params: the
+-- claiming session's backend pid, the ids.
+SELECT (l.classid::bigint << 32) | l.objid::bigint
+FROM pg_locks AS l
+WHERE l.locktype = 'advisory' AND l.pid = %s::integer AND l.objsubid = 1 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = ANY(%s::bigint[])
 
 -- ---------------------------------------------------------------------------
 -- Job control (migrations/7.6): the watchdog (que_core/watchdog.py), cancel,

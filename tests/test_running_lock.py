@@ -3,7 +3,8 @@ sessions: a job's claim lives on its worker's claiming session, the job runs
 on a session of its own, which holds the job's running lock; no que-core
 claim takes a job whose running lock is held, even once its claim is gone.
 
-These are the statements the async worker uses (que_core/async_worker.py),
+These are the statements the async worker uses (que_core/async_worker.py:
+take_running on each job's session, then running_claimed once a batch),
 played out step by step so that each interleaving is certain; the
 reliability suite's terminate and restart cases play them out at random."""
 
@@ -47,7 +48,20 @@ def _pid(conn: Connection) -> int:
 
 def _hold(conn: Connection, job_id: int | None, claimer: int, release: int | None = None
           ) -> bool:
-    return bool(scalar(conn, q("hold_running"), job_id, claimer, release))
+    """What the async worker does before a job starts (a batch of one): take
+    its running lock, releasing *release*'s; then ask whether the claim
+    holds, and let the running lock go if not."""
+    ((_, took),) = conn.execute(q("take_running"), (release, release, job_id, job_id))
+    if job_id is None or not took:
+        return False
+    if _claimed(conn, claimer, [job_id]) == {job_id}:
+        return True
+    conn.execute(q("take_running"), (job_id, job_id, None, None))
+    return False
+
+
+def _claimed(conn: Connection, claimer: int, job_ids: list[int]) -> set[int]:
+    return {int(r[0]) for r in conn.execute(q("running_claimed"), (claimer, job_ids))}
 
 
 def _claim(conn: Connection) -> list[int]:
@@ -127,3 +141,18 @@ def test_ids_past_32_bits_get_their_own_running_lock(sessions: tuple[Connection,
     assert _hold(job_session, high, _pid(claimer))
     _end(observer, _pid(claimer))
     assert _claim(other) == [low]  # the high one runs; the low one does not
+
+
+def test_one_check_answers_for_the_jobs_claimed_together(sessions: tuple[Connection, ...]
+                                                        ) -> None:
+    claimer, job_session, other, observer = sessions
+    ids = [Noop.enqueue(conn=observer.raw).id for _ in range(3)]
+    assert _claim(claimer) == ids
+    pid = _pid(claimer)
+    # Claims of this claimer only: one another session holds is not counted.
+    foreign = Noop.enqueue(conn=observer.raw).id
+    assert _claim(other) == [foreign]
+    assert _claimed(observer, pid, [*ids, foreign]) == set(ids)
+    assert _claimed(observer, _pid(other), [*ids, foreign]) == {foreign}
+    _end(observer, pid)
+    assert _claimed(observer, pid, ids) == set()
