@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -26,6 +27,7 @@ if __package__ in (None, ""):
 from benchmarks import _common as common
 from benchmarks._common import median
 from que_core import plugins
+from que_core.connection import Connection
 from que_core.testing import databases
 
 ADAPTER = "psycopg"
@@ -49,12 +51,24 @@ SESSIONS = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database()
             "AND pid <> pg_backend_pid()")
 
 
-def one_drain(tree: Path, dsn: str, jobs: int, poll: float) -> tuple[float, float, float]:
-    """jobs/s, worker CPU µs/job, Postgres CPU µs/job."""
+XACTS = ("SELECT xact_commit + xact_rollback FROM pg_stat_database "
+         "WHERE datname = current_database()")
+
+
+def xacts(conn: Connection) -> int:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return int(conn.execute(XACTS)[0][0])
+
+
+def one_drain(tree: Path, dsn: str, jobs: int, poll: float
+              ) -> tuple[float, float, float, float]:
+    """jobs/s, worker CPU µs/job, Postgres CPU µs/job, transactions per job
+    (the worker's statements are each its own: round trips, about)."""
     in_tree(tree, FILL.format(n=jobs), dsn)
     conn = plugins.get_adapter(ADAPTER).connect(dsn)
     try:
         common.checkpoint(conn)
+        x0 = xacts(conn)
         worker = common.WorkerProcess(dsn, ADAPTER, tree=tree)
         try:
             t0 = worker.wait_registered(conn, listening=False)
@@ -69,10 +83,12 @@ def one_drain(tree: Path, dsn: str, jobs: int, poll: float) -> tuple[float, floa
             pg1 = {p: common.cpu_seconds(p) or 0.0 for p in pids}
         finally:
             worker.stop()
+        time.sleep(0.5)  # the worker's sessions' statistics flushed as they ended
+        x1 = xacts(conn)
     finally:
         conn.close()
     pg = sum(c - pg0.get(p, 0.0) for p, c in pg1.items())
-    return jobs / (t1 - t0), (cpu1 - cpu0) * 1e6 / jobs, pg * 1e6 / jobs
+    return jobs / (t1 - t0), (cpu1 - cpu0) * 1e6 / jobs, pg * 1e6 / jobs, (x1 - x0) / jobs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,22 +102,24 @@ def main(argv: list[str] | None = None) -> int:
     server = common.server_dsn(args.dsn)
     adapter = plugins.get_adapter(ADAPTER)
     dsns = [databases.create_database(adapter, server, prefix="que_bench") for _ in trees]
-    results: dict[Path, list[tuple[float, float, float]]] = {t: [] for t in trees}
+    results: dict[Path, list[tuple[float, float, float, float]]] = {t: [] for t in trees}
     try:
         for tree, dsn in zip(trees, dsns, strict=True):
             in_tree(tree, MIGRATE, dsn)
         for r in range(1, args.rounds + 1):
             for tree, dsn in zip(trees, dsns, strict=True):
-                rate, cw, cp = one_drain(tree, dsn, args.jobs, args.poll)
-                results[tree].append((rate, cw, cp))
+                rate, cw, cp, xs = one_drain(tree, dsn, args.jobs, args.poll)
+                results[tree].append((rate, cw, cp, xs))
                 print(f"round {r} {tree}: {rate:,.0f} jobs/s; CPU per job: worker {cw:.0f} µs, "
-                      f"postgres {cp:.0f} µs (load {os.getloadavg()[0]:.1f})", flush=True)
+                      f"postgres {cp:.0f} µs; {xs:.2f} transactions per job "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         for dsn in dsns:
             databases.drop_database(adapter, server, dsn)
     for tree, rs in results.items():
         print(f"median {tree}: {median([x[0] for x in rs]):,.0f} jobs/s; CPU per job: worker "
-              f"{median([x[1] for x in rs]):.0f} µs, postgres {median([x[2] for x in rs]):.0f} µs")
+              f"{median([x[1] for x in rs]):.0f} µs, postgres {median([x[2] for x in rs]):.0f} µs; "
+              f"{median([x[3] for x in rs]):.2f} transactions per job")
     return 0
 
 
