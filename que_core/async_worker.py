@@ -20,10 +20,12 @@ own: both are the process's, and die with it. So that the claiming session
 alone being lost (an administrator ends it, or a server restart that the
 job's new session outlived) lets no other worker start a running job, the
 job's session holds the job's running lock while it runs (schema revision
-7.7, ``que_core_hold_running``): taken before the job starts, and only if
-the claiming session still holds the claim then; every que-core claim
-leaves a job whose running lock is held. The lock is released with the
-session's next job, or soon after the session falls idle (:data:`LINGER`).
+7.7): taken before the job starts (``take_running``), and kept only if the
+claiming session still holds the claim after (``running_claimed``, one
+``pg_locks`` read for the jobs claimed together: :class:`ClaimCheck`); every
+que-core claim leaves a job whose running lock is held. The lock is
+released with the session's next job, or soon after the session falls idle
+(:data:`LINGER`).
 The running jobs of a lost claiming session are cancelled once the claimer
 notices, at its next statement. A job that resolves itself in its
 transaction (``await self.adestroy()`` inside ``async with

@@ -10,14 +10,18 @@ reliability suite's terminate and restart cases play them out at random."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from conformance.fixtures import scalar, wait_until
 from que_core import Job, migrate, plugins
-from que_core.claims import Claims
+from que_core.async_worker import AsyncClaimer, ClaimCheck, EventLoop, Sessions
+from que_core.claims import Claims, SetAside
 from que_core.connection import Connection
+from que_core.dispatch import Dispatcher
 from que_core.sql import q
 from que_core.testing import databases
 
@@ -156,3 +160,74 @@ def test_one_check_answers_for_the_jobs_claimed_together(sessions: tuple[Connect
     assert _claimed(observer, _pid(other), [*ids, foreign]) == {foreign}
     _end(observer, pid)
     assert _claimed(observer, pid, ids) == set()
+
+
+# -- the worker's side: AsyncClaimer's tasks, on a loop of the test's own ------------
+
+
+def _claimer(dsn: str) -> AsyncClaimer:
+    """An AsyncClaimer not started (no thread, no loop of its own): its job
+    tasks' code, run here on asyncio.run's loop, with real sessions."""
+    adapter = plugins.get_adapter("psycopg")
+    return AsyncClaimer(lambda: adapter.connect(dsn), [], Dispatcher(), EventLoop(),
+                        Sessions(plugins.get_async_adapter("psycopg"), dsn), classes=[],
+                        concurrency=2, poll_interval=1.0, set_aside=SetAside(),
+                        stopping=threading.Event(), stop_event=threading.Event())
+
+
+def _dsn(conn: Connection) -> str:
+    return str(conn.raw.info.dsn)
+
+
+def test_the_jobs_claimed_together_run_only_if_their_claim_still_holds(
+        sessions: tuple[Connection, ...]) -> None:
+    claimer, _, _, observer = sessions
+    first, second = (Noop.enqueue(conn=observer.raw).id for _ in range(2))
+    assert _claim(claimer) == [first, second]
+    claimer.execute("SELECT pg_advisory_unlock(%s)", (second,))  # as if lost
+    worker = _claimer(_dsn(observer))
+
+    async def hold_both() -> list[bool | None]:
+        check = ClaimCheck(_pid(claimer), 2)
+        conns = [await worker.sessions.take() for _ in range(2)]
+        held = await asyncio.gather(worker._hold(first, conns[0], check),
+                                    worker._hold(second, conns[1], check))
+        # The first's running lock is held on its session; the second's is not.
+        locks = _locks(observer, 2)
+        await worker.sessions.close()
+        await conns[0].close()
+        return [*held, locks]  # type: ignore[list-item]
+
+    try:
+        assert asyncio.run(hold_both()) == [True, False, 1]
+    finally:
+        worker.loop.loop.close()
+
+
+def test_a_job_cancelled_while_taking_its_running_lock_closes_its_session(
+        sessions: tuple[Connection, ...]) -> None:
+    claimer, _, _, observer = sessions
+    job_id = Noop.enqueue(conn=observer.raw).id
+    assert _claim(claimer) == [job_id]
+    worker = _claimer(_dsn(observer))
+    row = claimer.execute("SELECT id, priority, run_at, job_class, queue, error_count, "
+                          "args::text, kwargs::text, data::text FROM que_jobs")[0]
+
+    async def cancelled() -> tuple[bool, int, int]:
+        # A batch of two whose other job never comes: this one waits, its
+        # running lock taken, for the claim check, and is cancelled there
+        # (the shutdown deadline, say).
+        task = asyncio.get_running_loop().create_task(
+            worker._run_job(row, ClaimCheck(_pid(claimer), 2)))
+        while _locks(observer, 2) == 0:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return task.cancelled(), len(worker.sessions.pids), _locks(observer, 2)
+
+    try:
+        # Its session closed (none left open), so its running lock is gone.
+        assert asyncio.run(cancelled()) == (True, 0, 0)
+    finally:
+        worker.loop.loop.close()
