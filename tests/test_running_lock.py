@@ -149,7 +149,7 @@ def test_ids_past_32_bits_get_their_own_running_lock(sessions: tuple[Connection,
 
 def test_one_check_answers_for_the_jobs_claimed_together(sessions: tuple[Connection, ...]
                                                         ) -> None:
-    claimer, job_session, other, observer = sessions
+    claimer, _, other, observer = sessions
     ids = [Noop.enqueue(conn=observer.raw).id for _ in range(3)]
     assert _claim(claimer) == ids
     pid = _pid(claimer)
