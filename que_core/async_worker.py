@@ -211,6 +211,14 @@ class Sessions:
         ((_, ok),) = await conn.execute(q("take_running"), (release, release, job_id, job_id))
         return job_id is not None and bool(ok)
 
+    async def hold_claimed(self, conn: AsyncConnection, job_id: int, claimer: int) -> bool:
+        """As :meth:`hold`, and the claim checked in the same statement
+        (session *claimer* holds it): whether the job may run (if not, its
+        running lock is not kept). For a job claimed alone."""
+        release = self.lingering.pop(conn, None)
+        ((ok,),) = await conn.execute(q("hold_running"), (job_id, claimer, release))
+        return bool(ok)
+
     async def let_go(self, conn: AsyncConnection, job_id: int) -> None:
         """*conn* took *job_id*'s running lock for a job that does not run:
         released now (another worker may have the job), *conn* given back."""
@@ -262,6 +270,9 @@ class ClaimCheck:
 
     def __init__(self, claimer: int | None, jobs: int) -> None:
         self.claimer = claimer
+        #: A batch of one: its task takes the lock and checks the claim in
+        #: one statement (``hold_running``), one round trip, not two.
+        self.alone = jobs == 1
         self._left = jobs
         self._held: dict[int, AsyncConnection] = {}
         self._answer: asyncio.Future[frozenset[int]] = (
@@ -498,24 +509,29 @@ class AsyncClaimer(WorkerThread):
         """Take *job_id*'s running lock on *conn*, then learn from *check*
         whether its claim still holds: True, the job may run; False, it may
         not (nothing of it kept, *conn* given back); None: *conn* failed (dropped)."""
+        claimer, left = check.claimer, False
         try:
-            took = check.claimer is not None and await self.sessions.hold(conn, job_id)
+            if claimer is not None and check.alone:  # one statement does both
+                left = True
+                claimed = await self.sessions.hold_claimed(conn, job_id, claimer)
+            else:
+                took = claimer is not None and await self.sessions.hold(conn, job_id)
+                left = True
+                claimed = await check.claimed(job_id, conn if took else None)
+                if not claimed and took:
+                    await self.sessions.let_go(conn, job_id)
+                    return False
         except DatabaseError as exc:
-            check.leave()
             await self.sessions.drop(conn)
             log.warning("job %s: its session failed before it ran (%s); released, it runs "
                         "again", job_id, exc)
             return None
-        except BaseException:
-            check.leave()
-            raise
-        if await check.claimed(job_id, conn if took else None):
-            return True
-        if took:
-            await self.sessions.let_go(conn, job_id)
-        else:
+        finally:
+            if not left:
+                check.leave()
+        if not claimed:
             self.sessions.give_back(conn, None)
-        return False
+        return claimed
 
     async def _drop_checked(self, conn: AsyncConnection, check: ClaimCheck) -> None:
         await check.forget(conn)

@@ -72,6 +72,16 @@ SELECT * FROM que_core_next_jobs(%s::bigint[], %s::jsonb, %s::bigint[], %s::text
                                  %s::integer[], %s::timestamptz[], %s::bigint[],
                                  %s::text[], %s::text[])
 
+-- name: hold_running
+-- On an async def job's own session, before the job runs, when it was
+-- claimed alone (migrations/7.7): take its running lock if its claiming
+-- session still holds its claim, and release the running lock of the job
+-- this session ran before, in one statement (for several jobs claimed
+-- together, take_running each and running_claimed once cost less). Params:
+-- job id (NULL: only the release), the claiming session's backend pid, the
+-- id to release (NULL: none). True: the job may run.
+SELECT que_core_hold_running(%s::bigint, %s::integer, %s::bigint)
+
 -- name: take_running
 -- On an async def job's own session, before the job runs: take its running
 -- lock (migrations/7.7: the two-key lock (-1 - (id >> 32), low 32 bits of

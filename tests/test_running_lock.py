@@ -4,7 +4,8 @@ on a session of its own, which holds the job's running lock; no que-core
 claim takes a job whose running lock is held, even once its claim is gone.
 
 These are the statements the async worker uses (que_core/async_worker.py:
-take_running on each job's session, then running_claimed once a batch),
+hold_running for a job claimed alone; take_running on each job's session,
+then running_claimed once, for several),
 played out step by step so that each interleaving is certain; the
 reliability suite's terminate and restart cases play them out at random."""
 
@@ -52,16 +53,9 @@ def _pid(conn: Connection) -> int:
 
 def _hold(conn: Connection, job_id: int | None, claimer: int, release: int | None = None
           ) -> bool:
-    """What the async worker does before a job starts (a batch of one): take
-    its running lock, releasing *release*'s; then ask whether the claim
-    holds, and let the running lock go if not."""
-    ((_, took),) = conn.execute(q("take_running"), (release, release, job_id, job_id))
-    if job_id is None or not took:
-        return False
-    if _claimed(conn, claimer, [job_id]) == {job_id}:
-        return True
-    conn.execute(q("take_running"), (job_id, job_id, None, None))
-    return False
+    """What the async worker does before a job claimed alone starts (of
+    several claimed together: take_running each, then running_claimed once)."""
+    return bool(scalar(conn, q("hold_running"), job_id, claimer, release))
 
 
 def _claimed(conn: Connection, claimer: int, job_ids: list[int]) -> set[int]:
