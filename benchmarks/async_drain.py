@@ -60,7 +60,7 @@ def xacts(conn: Connection) -> int:
     return int(conn.execute(XACTS)[0][0])
 
 
-def one_drain(tree: Path, dsn: str, jobs: int, poll: float
+def one_drain(tree: Path, dsn: str, jobs: int, poll: float, modules: list[str]
               ) -> tuple[float, float, float, float]:
     """jobs/s, worker CPU µs/job, Postgres CPU µs/job, transactions per job
     (the worker's statements are each its own: round trips, about)."""
@@ -69,7 +69,8 @@ def one_drain(tree: Path, dsn: str, jobs: int, poll: float
     try:
         common.checkpoint(conn)
         x0 = xacts(conn)
-        worker = common.WorkerProcess(dsn, ADAPTER, tree=tree)
+        worker = common.WorkerProcess(dsn, ADAPTER, modules=["benchmarks.noop_jobs", *modules],
+                                      tree=tree)
         try:
             t0 = worker.wait_registered(conn, listening=False)
             backends = {int(p) for (p,) in conn.execute(SESSIONS)}
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", action="append", type=Path, default=[],
                    help="a source tree to measure (repeatable; default: this one)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
+                   help="extra module for the worker to import (an experiment that patches\n"
+                   "que_core, found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
     common.exit_cleanly_on_sigterm()
     trees = [t.resolve() for t in args.tree] or [common.REPO]
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             in_tree(tree, MIGRATE, dsn)
         for r in range(1, args.rounds + 1):
             for tree, dsn in zip(trees, dsns, strict=True):
-                rate, cw, cp, xs = one_drain(tree, dsn, args.jobs, args.poll)
+                rate, cw, cp, xs = one_drain(tree, dsn, args.jobs, args.poll, args.worker_module)
                 results[tree].append((rate, cw, cp, xs))
                 print(f"round {r} {tree}: {rate:,.0f} jobs/s; CPU per job: worker {cw:.0f} µs, "
                       f"postgres {cp:.0f} µs; {xs:.2f} transactions per job "
