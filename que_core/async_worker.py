@@ -268,12 +268,12 @@ class ClaimCheck:
     running lock was taken before it, as each job's own check did in
     revision 7.7's ``que_core_hold_running``."""
 
-    def __init__(self, claimer: int | None, jobs: int) -> None:
+    def __init__(self, claimer: int | None, jobs: Sequence[int]) -> None:
         self.claimer = claimer
         #: A batch of one: its task takes the lock and checks the claim in
         #: one statement (``hold_running``), one round trip, not two.
-        self.alone = jobs == 1
-        self._left = jobs
+        self.alone = len(jobs) == 1
+        self._waiting = set(jobs)  # not done taking their locks yet
         self._held: dict[int, AsyncConnection] = {}
         self._answer: asyncio.Future[frozenset[int]] = (
             asyncio.get_running_loop().create_future())
@@ -285,14 +285,16 @@ class ClaimCheck:
         taken): wait for the batch's answer, whether its claim holds."""
         if conn is not None:
             self._held[job_id] = conn
-        self.leave()
+        self.leave(job_id)
         return job_id in await asyncio.shield(self._answer)
 
-    def leave(self) -> None:
-        """One task of the batch is done taking its lock (or gave up)."""
-        self._left -= 1
-        if self._left == 0:
-            asyncio.get_running_loop().create_task(self._check())
+    def leave(self, job_id: int, task: object = None) -> None:
+        """*job_id*'s task is done taking its lock, or gave up, or ended (a
+        task cancelled before it began leaves so, through its done callback)."""
+        if job_id in self._waiting:
+            self._waiting.discard(job_id)
+            if not self._waiting:
+                asyncio.get_running_loop().create_task(self._check())
 
     async def _check(self) -> None:
         held: frozenset[int] = frozenset()
@@ -392,10 +394,11 @@ class AsyncClaimer(WorkerThread):
 
     def _spawn(self, rows: list[Row], claimer: int | None) -> None:
         """On the loop: a task per row, its end told to the claimer."""
-        check = ClaimCheck(claimer, len(rows))
+        check = ClaimCheck(claimer, [row[0] for row in rows])
         for row in rows:
             task = self.loop.loop.create_task(self._run_job(row, check))
             self._tasks[row[0]] = task
+            task.add_done_callback(functools.partial(check.leave, row[0]))
             task.add_done_callback(functools.partial(self._ended, row[0]))
 
     def _ended(self, job_id: int, task: asyncio.Task[Any]) -> None:
@@ -452,7 +455,7 @@ class AsyncClaimer(WorkerThread):
         try:
             conn = await self.sessions.take()
         except BaseException as exc:
-            check.leave()
+            check.leave(row[0])
             if not isinstance(exc, DatabaseError):
                 raise
             log.warning("job %s: no session to run it on (%s); released, it runs again",
@@ -528,7 +531,7 @@ class AsyncClaimer(WorkerThread):
             return None
         finally:
             if not left:
-                check.leave()
+                check.leave(job_id)
         if not claimed:
             self.sessions.give_back(conn, None)
         return claimed

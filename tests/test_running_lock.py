@@ -182,7 +182,7 @@ def test_the_jobs_claimed_together_run_only_if_their_claim_still_holds(
     worker = _claimer(_dsn(observer))
 
     async def hold_both() -> list[bool | None]:
-        check = ClaimCheck(_pid(claimer), 2)
+        check = ClaimCheck(_pid(claimer), [first, second])
         conns = [await worker.sessions.take() for _ in range(2)]
         held = await asyncio.gather(worker._hold(first, conns[0], check),
                                     worker._hold(second, conns[1], check))
@@ -212,7 +212,7 @@ def test_a_job_cancelled_while_taking_its_running_lock_closes_its_session(
         # running lock taken, for the claim check, and is cancelled there
         # (the shutdown deadline, say).
         task = asyncio.get_running_loop().create_task(
-            worker._run_job(row, ClaimCheck(_pid(claimer), 2)))
+            worker._run_job(row, ClaimCheck(_pid(claimer), [job_id, job_id + 1])))
         while _locks(observer, 2) == 0:
             await asyncio.sleep(0.01)
         task.cancel()
@@ -225,3 +225,29 @@ def test_a_job_cancelled_while_taking_its_running_lock_closes_its_session(
         assert asyncio.run(cancelled()) == (True, 0, 0)
     finally:
         worker.loop.loop.close()
+
+
+def test_a_task_cancelled_before_it_began_does_not_hold_up_its_batch(
+        sessions: tuple[Connection, ...]) -> None:
+    claimer, _, _, observer = sessions
+    Noop.enqueue(conn=observer.raw)
+    Noop.enqueue(conn=observer.raw)
+    rows = Claims(claimer, None).next(None, 10)
+    worker = _claimer(_dsn(observer))
+    loop = worker.loop.loop  # not running on a thread of its own: driven here
+
+    async def one_cancelled() -> list[bool]:
+        worker._spawn(rows, _pid(claimer))
+        tasks = list(worker._tasks.values())
+        tasks[1].cancel()  # before it ran at all, as at a deadline
+        await asyncio.wait_for(asyncio.wait(tasks), 10)
+        await worker.sessions.close()
+        return [t.cancelled() for t in tasks]
+
+    try:
+        assert loop.run_until_complete(one_cancelled()) == [False, True]
+        # The first ran to an outcome; the second was not run.
+        assert {job_id: outcome is not None for job_id, outcome in worker._done} == {
+            rows[0][0]: True, rows[1][0]: False}
+    finally:
+        loop.close()
