@@ -273,7 +273,8 @@ class ClaimCheck:
         #: A batch of one: its task takes the lock and checks the claim in
         #: one statement (``hold_running``), one round trip, not two.
         self.alone = len(jobs) == 1
-        self._waiting = set(jobs)  # not done taking their locks yet
+        # Not done taking their locks yet (none to wait for alone).
+        self._waiting = set() if self.alone else set(jobs)
         self._held: dict[int, AsyncConnection] = {}
         self._answer: asyncio.Future[frozenset[int]] = (
             asyncio.get_running_loop().create_future())
@@ -514,11 +515,12 @@ class AsyncClaimer(WorkerThread):
         not (nothing of it kept, *conn* given back); None: *conn* failed (dropped)."""
         claimer, left = check.claimer, False
         try:
-            if claimer is not None and check.alone:  # one statement does both
-                left = True
+            if claimer is None:  # no claiming session known to check
+                claimed = False
+            elif check.alone:  # one statement does both
                 claimed = await self.sessions.hold_claimed(conn, job_id, claimer)
             else:
-                took = claimer is not None and await self.sessions.hold(conn, job_id)
+                took = await self.sessions.hold(conn, job_id)
                 left = True
                 claimed = await check.claimed(job_id, conn if took else None)
                 if not claimed and took:
