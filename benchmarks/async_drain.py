@@ -3,6 +3,7 @@ per job of the worker process and of its Postgres backends.
 
     python benchmarks/async_drain.py                          # this tree, 3 rounds
     python benchmarks/async_drain.py --tree /tmp/base --tree . --rounds 3
+    (/tmp/base: e.g. ``git archive <commit> | tar -x -C /tmp/base``)
 
 Each tree gets a database of its own (created and migrated by that tree's
 code: two trees may be at different schema revisions). A round drains
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     common.exit_cleanly_on_sigterm()
     trees = [t.resolve() for t in args.tree] or [common.REPO]
     server = common.server_dsn(args.dsn)
+    print(common.describe(), flush=True)
     adapter = plugins.get_adapter(ADAPTER)
     dsns = [databases.create_database(adapter, server, prefix="que_bench") for _ in trees]
     results: dict[Path, list[tuple[float, float, float, float]]] = {t: [] for t in trees}
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for dsn in dsns:
             databases.drop_database(adapter, server, dsn)
+    print(common.describe(), flush=True)
     for tree, rs in results.items():
         print(f"median {tree}: {median([x[0] for x in rs]):,.0f} jobs/s; CPU per job: worker "
               f"{median([x[1] for x in rs]):.0f} µs, postgres {median([x[2] for x in rs]):.0f} µs; "
