@@ -8,8 +8,8 @@ Each round drains --small jobs, then --jobs jobs, with drain.py's run (one
 the worker has registered; the queue is filled with enqueue_many, ANALYZEd
 and CHECKPOINTed first). The large drain's count(*) polls come each
 --large-poll seconds (0.5): a count of a million rows every 20 ms would load
-the server it measures; 0.5 s is under 1% of that drain. Printed: each run's rate, CPU per job and the
-worker's peak RSS (VmHWM over the whole run), then the medians and the
+the server it measures; 0.5 s is under 1% of that drain. Printed: each run's
+rate, CPU per job and the worker's peak RSS (VmHWM over the whole run), then the medians and the
 median of the per-round ratios (large rate / small rate).
 """
 
@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['rate']:,.0f} jobs/s; CPU per job: worker {r['cpu_worker']:.0f} us, "
                       f"postgres {r['cpu_pg']:.0f} us; worker peak RSS "
                       f"{r['peak_rss_mb']:.1f} MB", flush=True)
-    ratios = [big["rate"] / small["rate"] for small, big in zip(runs[args.small], runs[args.jobs])]
+    pairs = zip(runs[args.small], runs[args.jobs], strict=True)
+    ratios = [big["rate"] / small["rate"] for small, big in pairs]
     print(common.describe(), flush=True)
     for jobs, rs in runs.items():
         print(f"{jobs:>9,} jobs: median {median([r['rate'] for r in rs]):,.0f} jobs/s, "
