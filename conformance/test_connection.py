@@ -505,7 +505,7 @@ def test_terminated_listener_raises_connection_lost(adapter: Adapter, connect: C
     victim.execute("LISTEN conformance")
     terminate(victim, connect())
     with pytest.raises(errors.ConnectionLost):
-        collect(adapter, victim, 1, within=5)
+        collect(victim, 1, within=5)
 
 
 # -- session advisory locks ------------------------------------------------------------
@@ -563,7 +563,7 @@ def test_notification_payload_arrives_intact(adapter: Adapter, connect: Connect)
     payloads = [*TEXTS, json.dumps({"queue": "dé'fault", "n": [1]}), "é" * 3999]
     for payload in payloads:
         sender.execute("SELECT pg_notify(%s, %s)", ["conformance", payload])
-    got = collect(adapter, listener, len(payloads))
+    got = collect(listener, len(payloads))
     assert [n.payload for n in got] == payloads
     assert {n.channel for n in got} == {"conformance"}
     assert {n.pid for n in got} == {backend_pid(sender)}
@@ -573,7 +573,7 @@ def test_notification_channel_name_arrives_intact(adapter: Adapter, connect: Con
     channel = 'Que.Chan "x" ż'
     listener, sender = _listener(connect, channel), connect()
     sender.execute("SELECT pg_notify(%s, 'hi')", [channel])
-    assert [(n.channel, n.payload) for n in collect(adapter, listener, 1)] == [(channel, "hi")]
+    assert [(n.channel, n.payload) for n in collect(listener, 1)] == [(channel, "hi")]
 
 
 def test_notifications_with_zero_timeout_return_at_once(connect: Connect) -> None:
@@ -632,7 +632,7 @@ def test_notification_latency_is_below_the_bound(adapter: Adapter, connect: Conn
 
     thread = threading.Thread(target=send)
     thread.start()
-    got = collect(adapter, listener, 1, within=10)
+    got = collect(listener, 1, within=10)
     received_at = time.monotonic()
     thread.join()
     assert [n.payload for n in got] == ["now"]
@@ -644,7 +644,7 @@ def test_burst_of_a_thousand_notifications_all_arrive(adapter: Adapter, connect:
     sender.execute(
         "SELECT pg_notify('conformance', i::text) FROM generate_series(1, %s::int) AS i", [1000]
     )
-    got = collect(adapter, listener, 1000, within=20)
+    got = collect(listener, 1000, within=20)
     assert [n.payload for n in got] == [str(i) for i in range(1, 1001)]
 
 
@@ -657,7 +657,7 @@ def test_notifications_arriving_during_other_statements_are_kept(
     for _ in range(3):  # ... and the driver reads it while running these
         with listener.transaction():
             listener.execute("SELECT 1")
-    assert [n.payload for n in collect(adapter, listener, 1, within=5)] == ["meanwhile"]
+    assert [n.payload for n in collect(listener, 1, within=5)] == ["meanwhile"]
 
 
 def test_notification_from_a_transaction_arrives_after_its_commit(
@@ -666,8 +666,8 @@ def test_notification_from_a_transaction_arrives_after_its_commit(
     listener, sender = _listener(connect), connect()
     with sender.transaction():
         sender.execute("NOTIFY conformance, 'committed'")
-        assert collect(adapter, listener, 1, within=0.3) == []
-    assert [n.payload for n in collect(adapter, listener, 1)] == ["committed"]
+        assert collect(listener, 1, within=0.3) == []
+    assert [n.payload for n in collect(listener, 1)] == ["committed"]
 
 
 # -- reset: a session a job left in a transaction ----------------------------------------

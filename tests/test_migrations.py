@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 import que_core
+from conformance.fixtures import collect
 from que_core import errors, migrations
-from que_core.connection import Adapter, Connection, Notification
+from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_VERSION, current_version, migrate
 
 # --------------------------------------------------------------------------
@@ -346,21 +347,6 @@ def add_locker(
         "VALUES (%s, %s, '{10,30,50}'::integer[], 4242, 'test-host', %s::text[], %s, %s)",
         (pid, worker_count, queues, listening, job_schema_version),
     )
-
-
-def collect(conn: Connection, count: int, timeout: float = 5.0) -> list[Notification]:
-    """Wait for at least *count* notifications (or until *timeout*)."""
-    got: list[Notification] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        batch = conn.notifications(min(left, 0.5))
-        got += batch
-        if not batch:
-            time.sleep(0.01)  # for adapters that cannot block
-    return got
 
 
 # --------------------------------------------------------------------------
