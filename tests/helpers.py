@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,6 +84,35 @@ def que_work_processes(
                 p.kill()
             if p.stdout:
                 p.stdout.close()
+
+
+class QueWork:
+    """``que work *args*`` in a subprocess, its stderr collected line by line
+    in ``lines`` (without the newline)."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "que_core.cli", "work", *args],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def stop(self) -> int:
+        """SIGTERM (if it still runs); its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(20)
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return code
 
 
 def job_count(conn: Connection) -> int:

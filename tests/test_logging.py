@@ -8,10 +8,7 @@ import io
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ import pytest
 from conformance.fixtures import scalar, wait_until
 from que_core import logs
 from que_core.connection import Adapter, Connection
+from tests.helpers import QueWork
 from tests.test_cli_admin import ROOT, clean_env
 
 PACKAGE = ROOT / "que_core"
@@ -47,33 +45,11 @@ class Fails(Job):
 '''
 
 
-class Worker:
-    """`que work` on *dsn* with its stderr collected line by line."""
-
-    def __init__(self, dsn: str, adapter: Adapter, module_dir: Path, *flags: str) -> None:
-        env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter",
-             adapter.name, "-i", "0.2", *flags, "logjobs"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
-        self._reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return code
+def start_worker(dsn: str, adapter: Adapter, module_dir: Path, *flags: str) -> QueWork:
+    """`que work` of the logjobs module on *dsn*."""
+    env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
+    return QueWork("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", *flags, "logjobs",
+                   env=env)
 
 
 @pytest.fixture
@@ -96,7 +72,7 @@ def _wait_lockers(db: Connection) -> None:
 def test_json_lines_one_per_job_event(
     conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
 ) -> None:
-    worker = Worker(dsn, adapter, module_dir, "--log-format", "json")
+    worker = start_worker(dsn, adapter, module_dir, "--log-format", "json")
     try:
         _wait_lockers(conn)
         ok = _enqueue(conn, "logjobs.Ok", [1])
@@ -145,7 +121,7 @@ def test_json_lines_one_per_job_event(
 def test_text_lines_and_log_level(
     conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
 ) -> None:
-    worker = Worker(dsn, adapter, module_dir, "--log-level", "warning")
+    worker = start_worker(dsn, adapter, module_dir, "--log-level", "warning")
     try:
         _wait_lockers(conn)
         _enqueue(conn, "logjobs.Ok", [1])
@@ -174,7 +150,7 @@ def test_worker_start_line_masks_the_password(
         "postgres@", "postgres:trustme@", 1
     )
     assert "trustme" in user_dsn
-    worker = Worker(user_dsn, adapter, module_dir)
+    worker = start_worker(user_dsn, adapter, module_dir)
     try:
         _wait_lockers(conn)
         wait_until(lambda: any("worker started" in ln for ln in worker.lines))
