@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,6 @@ class Fails(Job):
 '''
 
 
-def start_worker(dsn: str, adapter: Adapter, module_dir: Path, *flags: str) -> QueWork:
-    """`que work` of the logjobs module on *dsn*."""
-    env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
-    return QueWork("--dsn", dsn, "--adapter", adapter.name, "-i", "0.2", *flags, "logjobs",
-                   env=env)
-
-
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "logjobs.py").write_text(JOBS_MODULE, encoding="utf-8")
@@ -65,16 +59,31 @@ def _enqueue(db: Connection, job_class: str, args: list[Any]) -> int:
     return int(rows[0][0])
 
 
-def _wait_lockers(db: Connection) -> None:
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
-
-
-def test_json_lines_one_per_job_event(
+@pytest.fixture
+def work(
     conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
-    worker = start_worker(dsn, adapter, module_dir, "--log-format", "json")
+) -> Iterator[Callable[..., QueWork]]:
+    """Start `que work` of the logjobs module (on *dsn*, or *on*) with *flags*;
+    return once its locker is registered. Killed at the end if still running."""
+    started: list[QueWork] = []
+
+    def start(*flags: str, on: str | None = None) -> QueWork:
+        env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
+        worker = QueWork("--dsn", on or dsn, "--adapter", adapter.name, "-i", "0.2", *flags,
+                         "logjobs", env=env)
+        started.append(worker)
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 1, within=20)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.stop()
+
+
+def test_json_lines_one_per_job_event(conn: Connection, work: Callable[..., QueWork]) -> None:
+    worker = work("--log-format", "json")
     try:
-        _wait_lockers(conn)
         ok = _enqueue(conn, "logjobs.Ok", [1])
         later = _enqueue(conn, "logjobs.Later", [])
         fails = _enqueue(conn, "logjobs.Fails", [])
@@ -118,12 +127,9 @@ def test_json_lines_one_per_job_event(
     assert by_job[later][0]["outcome"] == "retried"
 
 
-def test_text_lines_and_log_level(
-    conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
-    worker = start_worker(dsn, adapter, module_dir, "--log-level", "warning")
+def test_text_lines_and_log_level(conn: Connection, work: Callable[..., QueWork]) -> None:
+    worker = work("--log-level", "warning")
     try:
-        _wait_lockers(conn)
         _enqueue(conn, "logjobs.Ok", [1])
         fails = _enqueue(conn, "logjobs.Fails", [])
         wait_until(lambda: sum("job expired" in ln for ln in worker.lines) == 1, within=30)
@@ -141,18 +147,15 @@ def test_text_lines_and_log_level(
     assert "jobsecret" not in text
 
 
-def test_worker_start_line_masks_the_password(
-    conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
+def test_worker_start_line_masks_the_password(dsn: str, work: Callable[..., QueWork]) -> None:
     # Trust auth ignores the password. The embedded server's URL already has
     # an empty one ("postgres:@"); the shared server's has none ("postgres@").
     user_dsn = dsn.replace("postgres:@", "postgres@", 1).replace(
         "postgres@", "postgres:trustme@", 1
     )
     assert "trustme" in user_dsn
-    worker = start_worker(user_dsn, adapter, module_dir)
+    worker = work(on=user_dsn)
     try:
-        _wait_lockers(conn)
         wait_until(lambda: any("worker started" in ln for ln in worker.lines))
     finally:
         assert worker.stop() == 0
