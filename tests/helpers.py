@@ -86,33 +86,46 @@ def que_work_processes(
                 p.stdout.close()
 
 
-class QueWork:
-    """``que work *args*`` in a subprocess, its stderr collected line by line
-    in ``lines`` (without the newline)."""
+class Collected:
+    """*argv* in a subprocess, its stderr collected line by line in ``lines``
+    (without the newline), its stdout discarded; with *merged*, both collected."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], merged: bool = False) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "que_core.cli", "work", *args],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            argv, cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE if merged else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
         )
+        self._output = self.proc.stdout if merged else self.proc.stderr
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        assert self._output is not None
+        for line in self._output:
             self.lines.append(line.rstrip("\n"))
 
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
     def stop(self) -> int:
-        """SIGTERM (if it still runs); its exit code."""
+        """SIGTERM (if it still runs); its exit code, once its output is read."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
+        code = self.proc.wait(30)
         self._reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
+        assert self._output is not None
+        self._output.close()
         return code
+
+
+class QueWork(Collected):
+    """``que work *args*``, its stderr collected."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        super().__init__([sys.executable, "-m", "que_core.cli", "work", *args], env)
 
 
 def job_count(conn: Connection) -> int:
