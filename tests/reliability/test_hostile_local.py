@@ -982,11 +982,9 @@ def test_embedded_server_of_a_long_data_dir_as_root(public_dir: Path, servers: A
         assert out.returncode == 2 and "too long for its socket" in out.stderr, out.stderr
 
 
-@EMBEDDED
-@pytest.mark.slow
-def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers: Any) -> None:
-    """nobody runs the embedded server from a long path; daemon, another
-    local user, tries its socket."""
+def _nobodys_server_dir(public_dir: Path, servers: Any) -> tuple[Path, Path]:
+    """A home directory of nobody's and a long data directory in it, for an
+    embedded server that *servers* stops at the end."""
     import pwd
 
     home = public_dir / "home"
@@ -995,6 +993,15 @@ def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers:
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     data_dir = _long_dir(home)
     servers.append(("nobody", data_dir))
+    return home, data_dir
+
+
+@EMBEDDED
+@pytest.mark.slow
+def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers: Any) -> None:
+    """nobody runs the embedded server from a long path; daemon, another
+    local user, tries its socket."""
+    home, data_dir = _nobodys_server_dir(public_dir, servers)
     out = _as("nobody", *_que_for("nobody"), "migrate", "--embedded", "--embedded-dir",
               str(data_dir), env=_embedded_env(home))
     assert out.returncode == 0, out.stderr
@@ -1012,14 +1019,7 @@ def test_a_running_embedded_server_with_an_open_socket_is_refused(
 ) -> None:
     """A server an older que-core left running with its socket in pgserver's
     shared runtime directory is not used (nor migrated) again."""
-    import pwd
-
-    home = public_dir / "home"
-    home.mkdir()
-    nobody = pwd.getpwnam("nobody")
-    os.chown(home, nobody.pw_uid, nobody.pw_gid)
-    data_dir = _long_dir(home)
-    servers.append(("nobody", data_dir))
+    home, data_dir = _nobodys_server_dir(public_dir, servers)
     old = _as("nobody", *_python_for("nobody"), "-c",
               f"import pgserver; pgserver.get_server({str(data_dir)!r}, cleanup_mode=None)",
               env=_embedded_env(home))
