@@ -165,6 +165,15 @@ def collect(listener: Connection, count: int, within: float = 10.0) -> list[Noti
     return got
 
 
+def missing_database(db_dsn: str, password: str) -> str:
+    """A DSN of a database that does not exist on *db_dsn*'s server, with *password*
+    in it (URL or key/value form, as *db_dsn* is)."""
+    missing = databases.with_database(db_dsn, "que_conformance_no_such_database")
+    if "://" in missing:
+        return f"{missing}{'&' if '?' in missing else '?'}password={password}"
+    return f"{missing} password={password}"
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from conformance.fixtures import (
     WAIT_SLACK,
     backend_pid,
     collect,
+    missing_database,
     quote_ident,
     scalar,
     terminate,
@@ -29,7 +31,6 @@ from conformance.fixtures import (
 )
 from que_core import errors, plugins
 from que_core.connection import Adapter, Connection, Notification
-from que_core.testing import databases
 
 Connect = Callable[[], Connection]
 
@@ -51,6 +52,19 @@ TEXTS = [
 
 def _table(conn: Connection) -> None:
     conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, note text)")
+
+
+def _caller_and_other(connect: Connect) -> tuple[Connection, Connection]:
+    """The caller's session and another one, the items table made."""
+    caller, other = connect(), connect()
+    _table(caller)
+    return caller, other
+
+
+def _wrapped(adapter: Adapter, raw: Any) -> Connection:
+    wrapped = adapter.wrap(raw)
+    assert wrapped is not None, f"{adapter.name} did not wrap {raw!r}"
+    return wrapped
 
 
 def _ids(conn: Connection) -> list[int]:
@@ -76,11 +90,7 @@ def test_connect_failure_raises_cannot_connect_without_the_password(
     adapter: Adapter, db_dsn: str
 ) -> None:
     secret = "conformance-s3cret"
-    missing = databases.with_database(db_dsn, "que_conformance_no_such_database")
-    if "://" in missing:
-        dsn = f"{missing}{'&' if '?' in missing else '?'}password={secret}"
-    else:
-        dsn = f"{missing} password={secret}"
+    dsn = missing_database(db_dsn, secret)
     with pytest.raises(errors.CannotConnect) as info:
         adapter.connect(dsn)
     assert secret not in str(info.value)
@@ -386,19 +396,16 @@ def test_wrap_connection_picks_this_adapter_by_type(adapter: Adapter, conn: Conn
 
 
 def test_closing_the_wrapper_leaves_the_connection_open(adapter: Adapter, conn: Connection) -> None:
-    wrapped = adapter.wrap(conn.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, conn.raw)
     wrapped.close()
     assert conn.closed is False
     assert conn.execute("SELECT 1") == [(1,)]
 
 
 def test_wrapped_execute_joins_the_callers_transaction(adapter: Adapter, connect: Connect) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
+    caller, other = _caller_and_other(connect)
     caller.execute("BEGIN")
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, caller.raw)
     wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == []
     caller.execute("ROLLBACK")
@@ -408,11 +415,9 @@ def test_wrapped_execute_joins_the_callers_transaction(adapter: Adapter, connect
 def test_wrapped_transaction_is_a_savepoint_in_the_callers_transaction(
     adapter: Adapter, connect: Connect
 ) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
+    caller, other = _caller_and_other(connect)
     caller.execute("BEGIN")
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, caller.raw)
     with wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == []  # the wrapper did not commit the caller's transaction
@@ -427,8 +432,7 @@ def test_wrapped_transaction_rollback_keeps_the_callers_earlier_writes(
     _table(conn)
     conn.execute("BEGIN")
     conn.execute("INSERT INTO items (id) VALUES (1)")
-    wrapped = adapter.wrap(conn.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, conn.raw)
     with pytest.raises(RuntimeError), wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (2)")
         raise RuntimeError
@@ -439,10 +443,8 @@ def test_wrapped_transaction_rollback_keeps_the_callers_earlier_writes(
 def test_wrapped_transaction_on_an_idle_connection_commits(
     adapter: Adapter, connect: Connect
 ) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    caller, other = _caller_and_other(connect)
+    wrapped = _wrapped(adapter, caller.raw)
     with wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == [1]
