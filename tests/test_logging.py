@@ -223,30 +223,24 @@ def test_setup_replaces_its_own_handler() -> None:
         logs._installed = None
 
 
-def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+def _calls() -> Iterator[tuple[Path, ast.Call]]:
+    """Every call in the library's modules, with its module."""
+    for path in sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                yield path, node
 
 
 def test_no_print_in_library_code() -> None:
-    offenders = []
-    for path in _modules():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id == "print"):
-                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}" for path, node in _calls()
+                 if isinstance(node.func, ast.Name) and node.func.id == "print"]
     assert offenders == []
 
 
 def test_loggers_are_named_under_que_core() -> None:
-    names = []
-    for path in _modules():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "getLogger" and node.args
-                    and isinstance(node.args[0], ast.Constant)):
-                names.append((path.name, node.args[0].value))
+    names = [(path.name, node.args[0].value) for path, node in _calls()
+             if isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger"
+             and node.args and isinstance(node.args[0], ast.Constant)]
     assert names
     # embedded.py only quiets pgserver's own logger (its INFO lines are noise).
     quieted = {("embedded.py", "pgserver")}
