@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from conformance.fixtures import scalar
 from conformance.jobs import LOG_TABLE
 from que_core import migrate, plugins
-from que_core.connection import Connection
+from que_core.connection import Adapter, Connection
 from que_core.testing import databases
 
 T = TypeVar("T")
@@ -36,6 +36,16 @@ def logged_database(adapter: str = "psycopg", server: str | None = None
             yield dsn, conn
         finally:
             conn.close()
+
+
+def session(adapter: Adapter, dsn: str) -> Iterator[Connection]:
+    """A session of *adapter* on *dsn*, closed after: a fixture's
+    ``yield from session(adapter, dsn)``."""
+    conn = adapter.connect(dsn)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def end_process(proc: subprocess.Popen[Any]) -> None:

@@ -24,6 +24,7 @@ from conformance.fixtures import collect
 from que_core import errors, migrations
 from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_VERSION, current_version, migrate
+from tests.helpers import session
 
 # --------------------------------------------------------------------------
 # What version 7 looks like (Que 2.4, job_schema_version 2).
@@ -355,16 +356,12 @@ def add_locker(
 
 @pytest.fixture
 def empty_conn(adapter: Adapter, empty_dsn: str) -> Iterator[Connection]:
-    c = adapter.connect(empty_dsn)
-    yield c
-    c.close()
+    yield from session(adapter, empty_dsn)
 
 
 @pytest.fixture
 def other_conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
-    c = adapter.connect(dsn)
-    yield c
-    c.close()
+    yield from session(adapter, dsn)
 
 
 # --------------------------------------------------------------------------
