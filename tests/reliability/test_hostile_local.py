@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import unicodedata
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -536,22 +537,16 @@ def test_testdb_empties_schemas_of_any_name(
 ) -> None:
     from que_core.testing import databases
 
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         for name in names:
             create = scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name)
             conn.execute(create)
             conn.execute(scalar(conn, "SELECT format('CREATE TABLE %%I.t (x int)', %s::text)",
                                 name))
-    finally:
-        conn.close()
     assert databases._empty(adapter, server_dsn, empty_dsn) is True
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         assert _schemas(conn) == ["public"]
         assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
-    finally:
-        conn.close()
 
 
 def test_testdb_schema_name_cannot_inject_sql(
@@ -564,18 +559,12 @@ def test_testdb_schema_name_cannot_inject_sql(
 
     role = f"que_injected_{uuid.uuid4().hex[:8]}"
     name = f'public" CASCADE; CREATE ROLE {role}; --'
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         conn.execute(scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name))
-    finally:
-        conn.close()
-    admin = adapter.connect(server_dsn)
-    try:
+    with closing(adapter.connect(server_dsn)) as admin:
         emptied = databases._empty(adapter, server_dsn, empty_dsn)
         injected = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role)
         admin.execute(f"DROP ROLE IF EXISTS {role}")
-    finally:
-        admin.close()
     assert injected == 0
     assert emptied is True
 
