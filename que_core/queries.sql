@@ -142,14 +142,14 @@ SELECT pg_try_advisory_lock(1903518976, 3)
 -- name: retention_unlock
 SELECT pg_advisory_unlock(1903518976, 3)
 
--- name: prune_finished
--- One batch of retention: finished jobs older than %s seconds, at most %s,
--- oldest first (que_core_jobs_finished_at_idx), skipping rows someone has
--- locked. Returns how many went.
+-- fragment: prune_by(ended_at)
+-- One batch of retention: jobs whose ended_at is older than %s seconds, at
+-- most %s, oldest first (by an index on that column), skipping rows someone
+-- has locked. Returns how many went.
 WITH doomed AS (
   SELECT id FROM que_jobs
-  WHERE finished_at < now() - %s * interval '1 second'
-  ORDER BY finished_at
+  WHERE ended_at < now() - %s * interval '1 second'
+  ORDER BY ended_at
   LIMIT %s
   FOR UPDATE SKIP LOCKED
 ), gone AS (
@@ -157,18 +157,13 @@ WITH doomed AS (
 )
 SELECT count(*) FROM gone
 
+-- name: prune_finished
+-- Finished jobs (que_core_jobs_finished_at_idx).
+{{prune_by(finished_at)}}
+
 -- name: prune_expired
--- The same for expired jobs (cancelled ones included), by expired_at.
-WITH doomed AS (
-  SELECT id FROM que_jobs
-  WHERE expired_at < now() - %s * interval '1 second'
-  ORDER BY expired_at
-  LIMIT %s
-  FOR UPDATE SKIP LOCKED
-), gone AS (
-  DELETE FROM que_jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
-)
-SELECT count(*) FROM gone
+-- Expired jobs (cancelled ones included).
+{{prune_by(expired_at)}}
 
 -- name: prune_cancel_requests
 -- Cancel requests whose jobs are no longer waiting (a Ruby Que worker
