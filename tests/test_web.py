@@ -110,6 +110,7 @@ def test_overview_counts_each_state_per_queue(db: Connection, web_dsn: str) -> N
     insert(db, errors=1, message="x")
     insert(db, errors=2, message="x", run_at="now() + interval '1 hour'")
     insert(db, expired=True, errors=5)
+    insert(db, expired=True, data='{"cancelled": {"at": "2026-01-01T00:00:00Z", "reason": null}}')
     insert(db, finished=True)
     held = insert(db)
     insert(db, queue="mail")
@@ -119,14 +120,16 @@ def test_overview_counts_each_state_per_queue(db: Connection, web_dsn: str) -> N
         with client(web_dsn) as c:
             page = c.get("/")
             assert page.status_code == 200
-            # queue, waiting, scheduled, running, retrying, expired, oldest
+            # queue, waiting, scheduled, running, retrying, expired, cancelled, oldest,
+            # paused
             cells = counts_row(page.text, "default")
-            assert cells[:6] == ["default", "3", "1", "1", "2", "1"]
-            assert cells[6].endswith("min") or cells[6].endswith(" s"), cells
-            assert counts_row(page.text, "mail")[:6] == ["mail", "1", "0", "0", "0", "0"]
+            assert cells[:7] == ["default", "3", "1", "1", "2", "1", "1"]
+            assert cells[7].endswith("min") or cells[7].endswith(" s"), cells
+            assert cells[8] == "Pause…"  # not paused
+            assert counts_row(page.text, "mail")[:7] == ["mail", "1", "0", "0", "0", "0", "0"]
             live = c.get("/live/overview")
             assert live.status_code == 200 and "<html" not in live.text
-            assert counts_row(live.text, "default")[:6] == cells[:6]
+            assert counts_row(live.text, "default")[:7] == cells[:7]
     finally:
         holder.close()
 
