@@ -147,19 +147,31 @@ def terminate(victim: Connection, other: Connection) -> None:
     )
 
 
-def collect(
-    adapter: Adapter, listener: Connection, count: int, within: float = 10.0
-) -> list[Notification]:
+def _waits(within: float) -> Iterator[float]:
+    """Timeouts of a second at most, until *within* seconds have passed."""
+    deadline = time.monotonic() + within
+    while (remaining := deadline - time.monotonic()) > 0:
+        yield min(remaining, 1.0)
+
+
+def collect(listener: Connection, count: int, within: float = 10.0) -> list[Notification]:
     """Receive notifications on *listener* until *count* came or *within* seconds
     passed."""
     got: list[Notification] = []
-    deadline = time.monotonic() + within
-    while len(got) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    for timeout in _waits(within):
+        if len(got) >= count:
             break
-        got += listener.notifications(min(remaining, 1.0))
+        got += listener.notifications(timeout)
     return got
+
+
+def missing_database(db_dsn: str, password: str) -> str:
+    """A DSN of a database that does not exist on *db_dsn*'s server, with *password*
+    in it (URL or key/value form, as *db_dsn* is)."""
+    missing = databases.with_database(db_dsn, "que_conformance_no_such_database")
+    if "://" in missing:
+        return f"{missing}{'&' if '?' in missing else '?'}password={password}"
+    return f"{missing} password={password}"
 
 
 def quote_ident(name: str) -> str:
@@ -207,12 +219,10 @@ async def acollect(
 ) -> list[Notification]:
     """Receive notifications on *listener* until *count* came or *within* seconds passed."""
     got: list[Notification] = []
-    deadline = time.monotonic() + within
-    while len(got) < count:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    for timeout in _waits(within):
+        if len(got) >= count:
             break
-        got += await listener.notifications(min(remaining, 1.0))
+        got += await listener.notifications(timeout)
     return got
 
 

@@ -30,12 +30,12 @@ from conformance.fixtures import (
     ascalar,
     aterminate,
     await_until,
+    missing_database,
     quote_ident,
 )
 from conformance.test_connection import TEXTS
 from que_core import errors, plugins
 from que_core.connection import AsyncAdapter, AsyncConnection, Connection
-from que_core.testing import databases
 
 AConnect = Callable[[], Awaitable[AsyncConnection]]
 asyncio_test = pytest.mark.asyncio
@@ -47,6 +47,19 @@ async def _table(conn: AsyncConnection) -> None:
 
 async def _ids(conn: AsyncConnection) -> list[int]:
     return [row[0] for row in await conn.execute("SELECT id FROM items ORDER BY id")]
+
+
+async def _caller_and_other(aconnect: AConnect) -> tuple[AsyncConnection, AsyncConnection]:
+    """The caller's session and another one, the items table made."""
+    caller, other = await aconnect(), await aconnect()
+    await _table(caller)
+    return caller, other
+
+
+def _awrapped(async_adapter: AsyncAdapter, raw: Any) -> AsyncConnection:
+    wrapped = async_adapter.awrap(raw)
+    assert wrapped is not None, f"{async_adapter.name} did not wrap {raw!r}"
+    return wrapped
 
 
 # -- the adapter and its connections -------------------------------------------
@@ -73,11 +86,7 @@ async def test_async_connect_failure_raises_cannot_connect_without_the_password(
     async_adapter: AsyncAdapter, adb_dsn: str
 ) -> None:
     secret = "conformance-s3cret"
-    missing = databases.with_database(adb_dsn, "que_conformance_no_such_database")
-    if "://" in missing:
-        dsn = f"{missing}{'&' if '?' in missing else '?'}password={secret}"
-    else:
-        dsn = f"{missing} password={secret}"
+    dsn = missing_database(adb_dsn, secret)
     with pytest.raises(errors.CannotConnect) as info:
         await async_adapter.aconnect(dsn)
     assert secret not in str(info.value)
@@ -461,8 +470,7 @@ async def test_async_awrap_connection_picks_this_adapter_by_type(
 async def test_async_closing_the_wrapper_leaves_the_connection_open(
     async_adapter: AsyncAdapter, aconn: AsyncConnection
 ) -> None:
-    wrapped = async_adapter.awrap(aconn.raw)
-    assert wrapped is not None
+    wrapped = _awrapped(async_adapter, aconn.raw)
     await wrapped.close()
     assert aconn.closed is False
     assert await aconn.execute("SELECT 1") == [(1,)]
@@ -472,11 +480,9 @@ async def test_async_closing_the_wrapper_leaves_the_connection_open(
 async def test_async_wrapped_execute_joins_the_callers_transaction(
     async_adapter: AsyncAdapter, aconnect: AConnect
 ) -> None:
-    caller, other = await aconnect(), await aconnect()
-    await _table(caller)
+    caller, other = await _caller_and_other(aconnect)
     await caller.execute("BEGIN")
-    wrapped = async_adapter.awrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _awrapped(async_adapter, caller.raw)
     await wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert await _ids(other) == []
     await caller.execute("ROLLBACK")
@@ -487,11 +493,9 @@ async def test_async_wrapped_execute_joins_the_callers_transaction(
 async def test_async_wrapped_transaction_is_a_savepoint_in_the_callers_transaction(
     async_adapter: AsyncAdapter, aconnect: AConnect
 ) -> None:
-    caller, other = await aconnect(), await aconnect()
-    await _table(caller)
+    caller, other = await _caller_and_other(aconnect)
     await caller.execute("BEGIN")
-    wrapped = async_adapter.awrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _awrapped(async_adapter, caller.raw)
     async with wrapped.atransaction():
         await wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert await _ids(other) == []  # the wrapper did not commit the caller's transaction
@@ -507,8 +511,7 @@ async def test_async_wrapped_transaction_rollback_keeps_the_callers_earlier_writ
     await _table(aconn)
     await aconn.execute("BEGIN")
     await aconn.execute("INSERT INTO items (id) VALUES (1)")
-    wrapped = async_adapter.awrap(aconn.raw)
-    assert wrapped is not None
+    wrapped = _awrapped(async_adapter, aconn.raw)
     with pytest.raises(RuntimeError):
         async with wrapped.atransaction():
             await wrapped.execute("INSERT INTO items (id) VALUES (2)")
@@ -521,10 +524,8 @@ async def test_async_wrapped_transaction_rollback_keeps_the_callers_earlier_writ
 async def test_async_wrapped_transaction_on_an_idle_connection_commits(
     async_adapter: AsyncAdapter, aconnect: AConnect
 ) -> None:
-    caller, other = await aconnect(), await aconnect()
-    await _table(caller)
-    wrapped = async_adapter.awrap(caller.raw)
-    assert wrapped is not None
+    caller, other = await _caller_and_other(aconnect)
+    wrapped = _awrapped(async_adapter, caller.raw)
     async with wrapped.atransaction():
         await wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert await _ids(other) == [1]

@@ -42,12 +42,18 @@ def aqueue(aqueue_dsn: str, aconnect: AConnect) -> AConnect:
     return aconnect
 
 
+async def _in_transaction(aqueue: AConnect) -> tuple[AsyncConnection, AsyncConnection]:
+    """The caller's session, a transaction begun on it, and another session."""
+    caller, other = await aqueue(), await aqueue()
+    await caller.execute("BEGIN")
+    return caller, other
+
+
 @asyncio_test
 async def test_aenqueue_joins_the_callers_transaction_and_commits_with_it(
     aqueue: AConnect,
 ) -> None:
-    caller, other = await aqueue(), await aqueue()
-    await caller.execute("BEGIN")
+    caller, other = await _in_transaction(aqueue)
     run_at = datetime.now(timezone.utc) + timedelta(hours=1)
     job = await jobs.Noted.aenqueue(
         "kept", {"n": [1, None]}, conn=caller.raw, queue="conformance", priority=7,
@@ -65,8 +71,7 @@ async def test_aenqueue_joins_the_callers_transaction_and_commits_with_it(
 
 @asyncio_test
 async def test_aenqueue_is_discarded_when_the_caller_rolls_back(aqueue: AConnect) -> None:
-    caller, other = await aqueue(), await aqueue()
-    await caller.execute("BEGIN")
+    caller, other = await _in_transaction(aqueue)
     job = await jobs.Noted.aenqueue("discarded", conn=caller.raw)
     assert job.id is not None
     await caller.execute("ROLLBACK")
@@ -84,8 +89,7 @@ async def test_aenqueue_outside_a_transaction_commits_at_once(aqueue: AConnect) 
 async def test_abulk_enqueue_inserts_every_job_in_the_callers_transaction(
     aqueue: AConnect,
 ) -> None:
-    caller, other = await aqueue(), await aqueue()
-    await caller.execute("BEGIN")
+    caller, other = await _in_transaction(aqueue)
     async with abulk_enqueue(conn=caller.raw) as pending:
         for i in range(3):
             await jobs.Noted.aenqueue(f"b{i}", priority=10 + i)
@@ -105,8 +109,7 @@ async def test_abulk_enqueue_inserts_every_job_in_the_callers_transaction(
 
 @asyncio_test
 async def test_inline_aenqueue_runs_a_sync_job_on_the_callers_session(aqueue: AConnect) -> None:
-    caller, other = await aqueue(), await aqueue()
-    await caller.execute("BEGIN")
+    caller, other = await _in_transaction(aqueue)
     with run_mode("inline"):
         job = await jobs.Noted.aenqueue("inline", conn=caller.raw)
     assert job.id is None and job.conn is caller.raw

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from conformance.fixtures import (
     WAIT_SLACK,
     backend_pid,
     collect,
+    missing_database,
     quote_ident,
     scalar,
     terminate,
@@ -29,7 +31,6 @@ from conformance.fixtures import (
 )
 from que_core import errors, plugins
 from que_core.connection import Adapter, Connection, Notification
-from que_core.testing import databases
 
 Connect = Callable[[], Connection]
 
@@ -51,6 +52,19 @@ TEXTS = [
 
 def _table(conn: Connection) -> None:
     conn.execute("CREATE TABLE items (id bigint PRIMARY KEY, note text)")
+
+
+def _caller_and_other(connect: Connect) -> tuple[Connection, Connection]:
+    """The caller's session and another one, the items table made."""
+    caller, other = connect(), connect()
+    _table(caller)
+    return caller, other
+
+
+def _wrapped(adapter: Adapter, raw: Any) -> Connection:
+    wrapped = adapter.wrap(raw)
+    assert wrapped is not None, f"{adapter.name} did not wrap {raw!r}"
+    return wrapped
 
 
 def _ids(conn: Connection) -> list[int]:
@@ -76,11 +90,7 @@ def test_connect_failure_raises_cannot_connect_without_the_password(
     adapter: Adapter, db_dsn: str
 ) -> None:
     secret = "conformance-s3cret"
-    missing = databases.with_database(db_dsn, "que_conformance_no_such_database")
-    if "://" in missing:
-        dsn = f"{missing}{'&' if '?' in missing else '?'}password={secret}"
-    else:
-        dsn = f"{missing} password={secret}"
+    dsn = missing_database(db_dsn, secret)
     with pytest.raises(errors.CannotConnect) as info:
         adapter.connect(dsn)
     assert secret not in str(info.value)
@@ -386,19 +396,16 @@ def test_wrap_connection_picks_this_adapter_by_type(adapter: Adapter, conn: Conn
 
 
 def test_closing_the_wrapper_leaves_the_connection_open(adapter: Adapter, conn: Connection) -> None:
-    wrapped = adapter.wrap(conn.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, conn.raw)
     wrapped.close()
     assert conn.closed is False
     assert conn.execute("SELECT 1") == [(1,)]
 
 
 def test_wrapped_execute_joins_the_callers_transaction(adapter: Adapter, connect: Connect) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
+    caller, other = _caller_and_other(connect)
     caller.execute("BEGIN")
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, caller.raw)
     wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == []
     caller.execute("ROLLBACK")
@@ -408,11 +415,9 @@ def test_wrapped_execute_joins_the_callers_transaction(adapter: Adapter, connect
 def test_wrapped_transaction_is_a_savepoint_in_the_callers_transaction(
     adapter: Adapter, connect: Connect
 ) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
+    caller, other = _caller_and_other(connect)
     caller.execute("BEGIN")
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, caller.raw)
     with wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == []  # the wrapper did not commit the caller's transaction
@@ -427,8 +432,7 @@ def test_wrapped_transaction_rollback_keeps_the_callers_earlier_writes(
     _table(conn)
     conn.execute("BEGIN")
     conn.execute("INSERT INTO items (id) VALUES (1)")
-    wrapped = adapter.wrap(conn.raw)
-    assert wrapped is not None
+    wrapped = _wrapped(adapter, conn.raw)
     with pytest.raises(RuntimeError), wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (2)")
         raise RuntimeError
@@ -439,10 +443,8 @@ def test_wrapped_transaction_rollback_keeps_the_callers_earlier_writes(
 def test_wrapped_transaction_on_an_idle_connection_commits(
     adapter: Adapter, connect: Connect
 ) -> None:
-    caller, other = connect(), connect()
-    _table(caller)
-    wrapped = adapter.wrap(caller.raw)
-    assert wrapped is not None
+    caller, other = _caller_and_other(connect)
+    wrapped = _wrapped(adapter, caller.raw)
     with wrapped.transaction():
         wrapped.execute("INSERT INTO items (id) VALUES (1)")
     assert _ids(other) == [1]
@@ -505,7 +507,7 @@ def test_terminated_listener_raises_connection_lost(adapter: Adapter, connect: C
     victim.execute("LISTEN conformance")
     terminate(victim, connect())
     with pytest.raises(errors.ConnectionLost):
-        collect(adapter, victim, 1, within=5)
+        collect(victim, 1, within=5)
 
 
 # -- session advisory locks ------------------------------------------------------------
@@ -563,7 +565,7 @@ def test_notification_payload_arrives_intact(adapter: Adapter, connect: Connect)
     payloads = [*TEXTS, json.dumps({"queue": "dé'fault", "n": [1]}), "é" * 3999]
     for payload in payloads:
         sender.execute("SELECT pg_notify(%s, %s)", ["conformance", payload])
-    got = collect(adapter, listener, len(payloads))
+    got = collect(listener, len(payloads))
     assert [n.payload for n in got] == payloads
     assert {n.channel for n in got} == {"conformance"}
     assert {n.pid for n in got} == {backend_pid(sender)}
@@ -573,7 +575,7 @@ def test_notification_channel_name_arrives_intact(adapter: Adapter, connect: Con
     channel = 'Que.Chan "x" ż'
     listener, sender = _listener(connect, channel), connect()
     sender.execute("SELECT pg_notify(%s, 'hi')", [channel])
-    assert [(n.channel, n.payload) for n in collect(adapter, listener, 1)] == [(channel, "hi")]
+    assert [(n.channel, n.payload) for n in collect(listener, 1)] == [(channel, "hi")]
 
 
 def test_notifications_with_zero_timeout_return_at_once(connect: Connect) -> None:
@@ -632,7 +634,7 @@ def test_notification_latency_is_below_the_bound(adapter: Adapter, connect: Conn
 
     thread = threading.Thread(target=send)
     thread.start()
-    got = collect(adapter, listener, 1, within=10)
+    got = collect(listener, 1, within=10)
     received_at = time.monotonic()
     thread.join()
     assert [n.payload for n in got] == ["now"]
@@ -644,7 +646,7 @@ def test_burst_of_a_thousand_notifications_all_arrive(adapter: Adapter, connect:
     sender.execute(
         "SELECT pg_notify('conformance', i::text) FROM generate_series(1, %s::int) AS i", [1000]
     )
-    got = collect(adapter, listener, 1000, within=20)
+    got = collect(listener, 1000, within=20)
     assert [n.payload for n in got] == [str(i) for i in range(1, 1001)]
 
 
@@ -657,7 +659,7 @@ def test_notifications_arriving_during_other_statements_are_kept(
     for _ in range(3):  # ... and the driver reads it while running these
         with listener.transaction():
             listener.execute("SELECT 1")
-    assert [n.payload for n in collect(adapter, listener, 1, within=5)] == ["meanwhile"]
+    assert [n.payload for n in collect(listener, 1, within=5)] == ["meanwhile"]
 
 
 def test_notification_from_a_transaction_arrives_after_its_commit(
@@ -666,8 +668,8 @@ def test_notification_from_a_transaction_arrives_after_its_commit(
     listener, sender = _listener(connect), connect()
     with sender.transaction():
         sender.execute("NOTIFY conformance, 'committed'")
-        assert collect(adapter, listener, 1, within=0.3) == []
-    assert [n.payload for n in collect(adapter, listener, 1)] == ["committed"]
+        assert collect(listener, 1, within=0.3) == []
+    assert [n.payload for n in collect(listener, 1)] == ["committed"]
 
 
 # -- reset: a session a job left in a transaction ----------------------------------------

@@ -102,10 +102,17 @@ def feed(conn: Any, stop: threading.Event, minutes: float) -> None:
 
 def backlog(conn: Any) -> None:
     """What an operator would look at: a report backlog, scheduled mails, a
-    running export, failures."""
+    running export, failures, a paused queue, cancelled jobs."""
+    from que_core import control
+
     with bulk_enqueue(conn=conn):
         for i in range(120):
             BuildReport.enqueue(1000 + i, "2026-11", conn=conn)
+    latest = conn.execute("SELECT id FROM que_jobs WHERE job_class = 'BuildReport' "
+                          "ORDER BY id DESC LIMIT 4")  # still waiting: the backlog's last
+    control.cancel_jobs([int(i) for (i,) in latest], conn=conn, reason="duplicate request")
+    control.pause("webhooks", conn=conn, reason="hooks.example.com is down (INC-311)")
+    with bulk_enqueue(conn=conn):
         for i in range(40):
             SendWelcomeEmail.enqueue(5000 + i, "reminder", conn=conn, tags=["campaign-12"],
                                      run_at=_later(3600 + 60 * i))

@@ -141,7 +141,12 @@ class QueueCounts:
     scheduled: int | None = 0
     running: int = 0
     errored: int = 0
+    #: Expired jobs, cancelled ones not counted (those are ``cancelled``).
     expired: int = 0
+    cancelled: int = 0
+    #: Since when (ISO 8601, UTC) the queue is paused (None: it is not), and why.
+    paused_at: str | None = None
+    paused_reason: str | None = None
     #: Seconds since the oldest job due now (errored retries included) that
     #: no worker holds became due (None: there is none).
     oldest_due_age: float | None = None
@@ -159,16 +164,18 @@ def queue_overview(conn: Any, cap: int | None = None) -> list[QueueCounts]:
     stopping at about *cap* (default :data:`OVERVIEW_CAP`; see
     :attr:`QueueCounts.capped`): quick however
     big the table is, unlike :func:`stats`, which walks every job. Queues the
-    live workers take are listed even when empty."""
+    live workers take, and paused queues, are listed even when empty."""
     out = []
     limit = int(OVERVIEW_CAP if cap is None else cap) + 1
-    for (queue, due, due_capped, later, later_capped, r_due, r_later, expired, running,
-         running_errored, running_later, age) in _connection(conn).execute(
-        q("admin_queue_overview"), (limit,) * 6
-    ):
+    for (queue, due, due_capped, later, later_capped, r_due, r_later, ended, cancelled,
+         running, running_errored, running_later, age, paused_at, paused_reason
+         ) in _connection(conn).execute(q("admin_queue_overview"), (limit,) * 6):
         due, later, r_due, r_later = int(due), int(later), int(r_due), int(r_later)
         k_ready = int(running) - int(running_errored) - int(running_later)
-        row = QueueCounts(str(queue), running=int(running), expired=int(expired),
+        row = QueueCounts(str(queue), running=int(running),
+                          expired=int(ended) - int(cancelled), cancelled=int(cancelled),
+                          paused_at=None if paused_at is None else str(paused_at),
+                          paused_reason=None if paused_reason is None else str(paused_reason),
                           oldest_due_age=None if age is None else max(0.0, float(age)))
         row.ready = max(0, due - r_due - k_ready)
         row.scheduled = max(0, later - r_later - int(running_later))
@@ -185,8 +192,8 @@ def queue_overview(conn: Any, cap: int | None = None) -> list[QueueCounts]:
             row.capped.append("scheduled")
         if limit in (r_due, r_later):
             row.capped.append("errored")
-        if int(expired) == limit:
-            row.capped.append("expired")
+        if int(ended) == limit:  # expired and cancelled are counted together
+            row.capped.extend(("expired", "cancelled"))
         out.append(row)
     return out
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from que_core import retention, validation
+from que_core.admin import JobFilter
 from que_core.connection import AsyncConnection, Connection
 from que_core.errors import ConfigurationError
 from que_core.sql import q
@@ -128,6 +129,54 @@ def cancel(job_id: int, *, conn: Any, reason: str | None = None) -> CancelResult
     transaction. Cancelling a job that has ended, or was cancelled already,
     changes nothing and says so (:attr:`CancelResult.message`)."""
     return cancel_jobs([job_id], conn=conn, reason=reason)[0]
+
+
+@dataclass
+class BulkCancel:
+    """What cancelling every job of a filter did: how many jobs had each
+    result (keys of :data:`RESULTS`)."""
+
+    counts: dict[str, int]
+
+    @property
+    def matched(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def changed(self) -> int:
+        return sum(n for r, n in self.counts.items() if r in DONE)
+
+    def summary(self) -> str:
+        """What was done, in a sentence (as ``que web`` says it)."""
+        n = self.changed
+        notes = []
+        stopping = self.counts.get("stopping", 0)
+        if stopping:
+            who = "its worker was told to stop it" if stopping == 1 else (
+                "their workers were told to stop them")
+            notes.append(f"{stopping} running: {who}")
+        told = self.counts.get("already_stopping", 0)
+        if told:
+            notes.append(f"{told} being cancelled already")
+        other = self.matched - n - told
+        if other:
+            notes.append(f"{other} unchanged: already ended or cancelled")
+        line = f"cancelled {n} job{'s' if n != 1 else ''}"
+        return line + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def cancel_matching(where: JobFilter, *, conn: Any, reason: str | None = None) -> BulkCancel:
+    """Cancel every job matching *where*, each as :func:`cancel_jobs` does
+    (running ones get a cancel request), in *conn*'s transaction."""
+    rows = _connection(conn).execute(q("admin_cancel_jobs"), (where.to_json(), _reason(reason)))
+    return BulkCancel({str(r): int(n) for r, n in rows})
+
+
+def cancel_requested(job_id: int, *, conn: Any) -> tuple[str, str | None] | None:
+    """(since when, why) running job *job_id* has a cancel request its
+    worker has yet to act on; None when it has none."""
+    rows = _connection(conn).execute(q("cancel_requests"), (_ids([job_id]),))
+    return (str(rows[0][1]), rows[0][2]) if rows else None
 
 
 async def acancel(job_id: int, *, conn: Any, reason: str | None = None) -> CancelResult:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import closing
 from urllib.parse import urlsplit, urlunsplit
 
 from que_core.connection import Adapter
@@ -26,19 +27,13 @@ def database_name(dsn: str) -> str:
 def create_database(adapter: Adapter, dsn: str, prefix: str = "que_test") -> str:
     """Create a database with a unique name on *dsn*'s server; return its DSN."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = adapter.connect(dsn)
-    try:
+    with closing(adapter.connect(dsn)) as admin:
         admin.execute(quoted(admin, "create_database_sql", name))
-    finally:
-        admin.close()
     return with_database(dsn, name)
 
 
 def drop_database(adapter: Adapter, dsn: str, db_dsn: str) -> None:
     """Drop the database *db_dsn* names, ending its sessions first."""
     name = database_name(db_dsn)
-    admin = adapter.connect(dsn)
-    try:
+    with closing(adapter.connect(dsn)) as admin:
         admin.execute(quoted(admin, "drop_database_sql", name))
-    finally:
-        admin.close()

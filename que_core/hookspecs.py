@@ -15,8 +15,8 @@ the same name.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -33,6 +33,34 @@ def que_adapter() -> Adapter | AsyncAdapter:  # type: ignore[empty-body]
     """Return the adapter this plugin provides: an object with a sync side
     (:class:`~que_core.connection.Adapter`), an async side
     (:class:`~que_core.connection.AsyncAdapter`), or both."""
+
+
+A = TypeVar("A")
+C = TypeVar("C")
+
+
+def wrapper(
+    driver_type: type[Any] | tuple[type[Any], ...], connection: Callable[..., C]
+) -> Callable[[Any, Any], C | None]:
+    """An adapter's ``wrap`` (or ``awrap``): the caller's *driver_type*
+    connection in *connection*, not owned (never closed by the core); anything
+    else None. In the adapter's class: ``wrap = wrapper(driver.Connection, MyConnection)``."""
+
+    def wrap(self: Any, raw: Any) -> C | None:
+        return connection(raw, owned=False) if isinstance(raw, driver_type) else None
+
+    return wrap
+
+
+def adapter_hook(adapter: A) -> Callable[[], A]:
+    """The :func:`que_adapter` implementation of a module that provides
+    *adapter*: ``que_adapter = adapter_hook(ADAPTER)`` at module level."""
+
+    @hookimpl
+    def que_adapter() -> A:
+        return adapter
+
+    return que_adapter
 
 
 @hookspec(firstresult=True)

@@ -171,14 +171,14 @@ SELECT pg_try_advisory_lock(1903518976, 3)
 -- name: retention_unlock
 SELECT pg_advisory_unlock(1903518976, 3)
 
--- name: prune_finished
--- One batch of retention: finished jobs older than %s seconds, at most %s,
--- oldest first (que_core_jobs_finished_at_idx), skipping rows someone has
--- locked. Returns how many went.
+-- fragment: prune_by(ended_at)
+-- One batch of retention: jobs whose ended_at is older than %s seconds, at
+-- most %s, oldest first (by an index on that column), skipping rows someone
+-- has locked. Returns how many went.
 WITH doomed AS (
   SELECT id FROM que_jobs
-  WHERE finished_at < now() - %s * interval '1 second'
-  ORDER BY finished_at
+  WHERE ended_at < now() - %s * interval '1 second'
+  ORDER BY ended_at
   LIMIT %s
   FOR UPDATE SKIP LOCKED
 ), gone AS (
@@ -186,18 +186,13 @@ WITH doomed AS (
 )
 SELECT count(*) FROM gone
 
+-- name: prune_finished
+-- Finished jobs (que_core_jobs_finished_at_idx).
+{{prune_by(finished_at)}}
+
 -- name: prune_expired
--- The same for expired jobs (cancelled ones included), by expired_at.
-WITH doomed AS (
-  SELECT id FROM que_jobs
-  WHERE expired_at < now() - %s * interval '1 second'
-  ORDER BY expired_at
-  LIMIT %s
-  FOR UPDATE SKIP LOCKED
-), gone AS (
-  DELETE FROM que_jobs WHERE id IN (SELECT id FROM doomed) RETURNING id
-)
-SELECT count(*) FROM gone
+-- Expired jobs (cancelled ones included).
+{{prune_by(expired_at)}}
 
 -- name: prune_cancel_requests
 -- Cancel requests whose jobs are no longer waiting (a Ruby Que worker
@@ -454,6 +449,7 @@ WHERE (p -> 'ids' IS NULL OR j.id IN (SELECT jsonb_array_elements_text(p -> 'ids
   AND (p -> 'states' IS DISTINCT FROM '["errored"]'
        OR (j.error_count > 0 AND j.finished_at IS NULL AND j.expired_at IS NULL))
   AND (p -> 'states' IS DISTINCT FROM '["expired"]' OR j.expired_at IS NOT NULL)
+  AND (p -> 'states' IS DISTINCT FROM '["cancelled"]' OR j.expired_at IS NOT NULL)
   AND (p -> 'states' IS DISTINCT FROM '["ready"]' AND p -> 'states' IS DISTINCT FROM '["scheduled"]'
        OR (j.finished_at IS NULL AND j.expired_at IS NULL))
 
@@ -490,13 +486,15 @@ j.job_schema_version = 2 AND j.finished_at IS NULL AND j.expired_at IS NULL
 -- name: admin_queue_overview
 -- Per queue (que-core's row format; the queues live workers take come too,
 -- with zeros): jobs due now and later, retrying (error_count > 0) due now and
--- later, expired; those running now and what they would be otherwise; and the
--- oldest run_at due now that no session holds. Every count reads index rows
+-- later, expired (and the cancelled among them); those running now and what
+-- they would be otherwise; the oldest run_at due now that no session holds;
+-- and since when and why the queue is paused (paused queues come too). Every count reads index rows
 -- of its kind only, and no more than a cap (param: cap + 1, five times) per
 -- queue and priority (waiting) or per queue (retrying, expired): the work is
 -- bounded however big the table is. Columns: queue, due, due capped, later,
 -- later capped, retrying due, retrying later, expired (each up to cap + 1),
--- running, running errored, running later, oldest due age (s).
+-- cancelled (among those expired), running, running errored, running later,
+-- oldest due age (s), paused at (NULL: not paused), pause reason.
 --
 -- que_poll_idx is (job_schema_version, queue, priority, run_at, id): each
 -- (queue, priority) is found with one probe (prios), and within it the jobs
@@ -551,6 +549,7 @@ names AS (
   UNION SELECT queue FROM expired_queues WHERE queue IS NOT NULL
   UNION SELECT unnest(queues) FROM que_lockers WHERE pid IN ({{live_sessions}})
   UNION SELECT queue FROM running
+  UNION SELECT queue FROM que_core_paused_queues
 )
 SELECT n.queue,
        coalesce(w.due, 0), coalesce(w.due_capped, false),
@@ -561,13 +560,21 @@ SELECT n.queue,
        (SELECT count(*) FROM (SELECT FROM que_jobs AS j
           WHERE j.queue = n.queue AND j.error_count > 0 AND j.finished_at IS NULL
             AND j.expired_at IS NULL AND j.run_at > now() LIMIT %s) AS c),
-       (SELECT count(*) FROM (SELECT FROM que_jobs AS j
-          WHERE j.queue = n.queue AND j.expired_at IS NOT NULL LIMIT %s) AS c),
+       e.n, e.cancelled,
        coalesce(k.n, 0), coalesce(k.errored, 0), coalesce(k.later, 0),
-       extract(epoch FROM now() - w.oldest)::float8
+       extract(epoch FROM now() - w.oldest)::float8,
+       {{iso_utc(p.paused_at)}}, p.reason
 FROM names AS n
 LEFT JOIN waiting AS w ON w.queue = n.queue
 LEFT JOIN running AS k ON k.queue = n.queue
+LEFT JOIN que_core_paused_queues AS p ON p.queue = n.queue
+-- The same capped walk of que_core_expired_idx as before, now reading each
+-- row's data too: the cancelled ones among them (see job_state).
+CROSS JOIN LATERAL (
+  SELECT count(*) AS n, count(*) FILTER (WHERE c.cancelled) AS cancelled
+  FROM (SELECT j.data -> 'cancelled' IS NOT NULL AS cancelled FROM que_jobs AS j
+        WHERE j.queue = n.queue AND j.expired_at IS NOT NULL LIMIT %s) AS c
+) AS e
 ORDER BY n.queue
 
 -- name: admin_running
@@ -599,6 +606,17 @@ LIMIT %s
 -- cost (bounded counts the planner cannot bound) would make JIT compile it,
 -- seconds on a loaded machine.
 SELECT set_config('jit', 'off', false)
+
+-- name: admin_cancel_jobs
+-- Cancel every job matching the filter (param: filter JSON, reason), as
+-- que_core_cancel does: how many had each result.
+WITH params AS (SELECT %s::jsonb AS p), {{admin_jobs}}
+SELECT c.result, count(*)
+FROM que_core_cancel(ARRAY(
+  SELECT j.id FROM j, params
+  {{admin_match}}
+), %s::text) AS c
+GROUP BY c.result
 
 -- name: admin_queues
 -- Every queue with jobs or paused: name, paused since (NULL: not paused),

@@ -20,6 +20,7 @@ from que_core import plugins
 from que_core.connection import Adapter, Connection
 from que_core.testing import databases
 from que_core.testing.pytest_plugin import QueDatabase
+from tests.helpers import session
 
 
 def _sync_adapter_names() -> list[str]:
@@ -74,9 +75,7 @@ def dsn(adapter: Adapter, empty_dsn: str) -> str:
 
 @pytest.fixture
 def conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
-    c = adapter.connect(dsn)
-    yield c
-    c.close()
+    yield from session(adapter, dsn)
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any, TypeVar
 from conformance.fixtures import scalar
 from conformance.jobs import LOG_TABLE
 from que_core import migrate, plugins
-from que_core.connection import Connection
+from que_core.connection import Adapter, Connection
 from que_core.testing import databases
 
 T = TypeVar("T")
@@ -34,6 +36,16 @@ def logged_database(adapter: str = "psycopg", server: str | None = None
             yield dsn, conn
         finally:
             conn.close()
+
+
+def session(adapter: Adapter, dsn: str) -> Iterator[Connection]:
+    """A session of *adapter* on *dsn*, closed after: a fixture's
+    ``yield from session(adapter, dsn)``."""
+    conn = adapter.connect(dsn)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def end_process(proc: subprocess.Popen[Any]) -> None:
@@ -82,6 +94,48 @@ def que_work_processes(
                 p.kill()
             if p.stdout:
                 p.stdout.close()
+
+
+class Collected:
+    """*argv* in a subprocess, its stderr collected line by line in ``lines``
+    (without the newline), its stdout discarded; with *merged*, both collected."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], merged: bool = False) -> None:
+        self.proc = subprocess.Popen(
+            argv, cwd=ROOT, env=env, text=True,
+            stdout=subprocess.PIPE if merged else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        )
+        self._output = self.proc.stdout if merged else self.proc.stderr
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._output is not None
+        for line in self._output:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def stop(self) -> int:
+        """SIGTERM (if it still runs); its exit code, once its output is read."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self._reader.join(5)
+        assert self._output is not None
+        self._output.close()
+        return code
+
+
+class QueWork(Collected):
+    """``que work *args*``, its stderr collected."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        super().__init__([sys.executable, "-m", "que_core.cli", "work", *args], env)
 
 
 def job_count(conn: Connection) -> int:

@@ -22,7 +22,7 @@ import pytest
 from conformance.fixtures import free_port, scalar, wait_until
 from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_REVISION
-from tests.helpers import job_count
+from tests.helpers import job_count, session
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,9 +69,7 @@ def insert(db: Connection, *, queue: str = "default", job_class: str = "app.A",
 @pytest.fixture
 def holder(adapter: Adapter, dsn: str) -> Iterator[Connection]:
     """Another session, to hold job locks like a worker does."""
-    c = adapter.connect(dsn)
-    yield c
-    c.close()
+    yield from session(adapter, dsn)
 
 
 def ok_json(out: subprocess.CompletedProcess[str]) -> Any:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from conformance.fixtures import scalar, wait_until
 from conformance.jobs import PlainJob
 from tests import django_support
 from tests.django_support import DjangoDatabase
-from tests.helpers import job_count
+from tests.helpers import Collected, job_count
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,66 +253,50 @@ def test_in_process_worker_runs_orm_jobs_and_closes_stale_connections(
     assert sessions == main_thread  # no session left behind by the worker's thread
 
 
-def _que_work(dsn: str, *args: str) -> subprocess.Popen[str]:
+def _que_work(dsn: str, *args: str) -> Collected:
     env = dict(os.environ)
     env.update(
         QUE_DJANGO_DATABASE_URL=dsn,
         DJANGO_SETTINGS_MODULE="tests.django_settings",
         PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]),
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "django", "que_work", "-w", "2", "-i", "0.2", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return Collected([sys.executable, "-m", "django", "que_work", "-w", "2", "-i", "0.2", *args],
+                     env, merged=True)
 
 
 def test_que_work_command(django_db: DjangoDatabase) -> None:
     for name in ("a", "b", "c"):
         OrmJob.enqueue(name, queue="work")
     PlainJob.enqueue("not this queue")
-    proc = _que_work(django_db.dsn, "--queue", "work")
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    work = _que_work(django_db.dsn, "--queue", "work")
     try:
         # the jobs' ORM writes commit before the worker deletes the jobs
         wait_until(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 1,
                  within=30)
         assert sorted(Event.objects.values_list("name", flat=True)) == ["a", "b", "c"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        reader.join(5)
-    text = "".join(output)
+        code = work.stop()
+    text = work.text
     assert code == 0, text
     assert "worker started: queues work" in text and "worker stopped" in text
 
 
 def test_que_work_with_processes(django_db: DjangoDatabase) -> None:
-    proc = _que_work(django_db.dsn, "--queue", "work", "--processes", "2", "-w", "1")
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    work = _que_work(django_db.dsn, "--queue", "work", "--processes", "2", "-w", "1")
     try:
         def lockers() -> list[int]:
             return sorted(int(r[0]) for r in django_db.conn.execute(
                 "SELECT ruby_pid FROM que_lockers"))
 
         pids = wait_until(lambda: (lambda p: p if len(p) == 2 else None)(lockers()), within=60)
-        assert proc.pid not in pids  # the supervisor's children, each registered
+        assert work.proc.pid not in pids  # the supervisor's children, each registered
         for name in ("a", "b", "c"):
             OrmJob.enqueue(name, queue="work")
         wait_until(lambda: Event.objects.count() == 3 and job_count(django_db.conn) == 0,
                  within=30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        reader.join(5)
-    text = "".join(output)
+        code = work.stop()
+    text = work.text
     assert code == 0, text
     assert text.count("que-core worker started") == text.count("que-core worker stopped") == 2
     assert scalar(django_db.conn, "SELECT count(*) FROM que_lockers") == 0
@@ -322,10 +304,10 @@ def test_que_work_with_processes(django_db: DjangoDatabase) -> None:
 
 def test_que_work_reports_a_missing_schema_clearly(django_db: DjangoDatabase) -> None:
     call_command("migrate", "que", "zero", verbosity=0)
-    proc = _que_work(django_db.dsn)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 1
-    assert "no que schema" in out and "Traceback" not in out
+    work = _que_work(django_db.dsn)
+    work.proc.wait(60)
+    assert work.stop() == 1
+    assert "no que schema" in work.text and "Traceback" not in work.text
 
 
 def test_a_bad_run_mode_is_reported_by_the_check_instead_of_crashing(

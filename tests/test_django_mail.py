@@ -133,3 +133,17 @@ def test_mailers_of_django_6_1(django_db: DjangoDatabase) -> None:
         drain()
     [sent] = mail.outbox
     assert (sent.subject, sent.sent_using) == ("via MAILERS", "delivery")
+
+
+def test_configured_only_where_a_setting_names_this_backend() -> None:
+    from que_core.contrib.django import mail as que_mail
+
+    ours = "que_core.contrib.django.mail.EmailBackend"
+    locmem = "django.core.mail.backends.locmem.EmailBackend"
+    with override_settings(EMAIL_BACKEND=ours):
+        assert que_mail.configured()
+    with override_settings(EMAIL_BACKEND=locmem, MAILERS={"a": {"BACKEND": "no.such.Backend"}}):
+        assert not que_mail.configured()  # one that does not import is passed over
+    mailers = {"a": 3, "b": {"BACKEND": "no.such.Backend"}, "c": {"BACKEND": ours}}
+    with override_settings(EMAIL_BACKEND=locmem, MAILERS=mailers):
+        assert que_mail.configured()

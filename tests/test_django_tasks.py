@@ -215,3 +215,15 @@ def test_without_a_tasks_framework_the_import_error_says_what_to_install(
     monkeypatch.delitem(sys.modules, "que_core.contrib.django.tasks")
     with pytest.raises(ImportError, match="pip install django-tasks"):
         importlib.import_module("que_core.contrib.django.tasks")
+
+
+def test_configured_only_where_tasks_names_this_backend() -> None:
+    from django.test import override_settings
+
+    from que_core.contrib.django import tasks as que_tasks
+
+    ours = {"BACKEND": "que_core.contrib.django.tasks.QueTaskBackend"}
+    with override_settings(TASKS={"default": {"BACKEND": "no.such.Backend"}, "x": None}):
+        assert not que_tasks.configured()
+    with override_settings(TASKS={"other": {"BACKEND": "no.such.Backend"}, "default": ours}):
+        assert que_tasks.configured()

@@ -212,10 +212,12 @@ def test_cancel_racing_jobs_that_finish(db: Connection, que_worker: Any,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     # Jobs that end (effect and destroy in one transaction) around the moment
     # their cancel stops them: each has exactly one outcome, effect or cancel.
+    # A stop comes ~0.3-0.4 s after the start (notice, then CANCEL_GRACE):
+    # 0.1-0.65 s of spinning puts jobs on both sides of it and in the race.
     from que_core import watchdog
 
     monkeypatch.setattr(watchdog, "CANCEL_GRACE", 0.2)
-    jobs = [Spin.enqueue(i, seconds=0.1 + 0.02 * i, conn=db.raw) for i in range(12)]
+    jobs = [Spin.enqueue(i, seconds=0.1 + 0.05 * i, conn=db.raw) for i in range(12)]
     _one_thread(que_worker)  # each cancel comes just after its job started
     results = {}
     for job in jobs:

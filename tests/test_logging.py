@@ -8,11 +8,9 @@ import io
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from conformance.fixtures import scalar, wait_until
 from que_core import logs
 from que_core.connection import Adapter, Connection
+from tests.helpers import QueWork
 from tests.test_cli_admin import ROOT, clean_env
 
 PACKAGE = ROOT / "que_core"
@@ -47,35 +46,6 @@ class Fails(Job):
 '''
 
 
-class Worker:
-    """`que work` on *dsn* with its stderr collected line by line."""
-
-    def __init__(self, dsn: str, adapter: Adapter, module_dir: Path, *flags: str) -> None:
-        env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "que_core.cli", "work", "--dsn", dsn, "--adapter",
-             adapter.name, "-i", "0.2", *flags, "logjobs"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
-        self._reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return code
-
-
 @pytest.fixture
 def module_dir(tmp_path: Path) -> Path:
     (tmp_path / "logjobs.py").write_text(JOBS_MODULE, encoding="utf-8")
@@ -89,16 +59,31 @@ def _enqueue(db: Connection, job_class: str, args: list[Any]) -> int:
     return int(rows[0][0])
 
 
-def _wait_lockers(db: Connection) -> None:
-    wait_until(lambda: scalar(db, "SELECT count(*) FROM que_lockers") == 1, within=20)
-
-
-def test_json_lines_one_per_job_event(
+@pytest.fixture
+def work(
     conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
-    worker = Worker(dsn, adapter, module_dir, "--log-format", "json")
+) -> Iterator[Callable[..., QueWork]]:
+    """Start `que work` of the logjobs module (on *dsn*, or *on*) with *flags*;
+    return once its locker is registered. Killed at the end if still running."""
+    started: list[QueWork] = []
+
+    def start(*flags: str, on: str | None = None) -> QueWork:
+        env = clean_env(PYTHONPATH=os.pathsep.join([str(module_dir), str(ROOT)]))
+        worker = QueWork("--dsn", on or dsn, "--adapter", adapter.name, "-i", "0.2", *flags,
+                         "logjobs", env=env)
+        started.append(worker)
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM que_lockers") == 1, within=20)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.stop()
+
+
+def test_json_lines_one_per_job_event(conn: Connection, work: Callable[..., QueWork]) -> None:
+    worker = work("--log-format", "json")
     try:
-        _wait_lockers(conn)
         ok = _enqueue(conn, "logjobs.Ok", [1])
         later = _enqueue(conn, "logjobs.Later", [])
         fails = _enqueue(conn, "logjobs.Fails", [])
@@ -142,12 +127,9 @@ def test_json_lines_one_per_job_event(
     assert by_job[later][0]["outcome"] == "retried"
 
 
-def test_text_lines_and_log_level(
-    conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
-    worker = Worker(dsn, adapter, module_dir, "--log-level", "warning")
+def test_text_lines_and_log_level(conn: Connection, work: Callable[..., QueWork]) -> None:
+    worker = work("--log-level", "warning")
     try:
-        _wait_lockers(conn)
         _enqueue(conn, "logjobs.Ok", [1])
         fails = _enqueue(conn, "logjobs.Fails", [])
         wait_until(lambda: sum("job expired" in ln for ln in worker.lines) == 1, within=30)
@@ -165,18 +147,15 @@ def test_text_lines_and_log_level(
     assert "jobsecret" not in text
 
 
-def test_worker_start_line_masks_the_password(
-    conn: Connection, dsn: str, adapter: Adapter, module_dir: Path
-) -> None:
+def test_worker_start_line_masks_the_password(dsn: str, work: Callable[..., QueWork]) -> None:
     # Trust auth ignores the password. The embedded server's URL already has
     # an empty one ("postgres:@"); the shared server's has none ("postgres@").
     user_dsn = dsn.replace("postgres:@", "postgres@", 1).replace(
         "postgres@", "postgres:trustme@", 1
     )
     assert "trustme" in user_dsn
-    worker = Worker(user_dsn, adapter, module_dir)
+    worker = work(on=user_dsn)
     try:
-        _wait_lockers(conn)
         wait_until(lambda: any("worker started" in ln for ln in worker.lines))
     finally:
         assert worker.stop() == 0
@@ -244,30 +223,24 @@ def test_setup_replaces_its_own_handler() -> None:
         logs._installed = None
 
 
-def _modules() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+def _calls() -> Iterator[tuple[Path, ast.Call]]:
+    """Every call in the library's modules, with its module."""
+    for path in sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                yield path, node
 
 
 def test_no_print_in_library_code() -> None:
-    offenders = []
-    for path in _modules():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id == "print"):
-                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    offenders = [f"{path.relative_to(ROOT)}:{node.lineno}" for path, node in _calls()
+                 if isinstance(node.func, ast.Name) and node.func.id == "print"]
     assert offenders == []
 
 
 def test_loggers_are_named_under_que_core() -> None:
-    names = []
-    for path in _modules():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "getLogger" and node.args
-                    and isinstance(node.args[0], ast.Constant)):
-                names.append((path.name, node.args[0].value))
+    names = [(path.name, node.args[0].value) for path, node in _calls()
+             if isinstance(node.func, ast.Attribute) and node.func.attr == "getLogger"
+             and node.args and isinstance(node.args[0], ast.Constant)]
     assert names
     # embedded.py only quiets pgserver's own logger (its INFO lines are noise).
     quieted = {("embedded.py", "pgserver")}

@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +19,7 @@ from conformance.fixtures import wait_until
 from conformance.jobs import FailingTwice, SelfResolving, SleepJob
 from que_core.connection import Adapter, Connection
 from que_core.contrib import prometheus
-from tests.helpers import log_tags
+from tests.helpers import QueWork, log_tags
 from tests.test_cli_admin import ROOT, clean_env, que
 
 
@@ -108,21 +104,9 @@ def test_queue_depth_survives_a_database_that_went_away(adapter: Adapter) -> Non
 # -- que work --metrics-port ---------------------------------------------------------
 
 
-class Run:
+class Run(QueWork):
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "que_core.cli", "work", *args],
-            cwd=ROOT, env=env or clean_env(), stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
+        super().__init__(*args, env=env or clean_env())
 
     def port(self) -> int:
         def found() -> int | None:
@@ -133,15 +117,6 @@ class Run:
             return None
 
         return int(wait_until(found, within=20))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(20)
-        self.reader.join(5)
-        assert self.proc.stderr is not None
-        self.proc.stderr.close()
-        return code
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

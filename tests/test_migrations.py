@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 import que_core
+from conformance.fixtures import collect
 from que_core import errors, migrations
-from que_core.connection import Adapter, Connection, Notification
+from que_core.connection import Adapter, Connection
 from que_core.migrations import LATEST_VERSION, current_version, migrate
+from tests.helpers import session
 
 # --------------------------------------------------------------------------
 # What version 7 looks like (Que 2.4, job_schema_version 2).
@@ -348,37 +350,18 @@ def add_locker(
     )
 
 
-def collect(conn: Connection, count: int, timeout: float = 5.0) -> list[Notification]:
-    """Wait for at least *count* notifications (or until *timeout*)."""
-    got: list[Notification] = []
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        batch = conn.notifications(min(left, 0.5))
-        got += batch
-        if not batch:
-            time.sleep(0.01)  # for adapters that cannot block
-    return got
-
-
 # --------------------------------------------------------------------------
 # Fixtures
 
 
 @pytest.fixture
 def empty_conn(adapter: Adapter, empty_dsn: str) -> Iterator[Connection]:
-    c = adapter.connect(empty_dsn)
-    yield c
-    c.close()
+    yield from session(adapter, empty_dsn)
 
 
 @pytest.fixture
 def other_conn(adapter: Adapter, dsn: str) -> Iterator[Connection]:
-    c = adapter.connect(dsn)
-    yield c
-    c.close()
+    yield from session(adapter, dsn)
 
 
 # --------------------------------------------------------------------------

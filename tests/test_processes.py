@@ -105,6 +105,17 @@ def ran_by(conn: Connection, event: str = "ran") -> dict[str, set[int]]:
     return out
 
 
+def hanging(db: Connection, run: Any, *flags: str, workers: str = "1"
+            ) -> tuple[Supervised, list[int]]:
+    """Two worker processes of *workers* threads each, one of them running a
+    job that hangs; the supervisor and its children's pids."""
+    sup = run("--processes", "2", "-w", workers, *flags, "conformance.jobs")
+    pids = registered(db, 2)
+    HangsFirst.enqueue("hang", conn=db.raw)
+    wait_until(lambda: log_tags(db, "start") == ["hang"])
+    return sup, pids
+
+
 def test_restart_delays_grow_and_exits_are_described() -> None:
     assert [supervisor.restart_delay(n) for n in range(1, 9)] == [
         0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
@@ -143,10 +154,7 @@ def test_a_killed_child_is_restarted_and_its_jobs_worked_by_others(
     pg: tuple[str, Connection], run: Any
 ) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "2", "conformance.jobs")
-    pids = registered(db, 2)
-    HangsFirst.enqueue("hang", conn=db.raw)
-    wait_until(lambda: log_tags(db, "start") == ["hang"])
+    sup, pids = hanging(db, run, workers="2")
     (victim,) = ran_by(db, "start")["hang"]
     assert victim in pids
     for i in range(40):
@@ -173,10 +181,7 @@ def test_a_killed_child_is_restarted_and_its_jobs_worked_by_others(
 
 def test_jobs_unfinished_at_the_deadline_exit_5(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "--shutdown-timeout", "0.5", "conformance.jobs")
-    registered(db, 2)
-    HangsFirst.enqueue("hang", conn=db.raw)
-    wait_until(lambda: log_tags(db, "start") == ["hang"])
+    sup, _ = hanging(db, run, "--shutdown-timeout", "0.5")
     sup.proc.send_signal(signal.SIGTERM)
     assert sup.proc.wait(30) == EXIT_UNFINISHED
     sup.out.thread.join(10)
@@ -188,10 +193,7 @@ def test_jobs_unfinished_at_the_deadline_exit_5(pg: tuple[str, Connection], run:
 
 def test_a_second_signal_exits_6_at_once(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "conformance.jobs")
-    pids = registered(db, 2)
-    HangsFirst.enqueue("hang", conn=db.raw)
-    wait_until(lambda: log_tags(db, "start") == ["hang"])
+    sup, pids = hanging(db, run)
     sup.proc.send_signal(signal.SIGINT)
     wait_until(lambda: "received SIGINT: passing it on" in sup.text, within=10)
     time.sleep(0.5)
@@ -208,10 +210,7 @@ def test_a_second_signal_exits_6_at_once(pg: tuple[str, Connection], run: Any) -
 
 def test_children_die_with_the_supervisor(pg: tuple[str, Connection], run: Any) -> None:
     _, db = pg
-    sup = run("--processes", "2", "-w", "1", "conformance.jobs")
-    pids = registered(db, 2)
-    HangsFirst.enqueue("hang", conn=db.raw)
-    wait_until(lambda: log_tags(db, "start") == ["hang"])
+    sup, pids = hanging(db, run)
     sup.proc.kill()
     sup.proc.wait(10)
     wait_until(lambda: not any(alive(p) for p in pids), within=10)

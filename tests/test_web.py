@@ -48,8 +48,9 @@ def web_dsn() -> Iterator[str]:
 @pytest.fixture
 def db(web_dsn: str) -> Iterator[Connection]:
     conn = plugins.get_adapter("psycopg").connect(web_dsn)
-    conn.execute("DELETE FROM que_jobs")
-    conn.execute("DELETE FROM que_core_throughput")
+    for table in ("que_jobs", "que_core_throughput", "que_core_paused_queues",
+                  "que_core_cancels"):
+        conn.execute(f"DELETE FROM {table}")
     yield conn
     conn.close()
 
@@ -110,6 +111,7 @@ def test_overview_counts_each_state_per_queue(db: Connection, web_dsn: str) -> N
     insert(db, errors=1, message="x")
     insert(db, errors=2, message="x", run_at="now() + interval '1 hour'")
     insert(db, expired=True, errors=5)
+    insert(db, expired=True, data='{"cancelled": {"at": "2026-01-01T00:00:00Z", "reason": null}}')
     insert(db, finished=True)
     held = insert(db)
     insert(db, queue="mail")
@@ -119,14 +121,16 @@ def test_overview_counts_each_state_per_queue(db: Connection, web_dsn: str) -> N
         with client(web_dsn) as c:
             page = c.get("/")
             assert page.status_code == 200
-            # queue, waiting, scheduled, running, retrying, expired, oldest
+            # queue, waiting, scheduled, running, retrying, expired, cancelled, oldest,
+            # paused
             cells = counts_row(page.text, "default")
-            assert cells[:6] == ["default", "3", "1", "1", "2", "1"]
-            assert cells[6].endswith("min") or cells[6].endswith(" s"), cells
-            assert counts_row(page.text, "mail")[:6] == ["mail", "1", "0", "0", "0", "0"]
+            assert cells[:7] == ["default", "3", "1", "1", "2", "1", "1"]
+            assert cells[7].endswith("min") or cells[7].endswith(" s"), cells
+            assert cells[8] == "Pause…"  # not paused
+            assert counts_row(page.text, "mail")[:7] == ["mail", "1", "0", "0", "0", "0", "0"]
             live = c.get("/live/overview")
             assert live.status_code == 200 and "<html" not in live.text
-            assert counts_row(live.text, "default")[:6] == cells[:6]
+            assert counts_row(live.text, "default")[:7] == cells[:7]
     finally:
         holder.close()
 
@@ -138,10 +142,17 @@ def test_overview_caps_counts_and_says_at_least(db: Connection, web_dsn: str,
     monkeypatch.setattr(admin, "OVERVIEW_CAP", 5)
     db.execute("INSERT INTO que_jobs (queue, job_class, job_schema_version) "
                "SELECT 'bulk', 'Job', 2 FROM generate_series(1, 12)")
+    # Cancelled jobs are counted in the same capped walk as the expired ones.
+    db.execute("INSERT INTO que_jobs (queue, job_class, job_schema_version, expired_at, data) "
+               "SELECT 'gone', 'Job', 2, now(), '{\"cancelled\": {\"at\": \"x\"}}' "
+               "FROM generate_series(1, 12)")
     counts = admin.queue_overview(db, cap=5)
-    assert [(r.queue, r.ready, r.capped) for r in counts] == [("bulk", 6, ["ready"])]
+    assert [(r.queue, r.ready, r.cancelled, r.capped) for r in counts] == [
+        ("bulk", 6, 0, ["ready"]), ("gone", 0, 6, ["expired", "cancelled"])]
     with client(web_dsn) as c:
-        assert counts_row(c.get("/").text, "bulk")[1] == "≥ 6"
+        page = c.get("/").text
+        assert counts_row(page, "bulk")[1] == "≥ 6"
+        assert counts_row(page, "gone")[6] == "≥ 6"
 
 
 def test_chart_shows_what_workers_ran(db: Connection, web_dsn: str,
@@ -331,6 +342,167 @@ def test_bulk_actions_confirm_then_apply_to_the_filter_only(db: Connection,
         holder.close()
 
 
+def paused(db: Connection, queue: str) -> tuple[Any, ...] | None:
+    from que_core import control
+
+    return control.paused_since(queue, conn=db)
+
+
+def test_pause_and_resume_a_queue_from_the_overview(db: Connection, web_dsn: str) -> None:
+    insert(db, queue="mail")
+    hostile = "<script>alert(6)</script> deploy"
+    with client(web_dsn) as c:
+        csrf = token(c, "/")
+        ask = c.post("/queues/pause", data={"csrf_token": csrf, "queue": "mail"})
+        assert ask.status_code == 200
+        assert "Pause queue mail: que-core workers start none of its jobs" in ask.text
+        assert 'name="reason"' in ask.text and 'name="queue" value="mail"' in ask.text
+        assert paused(db, "mail") is None  # nothing yet
+        done = c.post("/queues/pause", data={"csrf_token": csrf, "queue": "mail",
+                                             "reason": hostile, "confirm": "yes"})
+        assert done.status_code == 200
+        assert str(done.url).endswith("/?done=pause&queue=mail&changed=1")
+        assert 'id="notice">paused queue mail: que-core workers' in done.text
+        since = paused(db, "mail")
+        assert since is not None and since[1] == hostile
+        cells = counts_row(done.text, "mail")
+        shown = rf"paused\s+Resume…\s+since {since[0]}: {re.escape(html.escape(hostile))}"
+        assert re.fullmatch(shown, cells[8]), cells
+        assert "<script>alert(6)" not in done.text
+        live = c.get("/live/overview").text
+        assert 'class="badge paused"' in counts_row_html(live, "mail")
+        again = c.post("/queues/pause", data={"csrf_token": csrf, "queue": "mail",
+                                              "confirm": "yes"})
+        assert f"queue mail is paused already (since {since[0]})" in again.text
+        # A paused queue with no jobs is listed, to be resumed.
+        c.post("/queues/pause", data={"csrf_token": csrf, "queue": "idle", "confirm": "yes"})
+        assert 'class="badge paused"' in counts_row_html(c.get("/").text, "idle")
+        ask = c.post("/queues/resume", data={"csrf_token": csrf, "queue": "mail"})
+        assert "Resume queue mail: workers take its jobs again?" in ask.text
+        assert 'name="reason"' not in ask.text and paused(db, "mail") is not None
+        done = c.post("/queues/resume", data={"csrf_token": csrf, "queue": "mail",
+                                              "confirm": "yes"})
+        assert 'id="notice">resumed queue mail<' in done.text and paused(db, "mail") is None
+        cells = counts_row(done.text, "mail")
+        assert cells[8] == "Pause…" and "badge paused" not in counts_row_html(done.text, "mail")
+        assert "queue mail is not paused" in c.post(
+            "/queues/resume", data={"csrf_token": csrf, "queue": "mail", "confirm": "yes"}).text
+        # A link cannot make the overview claim a pause that did not happen.
+        assert 'id="notice"' not in c.get("/?done=pause&queue=mail&changed=1").text
+        assert 'id="notice"' not in c.get("/?done=pause&queue=nowhere&changed=1").text
+        assert c.post("/queues/pause", data={"csrf_token": csrf}).status_code == 400
+        bad = c.post("/queues/pause", data={"csrf_token": csrf, "queue": "x" * 600,
+                                            "confirm": "yes"})
+        assert bad.status_code == 400 and "queue" in bad.text
+        assert c.post("/queues/explode", data={"csrf_token": csrf,
+                                               "queue": "mail"}).status_code == 404
+
+
+def counts_row_html(text: str, queue: str) -> str:
+    row = re.search(rf'<tr data-queue="{queue}">(.*?)</tr>', text, re.S)
+    assert row, f"no row for queue {queue}"
+    return row.group(1)
+
+
+def test_cancel_one_job_waiting_or_running(db: Connection, web_dsn: str) -> None:
+    waiting = insert(db, job_class="Mailer")
+    held = insert(db)
+    ended = insert(db, finished=True)
+    hostile = "<script>alert(7)</script> wrong customer"
+    holder = other_session(web_dsn)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (held,))
+        with client(web_dsn) as c:
+            csrf = token(c)
+            page = c.get(f"/jobs/{waiting}")
+            assert f'action="/jobs/{waiting}/cancel"' in page.text
+            assert f'action="/jobs/{ended}/cancel"' not in c.get(f"/jobs/{ended}").text
+            ask = c.post(f"/jobs/{waiting}/cancel", data={"csrf_token": csrf})
+            assert ask.status_code == 200
+            assert f"Cancel job {waiting} (Mailer, ready)?" in ask.text
+            assert 'name="reason"' in ask.text
+            assert state(db, waiting) == (True, False, 0)  # nothing yet
+            done = c.post(f"/jobs/{waiting}/cancel", data={"csrf_token": csrf,
+                                                           "reason": hostile, "confirm": "yes"})
+            assert done.status_code == 200
+            assert str(done.url).endswith(f"/jobs/{waiting}?done=cancel&cancelled=1")
+            assert f"cancelled job {waiting}: it was waiting and will never run" in done.text
+            assert 'id="job-state">cancelled<' in done.text
+            assert f'id="cancel-reason">{html.escape(hostile)}<' in done.text
+            assert "<script>alert(7)" not in done.text
+            assert f'action="/jobs/{waiting}/cancel"' not in done.text  # nothing to cancel now
+            ((marker,),) = db.execute("SELECT data -> 'cancelled' ->> 'reason' FROM que_jobs "
+                                      "WHERE id = %s", (waiting,))
+            assert marker == hostile and state(db, waiting)[1] is True
+            again = c.post(f"/jobs/{waiting}/cancel", data={"csrf_token": csrf,
+                                                            "confirm": "yes"})
+            assert f"job {waiting} was cancelled already: nothing to do" in again.text
+            # A running job: its worker is told to stop it, as `que jobs cancel` does.
+            ask = c.post(f"/jobs/{held}/cancel", data={"csrf_token": csrf})
+            assert "(1 running now: its worker is told to stop it)?" in ask.text
+            done = c.post(f"/jobs/{held}/cancel", data={"csrf_token": csrf, "reason": "stop",
+                                                        "confirm": "yes"})
+            assert (f"cancelled job {held}: it is running, and its worker was told to stop it"
+                    in done.text)
+            assert db.execute("SELECT reason FROM que_core_cancels WHERE job_id = %s",
+                              (held,)) == [("stop",)]
+            assert 'id="cancel-requested">Cancel requested at ' in done.text
+            assert f"job {ended} has finished: nothing to cancel" in c.post(
+                f"/jobs/{ended}/cancel", data={"csrf_token": csrf, "confirm": "yes"}).text
+            assert c.post("/jobs/999999999/cancel", data={"csrf_token": csrf}
+                          ).status_code == 404
+            assert c.post("/jobs/999999999/cancel", data={"csrf_token": csrf, "confirm": "yes"}
+                          ).status_code == 404
+            too_long = c.post(f"/jobs/{held}/cancel", data={"csrf_token": csrf,
+                                                            "reason": "r" * 501,
+                                                            "confirm": "yes"})
+            assert too_long.status_code == 400 and "cancel reason" in too_long.text
+    finally:
+        holder.close()
+
+
+def test_bulk_cancel_over_the_filter_and_the_cancelled_state(db: Connection,
+                                                              web_dsn: str) -> None:
+    mine = [insert(db, queue="mail") for _ in range(3)]
+    held = insert(db, queue="mail")
+    ended = insert(db, queue="mail", finished=True)
+    other = insert(db, queue="default")
+    holder = other_session(web_dsn)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (held,))
+        with client(web_dsn) as c:
+            csrf = token(c, "/jobs?queue=mail")
+            assert 'button name="action" value="cancel"' in c.get("/jobs?queue=mail").text
+            form = {"csrf_token": csrf, "action": "cancel", "queue": "mail"}
+            ask = c.post("/jobs/bulk", data=form)
+            assert ask.status_code == 200
+            assert ("Cancel 5 jobs (1 running now: their workers are told to stop them)?"
+                    in ask.text)
+            assert 'name="reason"' in ask.text and 'name="queue" value="mail"' in ask.text
+            assert db.execute("SELECT count(*) FROM que_jobs WHERE expired_at IS NOT NULL"
+                              ) == [(0,)]  # nothing yet
+            done = c.post("/jobs/bulk", data={**form, "reason": "<b>spam</b>", "confirm": "yes"})
+            assert done.status_code == 200
+            assert ("cancelled 4 jobs (1 running: its worker was told to stop it; "
+                    "1 unchanged: already ended or cancelled)") in done.text
+            cancelled = {i for (i,) in db.execute(
+                "SELECT id FROM que_jobs WHERE data -> 'cancelled' ->> 'reason' = '<b>spam</b>'")}
+            assert cancelled == set(mine)
+            assert db.execute("SELECT job_id FROM que_core_cancels") == [(held,)]
+            assert state(db, other) == (True, False, 0)
+            listed = c.get("/jobs?state=cancelled")
+            shown = {int(i) for i in re.findall(r'class="job-link" href="/jobs/(\d+)"',
+                                                listed.text)}
+            assert shown == set(mine) and "<b>spam" not in listed.text
+            assert '<option value="cancelled" selected>' in listed.text
+            assert counts_row(c.get("/").text, "mail")[5:7] == ["0", "3"]
+            assert ended not in shown
+            nothing = c.post("/jobs/bulk", data={**form, "queue": "nowhere"})
+            assert "Cancel no jobs?" in nothing.text and 'id="confirm"' not in nothing.text
+    finally:
+        holder.close()
+
+
 # -- security ---------------------------------------------------------------------------
 
 
@@ -374,6 +546,14 @@ def test_posts_need_the_csrf_token(db: Connection, web_dsn: str) -> None:
             assert refused.status_code == 403 and "CSRF token" in refused.text
             refused = c.post("/jobs/bulk", data={**data, "action": "delete", "confirm": "yes"})
             assert refused.status_code == 403
+        for data in ({}, {"csrf_token": "forged" * 8}):
+            for path, form in ((f"/jobs/{job_id}/cancel", {"confirm": "yes"}),
+                               ("/queues/pause", {"queue": "default", "confirm": "yes"}),
+                               ("/queues/resume", {"queue": "default", "confirm": "yes"}),
+                               ("/jobs/bulk", {"action": "cancel", "confirm": "yes"})):
+                refused = c.post(path, data={**data, **form})
+                assert refused.status_code == 403 and "CSRF token" in refused.text, path
+        assert paused(db, "default") is None
         foreign = c.post(f"/jobs/{job_id}/retry", data={"csrf_token": csrf},
                          headers={"origin": "https://evil.example"})
         assert foreign.status_code == 403 and "another site" in foreign.text
@@ -387,8 +567,14 @@ def test_posts_need_the_csrf_token(db: Connection, web_dsn: str) -> None:
 
 
 def test_read_only_hides_and_refuses_every_action(db: Connection, web_dsn: str) -> None:
+    from que_core import control
+
     job_id = insert(db, errors=1, message="x", run_at="now() + interval '1 hour'")
+    control.pause("held", conn=db, reason="incident")
     with client(web_dsn, read_only=True) as c:
+        overview = c.get("/").text
+        assert "Pause…" not in overview and "Resume…" not in overview
+        assert 'class="badge paused"' in counts_row_html(overview, "held")  # still shown
         for path in ("/", "/jobs", f"/jobs/{job_id}", "/running", "/workers"):
             page = c.get(path)
             assert page.status_code == 200 and 'method="post"' not in page.text, path
@@ -401,7 +587,15 @@ def test_read_only_hides_and_refuses_every_action(db: Connection, web_dsn: str) 
         refused = c.post("/jobs/bulk", data={"csrf_token": csrf, "action": "delete",
                                              "confirm": "yes"})
         assert refused.status_code == 403
+        for path, form in ((f"/jobs/{job_id}/cancel", {}),
+                           (f"/jobs/{job_id}/cancel", {"confirm": "yes"}),
+                           ("/queues/pause", {"queue": "default", "confirm": "yes"}),
+                           ("/queues/resume", {"queue": "held", "confirm": "yes"}),
+                           ("/jobs/bulk", {"action": "cancel", "confirm": "yes"})):
+            refused = c.post(path, data={"csrf_token": csrf, **form})
+            assert refused.status_code == 403 and "read-only" in refused.text, path
     assert state(db, job_id) == (False, False, 1)
+    assert paused(db, "default") is None and paused(db, "held") is not None
 
 
 def test_job_data_is_escaped_everywhere(db: Connection, web_dsn: str) -> None:

@@ -18,7 +18,11 @@ pytest.importorskip("selenium")
 uvicorn = pytest.importorskip("uvicorn")
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -209,3 +213,50 @@ def test_bulk_retry_asks_first(browser: Any, served: str, conn: Connection) -> N
     notice = wait(browser, lambda d: d.find_elements(By.ID, "notice"))
     assert notice[0].text == "retried 3 jobs"
     assert conn.execute("SELECT count(*) FROM que_jobs WHERE run_at <= now()") == [(3,)]
+
+
+def click_live(driver: Any, selector: str) -> None:
+    """Click an element of a live part, which its refresh may replace under us."""
+    def clicked(d: Any) -> bool:
+        try:
+            d.find_element(By.CSS_SELECTOR, selector).click()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+        return True
+
+    wait(driver, clicked)
+
+
+def test_pause_a_queue_from_the_overview_and_see_the_badge(
+        browser: Any, served: str, conn: Connection, tmp_path: Path) -> None:
+    from que_core import control
+
+    conn.execute("INSERT INTO que_jobs (queue, job_class, job_schema_version) "
+                 "VALUES ('mail', 'Job', 2)")
+    browser.get(served + "/")
+    row = '#queue-counts tr[data-queue="mail"]'
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .badge.paused")
+    click_live(browser, f"{row} td.paused button")
+    question = wait(browser, lambda d: d.find_elements(By.ID, "question"))
+    assert question[0].text.startswith("Pause queue mail: ")
+    assert control.paused_since("mail", conn=conn) is None
+    browser.find_element(By.ID, "reason").send_keys("<script>alert(1)</script> deploy")
+    browser.find_element(By.ID, "confirm").click()
+    notice = wait(browser, lambda d: d.find_elements(By.ID, "notice"))
+    assert notice[0].text.startswith("paused queue mail")
+    badge = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"{row} .badge.paused"))
+    assert badge[0].text == "paused"
+    cell = browser.find_element(By.CSS_SELECTOR, f"{row} td.paused").text
+    assert "<script>alert(1)</script> deploy" in cell and "Resume…" in cell  # shown as text
+    assert control.paused_since("mail", conn=conn) is not None
+    browser.save_screenshot(str(tmp_path / "overview-paused.png"))
+    assert (tmp_path / "overview-paused.png").stat().st_size > 0
+    # The badge survives the live refresh, and resuming takes it away.
+    refreshed = browser.find_element(By.ID, "overview-live").get_attribute("data-refreshed")
+    wait(browser, lambda d: d.find_element(By.ID, "overview-live").get_attribute(
+        "data-refreshed") not in (None, refreshed))
+    click_live(browser, f"{row} td.paused button")
+    wait(browser, lambda d: d.find_elements(By.ID, "confirm"))[0].click()
+    wait(browser, lambda d: d.find_elements(By.ID, "notice"))
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .badge.paused")
+    assert control.paused_since("mail", conn=conn) is None

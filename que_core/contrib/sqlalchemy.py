@@ -34,6 +34,8 @@ This module imports SQLAlchemy only when it is handed something to wrap.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from que_core.connection import AsyncConnection, Connection
@@ -95,16 +97,22 @@ def que_awrap_connection(raw: Any) -> Awaitable[AsyncConnection] | None:
     return _awrap(raw)
 
 
-def _wrap(obj: Any) -> Connection | None:
+@contextmanager
+def _needs(what: str, requirement: str) -> Iterator[None]:
+    """Imports of SQLAlchemy's that fail say what to install."""
     try:
+        yield
+    except ImportError as exc:  # pragma: no cover - only from (a)enqueue_conn
+        raise ImportError(
+            f"que_core.contrib.sqlalchemy needs {what}: pip install '{requirement}'"
+        ) from exc
+
+
+def _wrap(obj: Any) -> Connection | None:
+    with _needs("SQLAlchemy 2 (que-core's sqlalchemy extra)", "sqlalchemy>=2"):
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.engine import Engine
         from sqlalchemy.orm import Session, scoped_session
-    except ImportError as exc:  # pragma: no cover - only from enqueue_conn
-        raise ImportError(
-            "que_core.contrib.sqlalchemy needs SQLAlchemy 2 (que-core's sqlalchemy extra): "
-            "pip install 'sqlalchemy>=2'"
-        ) from exc
 
     if isinstance(obj, scoped_session):
         obj = obj()
@@ -133,16 +141,11 @@ def _wrap(obj: Any) -> Connection | None:
 
 def _awrap(obj: Any) -> Awaitable[AsyncConnection] | None:
     """The async twin of :func:`_wrap`: decides by type at once, wraps when awaited."""
-    try:
+    with _needs("SQLAlchemy 2 with its asyncio extension", "sqlalchemy[asyncio]>=2"):
         from sqlalchemy.engine import Connection as SAConnection
         from sqlalchemy.ext.asyncio import AsyncConnection as SAAsyncConnection
         from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_scoped_session
         from sqlalchemy.orm import Session, scoped_session
-    except ImportError as exc:  # pragma: no cover - only from aenqueue_conn
-        raise ImportError(
-            "que_core.contrib.sqlalchemy needs SQLAlchemy 2 with its asyncio extension: "
-            "pip install 'sqlalchemy[asyncio]>=2'"
-        ) from exc
 
     if isinstance(obj, async_scoped_session):
         obj = obj()

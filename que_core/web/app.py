@@ -3,6 +3,9 @@
 Everything it reads or changes goes through :mod:`que_core.admin`, the code
 behind ``que stats`` and ``que jobs``: a retry, expiry or deletion here means
 what it means there (running jobs are left alone and counted as skipped).
+Cancelling, pausing and resuming go through :mod:`que_core.control`, as
+``que jobs cancel`` and ``que queues pause/resume`` do (a running job gets a
+cancel request: its worker stops it).
 """
 
 from __future__ import annotations
@@ -28,10 +31,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from que_core import admin
+from que_core import admin, control
 from que_core.connection import Adapter, Connection
 from que_core.dsn import check_dsn, mask_password
-from que_core.errors import CannotConnect, DatabaseError, SchemaError
+from que_core.errors import (
+    CannotConnect,
+    ConfigurationError,
+    DatabaseError,
+    InvalidJob,
+    SchemaError,
+)
 from que_core.plugins import get_adapter
 from que_core.web import chart
 from que_core.web.pool import Pool
@@ -52,6 +61,9 @@ log = logging.getLogger("que_core.web")
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
 ACTIONS = ("retry", "expire", "delete")
+#: The actions over the job list's filter: those and cancel (que_core.control).
+BULK_ACTIONS = (*ACTIONS, "cancel")
+QUEUE_ACTIONS = ("pause", "resume")
 #: Filter fields of the job list, as query parameters and bulk form fields.
 FILTER_FIELDS = ("queue", "class", "state", "tag", "error")
 
@@ -121,6 +133,8 @@ class Dashboard:
                                      "the dashboard's log)") from None
         except SchemaError as exc:
             raise HTTPException(503, str(exc)) from None
+        except (InvalidJob, ConfigurationError) as exc:  # a bad queue name or reason
+            raise HTTPException(400, str(exc)) from None
         except DatabaseError as exc:
             log.error("que web: database error: %s", mask_password(str(exc)))
             raise HTTPException(500, "database error (the details are in the dashboard's "
@@ -194,10 +208,18 @@ def _int(value: Any, name: str) -> int | None:
     return number
 
 
-def _notice(params: Mapping[str, Any]) -> str | None:
+def _notice(params: Mapping[str, Any], job_id: int | None = None) -> str | None:
     """What the last action did, from the numbers in its redirect (never text
     from the URL: a link cannot make the page say anything else)."""
     action = params.get("done")
+    if action == "cancel":
+        try:
+            counts = {r: int(params[r]) for r in control.RESULTS if r in params}
+        except ValueError:
+            return None
+        if job_id is not None and list(counts.values()) == [1]:
+            return control.RESULTS[next(iter(counts))].format(id=job_id)
+        return control.BulkCancel(counts).summary()
     if action not in ACTIONS:
         return None
     try:
@@ -207,10 +229,28 @@ def _notice(params: Mapping[str, Any]) -> str | None:
     return admin.BulkResult(action, changed + skipped + other, changed, skipped).summary()
 
 
-def _done_query(result: admin.BulkResult) -> dict[str, Any]:
+def _done_query(result: admin.BulkResult | control.BulkCancel) -> dict[str, Any]:
+    if isinstance(result, control.BulkCancel):
+        return {"done": "cancel", **result.counts}
     return {"done": result.action, "changed": result.changed,
             "skipped": result.skipped_running,
             "other": result.matched - result.changed - result.skipped_running}
+
+
+def _queue_notice(params: Mapping[str, Any], queues: Sequence[admin.QueueCounts]) -> str | None:
+    """What a pause or resume did: said only of a queue shown, in the state
+    it was put in (a link cannot make the page claim anything else)."""
+    action, name, changed = params.get("done"), params.get("queue"), params.get("changed")
+    row = next((r for r in queues if r.queue == name), None)
+    if action not in QUEUE_ACTIONS or row is None or changed not in ("0", "1"):
+        return None
+    if (row.paused_at is not None) != (action == "pause"):
+        return None
+    if action == "pause":
+        return (f"paused queue {name}: que-core workers start none of its jobs until it is "
+                "resumed (running ones go on)" if changed == "1"
+                else f"queue {name} is paused already (since {row.paused_at})")
+    return f"resumed queue {name}" if changed == "1" else f"queue {name} is not paused"
 
 
 # -- pages ---------------------------------------------------------------------------
@@ -220,7 +260,7 @@ def _overview_data(conn: Connection) -> dict[str, Any]:
     queues = admin.queue_overview(conn)
     totals = admin.QueueCounts("all queues")
     for row in queues:
-        for name in ("ready", "scheduled", "running", "errored", "expired"):
+        for name in ("ready", "scheduled", "running", "errored", "expired", "cancelled"):
             mine, theirs = getattr(totals, name), getattr(row, name)
             setattr(totals, name, None if mine is None or theirs is None else mine + theirs)
             if name in row.capped and name not in totals.capped:
@@ -236,7 +276,8 @@ def _overview_data(conn: Connection) -> dict[str, Any]:
 async def overview(request: Request) -> Response:
     board = _dashboard(request)
     data = await board.db(_overview_data)
-    return board.render(request, "overview.html", page="overview", **data)
+    return board.render(request, "overview.html", page="overview",
+                        notice=_queue_notice(request.query_params, data["queues"]), **data)
 
 
 async def overview_live(request: Request) -> Response:
@@ -264,6 +305,10 @@ async def job(request: Request) -> Response:
     found = await board.db(admin.get_job, job_id)
     if found is None:
         raise HTTPException(404, f"no job with id {job_id}")
+    cancelled = found["data"].get("cancelled") if isinstance(found["data"], dict) else None
+    requested = None
+    if found["state"] == "running":
+        requested = await board.db(lambda conn: control.cancel_requested(job_id, conn=conn))
     # A keep_result class's result (que_core.results), else a Django task's.
     django_task = found["data"].get("django_task") if isinstance(found["data"], dict) else None
     has_result = found["result"] is not None
@@ -271,7 +316,9 @@ async def job(request: Request) -> Response:
     if not has_result and isinstance(django_task, dict) and "return_value" in django_task:
         has_result, result = True, django_task["return_value"]
     return board.render(request, "job.html", page="jobs", job=found, result=result,
-                        has_result=has_result, notice=_notice(request.query_params))
+                        has_result=has_result, notice=_notice(request.query_params, job_id),
+                        cancelled=cancelled if isinstance(cancelled, dict) else None,
+                        cancel_requested=requested)
 
 
 async def running(request: Request) -> Response:
@@ -324,6 +371,80 @@ async def job_action(request: Request) -> Response:
     return RedirectResponse(f"{target}?{urlencode(_done_query(result))}", 303)
 
 
+def _reason(form: FormData) -> str | None:
+    reason = str(form.get("reason") or "").strip()
+    return reason or None
+
+
+def _confirm(board: Dashboard, request: Request, question: str, button: str, target: str,
+             back: str, *, page: str, hidden: Mapping[str, str] | None = None,
+             given: Mapping[str, str] | None = None, matched: int = 1, running_now: int = 0,
+             running_note: str = "", ask_reason: str = "", danger: bool = False) -> Response:
+    """The confirmation page: *question* (a question mark follows) and a form
+    that posts *hidden* and *given* (the list's filter) back to *target* with
+    confirm=yes; nothing to confirm when *matched* is 0."""
+    return board.render(request, "confirm.html", page=page, question=question, button=button,
+                        target=target, back=back, hidden=dict(hidden or {}),
+                        given=dict(given or {}), matched=matched, running_now=running_now,
+                        running_note=running_note, ask_reason=ask_reason, danger=danger)
+
+
+async def job_cancel(request: Request) -> Response:
+    """Cancel one job, once confirmed: `que jobs cancel ID --reason ...`
+    (without --wait: a running job's worker is told to stop it)."""
+    board = _dashboard(request)
+    form = await board.form(request)
+    job_id = _int(request.path_params["job_id"], "job id")
+    assert job_id is not None
+    page = request.url_for("job", job_id=job_id).path
+    if form.get("confirm") != "yes":
+        found = await board.db(admin.get_job, job_id)
+        if found is None:
+            raise HTTPException(404, f"no job with id {job_id}")
+        return _confirm(board, request, f"Cancel job {job_id} ({found['job_class']}, "
+                        f"{found['state']})", f"Yes, cancel job {job_id}",
+                        request.url_for("job_cancel", job_id=job_id).path, page, page="jobs",
+                        running_now=int(found["state"] == "running"),
+                        running_note="its worker is told to stop it",
+                        ask_reason="kept on the job", danger=True)
+    reason = _reason(form)
+    done = await board.db(lambda conn: control.cancel(job_id, conn=conn, reason=reason))
+    if done.result == "missing":
+        raise HTTPException(404, f"no job with id {job_id}")
+    return RedirectResponse(f"{page}?{urlencode({'done': 'cancel', done.result: 1})}", 303)
+
+
+async def queue_action(request: Request) -> Response:
+    """Pause or resume a queue, once confirmed: `que queues pause NAME
+    --reason ...`, `que queues resume NAME`."""
+    board = _dashboard(request)
+    form = await board.form(request)
+    action = request.path_params["action"]
+    if action not in QUEUE_ACTIONS:
+        raise HTTPException(404, f"no action {action!r} (one of {', '.join(QUEUE_ACTIONS)})")
+    name = str(form.get("queue") or "")
+    if not name:
+        raise HTTPException(400, "name the queue to pause or resume (form field queue)")
+    overview_page = request.url_for("overview").path
+    if form.get("confirm") != "yes":
+        if action == "pause":
+            question = (f"Pause queue {name}: que-core workers start none of its jobs until "
+                        "it is resumed (running ones go on)")
+        else:
+            question = f"Resume queue {name}: workers take its jobs again"
+        return _confirm(board, request, question, f"Yes, {action} queue {name}",
+                        request.url_for("queue_action", action=action).path, overview_page,
+                        page="overview", hidden={"queue": name},
+                        ask_reason="shown on the overview" if action == "pause" else "")
+    if action == "pause":
+        reason = _reason(form)
+        changed = await board.db(lambda conn: control.pause(name, conn=conn, reason=reason))
+    else:
+        changed = await board.db(lambda conn: control.resume(name, conn=conn))
+    query = urlencode({"done": action, "queue": name, "changed": int(changed)})
+    return RedirectResponse(f"{overview_page}?{query}", 303)
+
+
 async def bulk_action(request: Request) -> Response:
     """An action over every job the list's filter matches: first a page that
     says how many (and how many run now, which are skipped) and asks; then,
@@ -331,8 +452,8 @@ async def bulk_action(request: Request) -> Response:
     board = _dashboard(request)
     form = await board.form(request)
     action = form.get("action")
-    if action not in ACTIONS:
-        raise HTTPException(400, f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    if action not in BULK_ACTIONS:
+        raise HTTPException(400, f"unknown action {action!r} (one of {', '.join(BULK_ACTIONS)})")
     assert isinstance(action, str)
     where, given = _filter(form)
     if form.get("confirm") != "yes":
@@ -340,11 +461,27 @@ async def bulk_action(request: Request) -> Response:
         what = f"{matched} job{'s' if matched != 1 else ''}" if matched else "no jobs"
         if where.empty and matched:
             what += " (every job: there is no filter)"
-        question = admin.ACTION_WORDS[action][1].format(what=what)
-        return board.render(request, "confirm.html", page="jobs", action=action,
-                            given=given, matched=matched, running_now=running_now,
-                            question=question)
-    result = await board.db(getattr(admin, f"{action}_jobs"), where)
+        plural = "" if matched == 1 else "s"
+        back = request.url_for("jobs").path + ("?" + urlencode(given) if given else "")
+        if action == "cancel":
+            return _confirm(board, request, f"Cancel {what}", f"Yes, cancel {matched} job{plural}",
+                            request.url_for("bulk").path, back, page="jobs",
+                            hidden={"action": action}, given=given, matched=matched,
+                            running_now=running_now,
+                            running_note="their workers are told to stop them",
+                            ask_reason="kept on each job", danger=True)
+        return _confirm(board, request, admin.ACTION_WORDS[action][1].format(what=what),
+                        f"Yes, {action} {matched} job{plural}", request.url_for("bulk").path,
+                        back, page="jobs", hidden={"action": action}, given=given,
+                        matched=matched, running_now=running_now,
+                        running_note="those are skipped", danger=action == "delete")
+    result: admin.BulkResult | control.BulkCancel
+    if action == "cancel":
+        reason = _reason(form)
+        result = await board.db(lambda conn: control.cancel_matching(where, conn=conn,
+                                                                     reason=reason))
+    else:
+        result = await board.db(getattr(admin, f"{action}_jobs"), where)
     query = {**given, **_done_query(result)}
     return RedirectResponse(f"{request.url_for('jobs').path}?{urlencode(query)}", 303)
 
@@ -399,13 +536,13 @@ def create_app(
         Route("/jobs", jobs, name="jobs"),
         Route("/jobs/bulk", bulk_action, methods=["POST"], name="bulk"),
         Route("/jobs/{job_id}", job, name="job"),
+        Route("/jobs/{job_id}/cancel", job_cancel, methods=["POST"], name="job_cancel"),
         Route("/jobs/{job_id}/{action}", job_action, methods=["POST"], name="job_action"),
         Route("/running", running, name="running"),
         Route("/live/running", running_live, name="running_live"),
         Route("/workers", workers, name="workers"),
         Route("/schedules", schedules_page, name="schedules"),
-        # Job control (issue 13: cancel, pause and resume a queue) adds its
-        # actions here.
+        Route("/queues/{action}", queue_action, methods=["POST"], name="queue_action"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(

@@ -206,20 +206,22 @@ def test_jobs_whose_error_handling_raises(
 # -- jobs that close or break their own session ----------------------------------------
 
 
+def _statements(*sql: str) -> Any:
+    """A breaker that runs *sql*, statement after statement, on the job's session."""
+
+    def breaks(job: Job) -> None:
+        assert job.db is not None
+        for statement in sql:
+            job.db.execute(statement)
+
+    return breaks
+
+
 def _breakers(adapter: Adapter) -> dict[str, Any]:
     def close(job: Job) -> None:
         assert job.db is not None
         job.db.close()
         job.conn.close()
-
-    def terminate(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
-
-    def open_transaction(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("BEGIN")
-        job.db.execute("SELECT 1")
 
     def open_write_transaction(job: Job) -> None:
         assert job.db is not None
@@ -233,33 +235,21 @@ def _breakers(adapter: Adapter) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             job.db.execute("SELECT 1 / 0")
 
-    def search_path(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("SET search_path TO nowhere")
-
-    def read_only(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("SET default_transaction_read_only = on")
-
-    def statement_timeout(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("SET statement_timeout = 1")
-        job.db.execute("SET lock_timeout = 1")
-
-    def unlock_all(job: Job) -> None:
-        assert job.db is not None
-        job.db.execute("SELECT pg_advisory_unlock_all()")
-
     def autocommit_off(job: Job) -> None:
         if hasattr(job.conn, "autocommit"):
             job.conn.autocommit = False
 
     return {
-        "close": close, "terminate": terminate, "open_transaction": open_transaction,
+        "close": close,
+        "terminate": _statements("SELECT pg_terminate_backend(pg_backend_pid())"),
+        "open_transaction": _statements("BEGIN", "SELECT 1"),
         "open_write_transaction": open_write_transaction,
-        "aborted_transaction": aborted_transaction, "search_path": search_path,
-        "read_only": read_only, "statement_timeout": statement_timeout,
-        "unlock_all": unlock_all, "autocommit_off": autocommit_off,
+        "aborted_transaction": aborted_transaction,
+        "search_path": _statements("SET search_path TO nowhere"),
+        "read_only": _statements("SET default_transaction_read_only = on"),
+        "statement_timeout": _statements("SET statement_timeout = 1", "SET lock_timeout = 1"),
+        "unlock_all": _statements("SELECT pg_advisory_unlock_all()"),
+        "autocommit_off": autocommit_off,
     }
 
 

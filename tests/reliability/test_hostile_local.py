@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import unicodedata
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -536,22 +537,16 @@ def test_testdb_empties_schemas_of_any_name(
 ) -> None:
     from que_core.testing import databases
 
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         for name in names:
             create = scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name)
             conn.execute(create)
             conn.execute(scalar(conn, "SELECT format('CREATE TABLE %%I.t (x int)', %s::text)",
                                 name))
-    finally:
-        conn.close()
     assert databases._empty(adapter, server_dsn, empty_dsn) is True
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         assert _schemas(conn) == ["public"]
         assert scalar(conn, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
-    finally:
-        conn.close()
 
 
 def test_testdb_schema_name_cannot_inject_sql(
@@ -564,18 +559,12 @@ def test_testdb_schema_name_cannot_inject_sql(
 
     role = f"que_injected_{uuid.uuid4().hex[:8]}"
     name = f'public" CASCADE; CREATE ROLE {role}; --'
-    conn = adapter.connect(empty_dsn)
-    try:
+    with closing(adapter.connect(empty_dsn)) as conn:
         conn.execute(scalar(conn, "SELECT format('CREATE SCHEMA %%I', %s::text)", name))
-    finally:
-        conn.close()
-    admin = adapter.connect(server_dsn)
-    try:
+    with closing(adapter.connect(server_dsn)) as admin:
         emptied = databases._empty(adapter, server_dsn, empty_dsn)
         injected = scalar(admin, "SELECT count(*) FROM pg_roles WHERE rolname = %s", role)
         admin.execute(f"DROP ROLE IF EXISTS {role}")
-    finally:
-        admin.close()
     assert injected == 0
     assert emptied is True
 
@@ -982,11 +971,9 @@ def test_embedded_server_of_a_long_data_dir_as_root(public_dir: Path, servers: A
         assert out.returncode == 2 and "too long for its socket" in out.stderr, out.stderr
 
 
-@EMBEDDED
-@pytest.mark.slow
-def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers: Any) -> None:
-    """nobody runs the embedded server from a long path; daemon, another
-    local user, tries its socket."""
+def _nobodys_server_dir(public_dir: Path, servers: Any) -> tuple[Path, Path]:
+    """A home directory of nobody's and a long data directory in it, for an
+    embedded server that *servers* stops at the end."""
     import pwd
 
     home = public_dir / "home"
@@ -995,6 +982,15 @@ def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers:
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     data_dir = _long_dir(home)
     servers.append(("nobody", data_dir))
+    return home, data_dir
+
+
+@EMBEDDED
+@pytest.mark.slow
+def test_embedded_server_of_a_long_data_dir_as_a_user(public_dir: Path, servers: Any) -> None:
+    """nobody runs the embedded server from a long path; daemon, another
+    local user, tries its socket."""
+    home, data_dir = _nobodys_server_dir(public_dir, servers)
     out = _as("nobody", *_que_for("nobody"), "migrate", "--embedded", "--embedded-dir",
               str(data_dir), env=_embedded_env(home))
     assert out.returncode == 0, out.stderr
@@ -1012,14 +1008,7 @@ def test_a_running_embedded_server_with_an_open_socket_is_refused(
 ) -> None:
     """A server an older que-core left running with its socket in pgserver's
     shared runtime directory is not used (nor migrated) again."""
-    import pwd
-
-    home = public_dir / "home"
-    home.mkdir()
-    nobody = pwd.getpwnam("nobody")
-    os.chown(home, nobody.pw_uid, nobody.pw_gid)
-    data_dir = _long_dir(home)
-    servers.append(("nobody", data_dir))
+    home, data_dir = _nobodys_server_dir(public_dir, servers)
     old = _as("nobody", *_python_for("nobody"), "-c",
               f"import pgserver; pgserver.get_server({str(data_dir)!r}, cleanup_mode=None)",
               env=_embedded_env(home))

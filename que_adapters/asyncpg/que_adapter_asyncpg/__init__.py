@@ -50,9 +50,10 @@ from typing import Any
 
 import asyncpg
 
-from que_core import copying, errors, hookimpl
+from que_core import copying, errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, parse_dsn
+from que_core.hookspecs import adapter_hook, wrapper
 from que_core.transactions import AsyncTransactions, TransactionStatus, aborted
 
 # A placeholder, with the JSON cast after it if there is one.
@@ -335,16 +336,9 @@ class AsyncpgAdapter:
             raise cannot_connect(dsn, _message(exc)) from None
         return AsyncpgConnection(raw, owned=True)
 
-    def awrap(self, raw: Any) -> AsyncpgConnection | None:
-        # A pool's PoolConnectionProxy passes too (asyncpg's isinstance says so).
-        if isinstance(raw, asyncpg.Connection):
-            return AsyncpgConnection(raw, owned=False)
-        return None
+    # A pool's PoolConnectionProxy passes too (asyncpg's isinstance says so).
+    awrap = wrapper(asyncpg.Connection, AsyncpgConnection)
 
 
 ADAPTER = AsyncpgAdapter()
-
-
-@hookimpl
-def que_adapter() -> AsyncpgAdapter:
-    return ADAPTER
+que_adapter = adapter_hook(ADAPTER)

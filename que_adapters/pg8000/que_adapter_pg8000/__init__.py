@@ -26,9 +26,10 @@ import pg8000.core
 import pg8000.exceptions
 import pg8000.native
 
-from que_core import copying, errors, hookimpl
+from que_core import copying, errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, parse_dsn
+from que_core.hookspecs import adapter_hook, wrapper
 from que_core.transactions import Transactions, TransactionStatus
 
 _ERRORS = (pg8000.exceptions.Error, OSError)
@@ -246,16 +247,9 @@ class Pg8000Adapter:
             raise cannot_connect(dsn, _message(exc)) from None
         return Pg8000Connection(raw, owned=True)
 
-    def wrap(self, raw: Any) -> Pg8000Connection | None:
-        if isinstance(raw, pg8000.core.CoreConnection):
-            return Pg8000Connection(raw, owned=False)
-        return None
+    wrap = wrapper(pg8000.core.CoreConnection, Pg8000Connection)
 
 
 ADAPTER = Pg8000Adapter()
-
-
-@hookimpl
-def que_adapter() -> Pg8000Adapter:
-    return ADAPTER
+que_adapter = adapter_hook(ADAPTER)
 

@@ -15,9 +15,10 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from que_core import errors, hookimpl
+from que_core import errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
+from que_core.hookspecs import adapter_hook, wrapper
 from que_core.transactions import (
     AsyncTransactions,
     Transactions,
@@ -227,10 +228,7 @@ class PsycopgAdapter:
             raise _cannot_connect(dsn, exc) from None
         return PsycopgConnection(raw, owned=True)
 
-    def wrap(self, raw: Any) -> PsycopgConnection | None:
-        if isinstance(raw, psycopg.Connection):
-            return PsycopgConnection(raw, owned=False)
-        return None
+    wrap = wrapper(psycopg.Connection, PsycopgConnection)
 
     async def aconnect(self, dsn: str) -> AsyncPsycopgConnection:
         check_url_userinfo(dsn)
@@ -240,16 +238,9 @@ class PsycopgAdapter:
             raise _cannot_connect(dsn, exc) from None
         return AsyncPsycopgConnection(raw, owned=True)
 
-    def awrap(self, raw: Any) -> AsyncPsycopgConnection | None:
-        if isinstance(raw, psycopg.AsyncConnection):
-            return AsyncPsycopgConnection(raw, owned=False)
-        return None
+    awrap = wrapper(psycopg.AsyncConnection, AsyncPsycopgConnection)
 
 
 ADAPTER = PsycopgAdapter()
-
-
-@hookimpl
-def que_adapter() -> PsycopgAdapter:
-    return ADAPTER
+que_adapter = adapter_hook(ADAPTER)
 

@@ -12,9 +12,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions as ext
 
-from que_core import copying, errors, hookimpl
+from que_core import copying, errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
+from que_core.hookspecs import adapter_hook, wrapper
 from que_core.transactions import Transactions, TransactionStatus
 
 _STATUS = {
@@ -150,16 +151,9 @@ class Psycopg2Adapter:
             raise cannot_connect(dsn, str(exc).strip()) from None
         return Psycopg2Connection(raw, owned=True)
 
-    def wrap(self, raw: Any) -> Psycopg2Connection | None:
-        if isinstance(raw, ext.connection):
-            return Psycopg2Connection(raw, owned=False)
-        return None
+    wrap = wrapper(ext.connection, Psycopg2Connection)
 
 
 ADAPTER = Psycopg2Adapter()
-
-
-@hookimpl
-def que_adapter() -> Psycopg2Adapter:
-    return ADAPTER
+que_adapter = adapter_hook(ADAPTER)
 

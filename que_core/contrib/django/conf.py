@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from que_core import options
@@ -64,3 +65,19 @@ def get(name: str) -> Any:
 
 def unknown_keys() -> list[str]:
     return sorted(set(user_settings()) - set(DEFAULTS))
+
+
+def names_subclass(paths: Iterable[Any], base: type) -> bool:
+    """Whether one of *paths* (setting values: dotted paths, or anything
+    else) imports as a subclass of *base*; a path that does not import is
+    skipped."""
+    from django.utils.module_loading import import_string
+
+    for path in paths:
+        try:
+            backend = import_string(path) if isinstance(path, str) else None
+        except ImportError:
+            continue
+        if isinstance(backend, type) and issubclass(backend, base):
+            return True
+    return False

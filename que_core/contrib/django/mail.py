@@ -148,14 +148,7 @@ def configured() -> bool:
     mailers = getattr(settings, "MAILERS", None)
     if isinstance(mailers, dict):
         paths += [m.get("BACKEND") for m in mailers.values() if isinstance(m, dict)]
-    for path in paths:
-        try:
-            backend = import_string(path) if isinstance(path, str) else None
-        except ImportError:
-            continue
-        if isinstance(backend, type) and issubclass(backend, EmailBackend):
-            return True
-    return False
+    return conf.names_subclass(paths, EmailBackend)
 
 
 class SendEmailJob(Job, register=False):

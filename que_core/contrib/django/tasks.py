@@ -44,7 +44,7 @@ from typing import Any
 
 from que_core.config import RunMode, settings
 from que_core.connection import Connection
-from que_core.contrib.django import db
+from que_core.contrib.django import conf, db
 from que_core.job import Job
 from que_core.sql import q
 
@@ -132,17 +132,10 @@ def import_task_modules() -> None:
 def configured() -> bool:
     """Whether a ``settings.TASKS`` backend is :class:`QueTaskBackend`."""
     from django.conf import settings
-    from django.utils.module_loading import import_string
 
-    for options in (getattr(settings, "TASKS", None) or {}).values():
-        path = options.get("BACKEND") if isinstance(options, dict) else None
-        try:
-            backend = import_string(path) if isinstance(path, str) else None
-        except ImportError:
-            continue
-        if isinstance(backend, type) and issubclass(backend, QueTaskBackend):
-            return True
-    return False
+    backends = (getattr(settings, "TASKS", None) or {}).values()
+    paths = [options.get("BACKEND") if isinstance(options, dict) else None for options in backends]
+    return conf.names_subclass(paths, QueTaskBackend)
 
 
 def _resolve_task(path: Any) -> Any:
