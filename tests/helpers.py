@@ -23,15 +23,27 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def logged_database(adapter: str = "psycopg", server: str | None = None
-                    ) -> Iterator[tuple[str, Connection]]:
-    """A migrated database of its own with the conformance_log table, and a
-    session of *adapter* on it; dropped afterwards."""
+def migrated_database(adapter: str = "psycopg", server: str | None = None) -> Iterator[str]:
+    """A migrated database of its own on *server* (the test server); dropped
+    afterwards."""
     a = plugins.get_adapter(adapter)
     with databases.temporary_database(a, server or databases.server_dsn()) as dsn:
         conn = a.connect(dsn)
         try:
             migrate(conn)
+        finally:
+            conn.close()
+        yield dsn
+
+
+@contextmanager
+def logged_database(adapter: str = "psycopg", server: str | None = None
+                    ) -> Iterator[tuple[str, Connection]]:
+    """A migrated database of its own with the conformance_log table, and a
+    session of *adapter* on it; dropped afterwards."""
+    with migrated_database(adapter, server) as dsn:
+        conn = plugins.get_adapter(adapter).connect(dsn)
+        try:
             conn.execute(LOG_TABLE)
             yield dsn, conn
         finally:

@@ -22,10 +22,10 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from conformance.fixtures import wait_until
-from que_core import Job, migrate, plugins
+from que_core import Job, plugins
 from que_core.connection import Connection
-from que_core.testing import databases
 from que_core.web import create_app
+from tests.helpers import migrated_database
 
 LOCAL = ("127.0.0.1", 50000)
 HOSTILE_ARGS = '["<script>alert(1)</script>", {"x": "</pre><img src=x onerror=alert(2)>"}]'
@@ -35,13 +35,7 @@ HOSTILE_BACKTRACE = "<b>line 1</b>\n<iframe src=javascript:alert(4)>"
 
 @pytest.fixture(scope="module")
 def web_dsn() -> Iterator[str]:
-    adapter = plugins.get_adapter("psycopg")
-    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
+    with migrated_database() as dsn:
         yield dsn
 
 
