@@ -321,16 +321,21 @@ async def job(request: Request) -> Response:
                         cancel_requested=requested)
 
 
-async def running(request: Request) -> Response:
+async def _listing(request: Request, template: str, name: str,
+                   fetch: Callable[[Connection], Any], **context: Any) -> Response:
+    """*template* with what *fetch* reads as *name*."""
     board = _dashboard(request)
-    found = await board.db(admin.running_jobs)
-    return board.render(request, "running.html", page="running", running=found)
+    found = await board.db(fetch)
+    return board.render(request, template, **{name: found}, **context)
+
+
+async def running(request: Request) -> Response:
+    return await _listing(request, "running.html", "running", admin.running_jobs,
+                          page="running")
 
 
 async def running_live(request: Request) -> Response:
-    board = _dashboard(request)
-    found = await board.db(admin.running_jobs)
-    return board.render(request, "_running_live.html", running=found)
+    return await _listing(request, "_running_live.html", "running", admin.running_jobs)
 
 
 async def schedules_page(request: Request) -> Response:
@@ -344,9 +349,7 @@ async def schedules_page(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    board = _dashboard(request)
-    found = await board.db(admin.lockers)
-    return board.render(request, "workers.html", page="workers", workers=found)
+    return await _listing(request, "workers.html", "workers", admin.lockers, page="workers")
 
 
 # -- actions --------------------------------------------------------------------------
