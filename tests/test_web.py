@@ -697,3 +697,13 @@ def test_job_page_shows_a_kept_result(db: Connection, web_dsn: str) -> None:
     with client(web_dsn) as c:
         page = c.get(f"/jobs/{job_id}")
     assert '"sum": 3' in html.unescape(page.text) and "<i>" not in page.text
+
+
+def test_ages_on_the_dashboard_and_in_the_cli_table() -> None:
+    from que_core.cli.output import age
+    from que_core.web.app import _age
+
+    assert [_age(s) for s in (None, 0.25, 1, 119.9, 120, 7199, 7200, 172799, 172800)] == [
+        "-", "250 ms", "1.0 s", "119.9 s", "2 min", "120 min", "2.0 h", "48.0 h", "2 d"]
+    assert [age(s) for s in (None, 0.25, 59.9, 60, 3599, 3600, 86399, 86400)] == [
+        "-", "0.2s", "59.9s", "1.0m", "60.0m", "1.0h", "24.0h", "1.0d"]

@@ -42,6 +42,7 @@ from que_core.errors import (
     SchemaError,
 )
 from que_core.plugins import get_adapter
+from que_core.printable import rough_age
 from que_core.web import chart
 from que_core.web.pool import Pool
 from que_core.web.security import (
@@ -70,18 +71,13 @@ FILTER_FIELDS = ("queue", "class", "state", "tag", "error")
 T = TypeVar("T")
 
 
+#: The dashboard's ages: ``250 ms``, ``42.0 s``, ``90 min``, ``30.0 h``, ``3 d``.
+_AGE_STEPS = ((1, 0.001, "{:.0f} ms"), (120, 1, "{:.1f} s"), (7200, 60, "{:.0f} min"),
+              (172800, 3600, "{:.1f} h"))
+
+
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} d"
+    return rough_age(seconds, _AGE_STEPS, (86400, "{:.0f} d"))
 
 
 def _pretty(value: Any) -> str:
