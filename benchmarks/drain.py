@@ -99,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra module for the worker to import (e.g. one that patches que_core\n"
                    "for an experiment; found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
-    common.exit_cleanly_on_sigterm()
-
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
+    server = common.begin(args.dsn)
     extra = list(args.worker_arg)
     if args.workers is not None:
         extra += ["--workers", str(args.workers)]
