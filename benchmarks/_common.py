@@ -30,10 +30,10 @@ def exit_cleanly_on_sigterm() -> None:
 
 
 def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool,
-           rounds: str | None = None) -> argparse.ArgumentParser:
+           rounds: str | None = None, worker_modules: bool = False) -> argparse.ArgumentParser:
     """The flags the drain and latency benchmarks share: --adapter (with
-    *every_adapter*, 'all' too), --jobs, --dsn, (with *poll*) --poll and (with
-    *rounds*, what a round is) --rounds."""
+    *every_adapter*, 'all' too), --jobs, --dsn, (with *poll*) --poll, (with
+    *rounds*, what a round is) --rounds and (with *worker_modules*) --worker-module."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--adapter", default="psycopg", help="adapter name"
                    + (", or 'all'" if every_adapter else "") + " (default psycopg)")
@@ -44,6 +44,10 @@ def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool,
                        help="seconds between count(*) polls (default 0.02)")
     if rounds:
         p.add_argument("--rounds", type=int, default=3, help=f"{rounds} (default 3)")
+    if worker_modules:
+        p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
+                       help="extra module for the worker to import (e.g. one that patches\n"
+                       "que_core for an experiment; found through $PYTHONPATH), repeatable")
     return p
 
 

@@ -10,7 +10,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import pytest
 
 from conformance.fixtures import scalar
 from conformance.jobs import LOG_TABLE
@@ -34,6 +36,17 @@ def migrated_database(adapter: str = "psycopg", server: str | None = None) -> It
         finally:
             conn.close()
         yield dsn
+
+
+def migrated_dsn(name: str, scope: Literal["function", "module"] = "function") -> Any:
+    """A fixture *name*: the DSN of a :func:`migrated_database` (psycopg) per *scope*."""
+
+    @pytest.fixture(name=name, scope=scope)
+    def fixture() -> Iterator[str]:
+        with migrated_database() as dsn:
+            yield dsn
+
+    return fixture
 
 
 @contextmanager

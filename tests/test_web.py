@@ -25,7 +25,7 @@ from conformance.fixtures import wait_until
 from que_core import Job, plugins
 from que_core.connection import Connection
 from que_core.web import create_app
-from tests.helpers import migrated_database
+from tests.helpers import migrated_dsn
 
 LOCAL = ("127.0.0.1", 50000)
 HOSTILE_ARGS = '["<script>alert(1)</script>", {"x": "</pre><img src=x onerror=alert(2)>"}]'
@@ -33,10 +33,7 @@ HOSTILE_ERROR = "<script>alert(3)</script> boom"
 HOSTILE_BACKTRACE = "<b>line 1</b>\n<iframe src=javascript:alert(4)>"
 
 
-@pytest.fixture(scope="module")
-def web_dsn() -> Iterator[str]:
-    with migrated_database() as dsn:
-        yield dsn
+web_dsn = migrated_dsn("web_dsn", scope="module")
 
 
 @pytest.fixture
