@@ -29,9 +29,11 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool) -> argparse.ArgumentParser:
+def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool,
+           rounds: str | None = None, worker_modules: bool = False) -> argparse.ArgumentParser:
     """The flags the drain and latency benchmarks share: --adapter (with
-    *every_adapter*, 'all' too), --jobs, --dsn and (with *poll*) --poll."""
+    *every_adapter*, 'all' too), --jobs, --dsn, (with *poll*) --poll, (with
+    *rounds*, what a round is) --rounds and (with *worker_modules*) --worker-module."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--adapter", default="psycopg", help="adapter name"
                    + (", or 'all'" if every_adapter else "") + " (default psycopg)")
@@ -40,7 +42,22 @@ def parser(doc: str | None, jobs: int, every_adapter: bool, poll: bool) -> argpa
     if poll:
         p.add_argument("--poll", type=float, default=0.02,
                        help="seconds between count(*) polls (default 0.02)")
+    if rounds:
+        p.add_argument("--rounds", type=int, default=3, help=f"{rounds} (default 3)")
+    if worker_modules:
+        p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
+                       help="extra module for the worker to import (e.g. one that patches\n"
+                       "que_core for an experiment; found through $PYTHONPATH), repeatable")
     return p
+
+
+def begin(dsn: str | None) -> str:
+    """A benchmark's start, once its flags are read: SIGTERM exits cleanly,
+    the machine is described; the server to use (see :func:`server_dsn`)."""
+    exit_cleanly_on_sigterm()
+    server = server_dsn(dsn)
+    print(describe(), flush=True)
+    return server
 
 
 def server_dsn(arg: str | None) -> str:

@@ -94,18 +94,13 @@ def one_drain(tree: Path, dsn: str, jobs: int, poll: float, modules: list[str]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, 10_000, every_adapter=False, poll=True)
+    p = common.parser(__doc__, 10_000, every_adapter=False, poll=True,
+                      rounds="rounds, each tree in turn", worker_modules=True)
     p.add_argument("--tree", action="append", type=Path, default=[],
                    help="a source tree to measure (repeatable; default: this one)")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
-                   help="extra module for the worker to import (an experiment that patches\n"
-                   "que_core, found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
-    common.exit_cleanly_on_sigterm()
+    server = common.begin(args.dsn)
     trees = [t.resolve() for t in args.tree] or [common.REPO]
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
     adapter = plugins.get_adapter(ADAPTER)
     dsns = [databases.create_database(adapter, server, prefix="que_bench") for _ in trees]
     results: dict[Path, list[tuple[float, float, float, float]]] = {t: [] for t in trees}

@@ -89,20 +89,14 @@ def one_run(dsn: str, adapter: str, jobs: int, extra: list[str], poll: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, 20_000, every_adapter=True, poll=True)
+    p = common.parser(__doc__, 20_000, every_adapter=True, poll=True, worker_modules=True)
     p.add_argument("--workers", type=int, default=None,
                    help="worker threads (`que work -w`; default: que's default, 6)")
     p.add_argument("--runs", type=int, default=5, help="runs per adapter (default 5)")
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `que work`, repeatable, e.g. --worker-arg=--buffer-size=32")
-    p.add_argument("--worker-module", action="append", default=[], metavar="MODULE",
-                   help="extra module for the worker to import (e.g. one that patches que_core\n"
-                   "for an experiment; found through $PYTHONPATH), repeatable")
     args = p.parse_args(argv)
-    common.exit_cleanly_on_sigterm()
-
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
+    server = common.begin(args.dsn)
     extra = list(args.worker_arg)
     if args.workers is not None:
         extra += ["--workers", str(args.workers)]

@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-arg", action="append", default=[], metavar="ARG",
                    help="extra flag for `que work`, repeatable")
     args = p.parse_args(argv)
-    common.exit_cleanly_on_sigterm()
-
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
+    server = common.begin(args.dsn)
     results: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
     for name in common.adapter_names(args.adapter):
         db_runs, host_runs = [], []

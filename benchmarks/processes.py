@@ -86,17 +86,14 @@ def _later() -> datetime:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, 1000, every_adapter=False, poll=True)
+    p = common.parser(__doc__, 1000, every_adapter=False, poll=True, rounds="rounds of both")
     p.add_argument("--ms", type=float, default=5.0, help="CPU per job, ms (default 5)")
     p.add_argument("--threads", type=int, default=4,
                    help="worker threads in total, split between the processes (default 4)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of both (default 3)")
     args = p.parse_args(argv)
     if args.threads < 2 or args.threads % 2:
         p.error(f"--threads {args.threads}: give an even number, to split between 2 processes")
-    common.exit_cleanly_on_sigterm()
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
+    server = common.begin(args.dsn)
     loops = calibrate(args.ms)
     print(f"{loops} loops of burn() per job: ~{args.ms:g} ms here", flush=True)
     seconds: dict[int, list[float]] = {1: [], 2: []}

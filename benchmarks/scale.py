@@ -28,15 +28,13 @@ from que_core import plugins
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = common.parser(__doc__, 1_000_000, every_adapter=False, poll=True)
+    p = common.parser(__doc__, 1_000_000, every_adapter=False, poll=True,
+                      rounds="alternating pairs")
     p.add_argument("--small", type=int, default=20_000, help="jobs of the small drain (20,000)")
     p.add_argument("--large-poll", type=float, default=0.5,
                    help="seconds between count(*) polls of the large drain (0.5)")
-    p.add_argument("--rounds", type=int, default=3, help="alternating pairs (default 3)")
     args = p.parse_args(argv)
-    common.exit_cleanly_on_sigterm()
-    server = common.server_dsn(args.dsn)
-    print(common.describe(), flush=True)
+    server = common.begin(args.dsn)
     runs: dict[int, list[dict[str, float]]] = {args.small: [], args.jobs: []}
     with common.bench_database(plugins.get_adapter(args.adapter), server) as dsn:
         for rnd in range(1, args.rounds + 1):

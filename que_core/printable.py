@@ -4,13 +4,14 @@ move the cursor, ring the bell or start a line of its own.
 
 Controls (C0, DEL, C1: ESC, CR, BEL, U+0085 ...) and the Unicode line and
 paragraph separators become visible escapes (``\\n``, ``\\x1b``, ``\\u2028``);
-tab is kept.
+tab is kept. :func:`rough_age` puts a number of seconds in words.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
@@ -45,3 +46,14 @@ def dumps(value: Any) -> str:
     leave whole: non-ASCII kept, controls and line separators as ``\\uXXXX``."""
     text = json.dumps(value, ensure_ascii=False, default=str)
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
+
+def rough_age(seconds: float | None, steps: Sequence[tuple[float, float, str]],
+              last: tuple[float, str]) -> str:
+    """*seconds* by the first of *steps* (below, unit, format) it is below, else
+    by *last* (unit, format): ``format.format(seconds / unit)``; None -> ``"-"``."""
+    if seconds is None:
+        return "-"
+    unit, fmt = next(((u, f) for below, u, f in steps if seconds < below), last)
+    return fmt.format(seconds / unit)

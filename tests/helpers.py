@@ -10,7 +10,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
+
+import pytest
 
 from conformance.fixtures import scalar
 from conformance.jobs import LOG_TABLE
@@ -23,15 +25,38 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextmanager
-def logged_database(adapter: str = "psycopg", server: str | None = None
-                    ) -> Iterator[tuple[str, Connection]]:
-    """A migrated database of its own with the conformance_log table, and a
-    session of *adapter* on it; dropped afterwards."""
+def migrated_database(adapter: str = "psycopg", server: str | None = None) -> Iterator[str]:
+    """A migrated database of its own on *server* (the test server); dropped
+    afterwards."""
     a = plugins.get_adapter(adapter)
     with databases.temporary_database(a, server or databases.server_dsn()) as dsn:
         conn = a.connect(dsn)
         try:
             migrate(conn)
+        finally:
+            conn.close()
+        yield dsn
+
+
+def migrated_dsn(name: str, scope: Literal["function", "module"] = "function") -> Any:
+    """A fixture *name*: the DSN of a :func:`migrated_database` (psycopg) per *scope*."""
+
+    @pytest.fixture(name=name, scope=scope)
+    def fixture() -> Iterator[str]:
+        with migrated_database() as dsn:
+            yield dsn
+
+    return fixture
+
+
+@contextmanager
+def logged_database(adapter: str = "psycopg", server: str | None = None
+                    ) -> Iterator[tuple[str, Connection]]:
+    """A migrated database of its own with the conformance_log table, and a
+    session of *adapter* on it; dropped afterwards."""
+    with migrated_database(adapter, server) as dsn:
+        conn = plugins.get_adapter(adapter).connect(dsn)
+        try:
             conn.execute(LOG_TABLE)
             yield dsn, conn
         finally:

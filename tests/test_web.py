@@ -22,10 +22,10 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from conformance.fixtures import wait_until
-from que_core import Job, migrate, plugins
+from que_core import Job, plugins
 from que_core.connection import Connection
-from que_core.testing import databases
 from que_core.web import create_app
+from tests.helpers import migrated_dsn
 
 LOCAL = ("127.0.0.1", 50000)
 HOSTILE_ARGS = '["<script>alert(1)</script>", {"x": "</pre><img src=x onerror=alert(2)>"}]'
@@ -33,16 +33,7 @@ HOSTILE_ERROR = "<script>alert(3)</script> boom"
 HOSTILE_BACKTRACE = "<b>line 1</b>\n<iframe src=javascript:alert(4)>"
 
 
-@pytest.fixture(scope="module")
-def web_dsn() -> Iterator[str]:
-    adapter = plugins.get_adapter("psycopg")
-    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
-        yield dsn
+web_dsn = migrated_dsn("web_dsn", scope="module")
 
 
 @pytest.fixture
@@ -703,3 +694,13 @@ def test_job_page_shows_a_kept_result(db: Connection, web_dsn: str) -> None:
     with client(web_dsn) as c:
         page = c.get(f"/jobs/{job_id}")
     assert '"sum": 3' in html.unescape(page.text) and "<i>" not in page.text
+
+
+def test_ages_on_the_dashboard_and_in_the_cli_table() -> None:
+    from que_core.cli.output import age
+    from que_core.web.app import _age
+
+    assert [_age(s) for s in (None, 0.25, 1, 119.9, 120, 7199, 7200, 172799, 172800)] == [
+        "-", "250 ms", "1.0 s", "119.9 s", "2 min", "120 min", "2.0 h", "48.0 h", "2 d"]
+    assert [age(s) for s in (None, 0.25, 59.9, 60, 3599, 3600, 86399, 86400)] == [
+        "-", "0.2s", "59.9s", "1.0m", "60.0m", "1.0h", "24.0h", "1.0d"]

@@ -27,10 +27,10 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from que_core import Job, Worker, migrate, plugins  # noqa: E402
+from que_core import Job, Worker, plugins  # noqa: E402
 from que_core.connection import Connection  # noqa: E402
-from que_core.testing import databases  # noqa: E402
 from que_core.web import create_app  # noqa: E402
+from tests.helpers import migrated_dsn, session  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver") or (
@@ -60,23 +60,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def browser_dsn() -> Iterator[str]:
-    adapter = plugins.get_adapter("psycopg")
-    with databases.temporary_database(adapter, databases.server_dsn()) as dsn:
-        conn = adapter.connect(dsn)
-        try:
-            migrate(conn)
-        finally:
-            conn.close()
-        yield dsn
+browser_dsn = migrated_dsn("browser_dsn")
 
 
 @pytest.fixture
 def conn(browser_dsn: str) -> Iterator[Connection]:
-    c = plugins.get_adapter("psycopg").connect(browser_dsn)
-    yield c
-    c.close()
+    yield from session(plugins.get_adapter("psycopg"), browser_dsn)
 
 
 @pytest.fixture

@@ -16,16 +16,14 @@ def echo_json(value: Any) -> None:
     click.echo(dumps(value))
 
 
+#: The table's ages: ``42.0s``, ``1.5m``, ``2.0h``, ``3.0d``.
+_AGE_STEPS = ((60, 1, "{:.1f}s"), (3600, 60, "{:.1f}m"), (86400, 3600, "{:.1f}h"))
+
+
 def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f}m"
-    if seconds < 86400:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    from que_core.printable import rough_age
+
+    return rough_age(seconds, _AGE_STEPS, (86400, "{:.1f}d"))
 
 
 def short(text: str | None, width: int) -> str | None:

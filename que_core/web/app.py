@@ -42,6 +42,7 @@ from que_core.errors import (
     SchemaError,
 )
 from que_core.plugins import get_adapter
+from que_core.printable import rough_age
 from que_core.web import chart
 from que_core.web.pool import Pool
 from que_core.web.security import (
@@ -70,18 +71,13 @@ FILTER_FIELDS = ("queue", "class", "state", "tag", "error")
 T = TypeVar("T")
 
 
+#: The dashboard's ages: ``250 ms``, ``42.0 s``, ``90 min``, ``30.0 h``, ``3 d``.
+_AGE_STEPS = ((1, 0.001, "{:.0f} ms"), (120, 1, "{:.1f} s"), (7200, 60, "{:.0f} min"),
+              (172800, 3600, "{:.1f} h"))
+
+
 def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.0f} d"
+    return rough_age(seconds, _AGE_STEPS, (86400, "{:.0f} d"))
 
 
 def _pretty(value: Any) -> str:
@@ -321,16 +317,21 @@ async def job(request: Request) -> Response:
                         cancel_requested=requested)
 
 
-async def running(request: Request) -> Response:
+async def _listing(request: Request, template: str, name: str,
+                   fetch: Callable[[Connection], Any], **context: Any) -> Response:
+    """*template* with what *fetch* reads as *name*."""
     board = _dashboard(request)
-    found = await board.db(admin.running_jobs)
-    return board.render(request, "running.html", page="running", running=found)
+    found = await board.db(fetch)
+    return board.render(request, template, **{name: found}, **context)
+
+
+async def running(request: Request) -> Response:
+    return await _listing(request, "running.html", "running", admin.running_jobs,
+                          page="running")
 
 
 async def running_live(request: Request) -> Response:
-    board = _dashboard(request)
-    found = await board.db(admin.running_jobs)
-    return board.render(request, "_running_live.html", running=found)
+    return await _listing(request, "_running_live.html", "running", admin.running_jobs)
 
 
 async def schedules_page(request: Request) -> Response:
@@ -344,9 +345,7 @@ async def schedules_page(request: Request) -> Response:
 
 
 async def workers(request: Request) -> Response:
-    board = _dashboard(request)
-    found = await board.db(admin.lockers)
-    return board.render(request, "workers.html", page="workers", workers=found)
+    return await _listing(request, "workers.html", "workers", admin.lockers, page="workers")
 
 
 # -- actions --------------------------------------------------------------------------
