@@ -45,6 +45,7 @@ def test_every_statement_of_the_shipped_file_is_complete() -> None:
     # The shared admin view is written once and used by every admin statement.
     running = "WHEN q.id IN (SELECT id FROM locked) THEN 'running'"
     uses = [n for n, s in found.items() if running in s and "shown_class" in s]
-    assert sorted(uses) == ["admin_count_jobs", "admin_delete_jobs", "admin_expire_jobs",
+    assert sorted(uses) == ["admin_cancel_jobs", "admin_count_jobs", "admin_delete_jobs",
+                            "admin_expire_jobs",
                             "admin_list_jobs", "admin_page_jobs", "admin_queues",
                             "admin_retry_jobs", "admin_stats"]

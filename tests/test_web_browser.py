@@ -122,12 +122,11 @@ def test_overview_to_queue_to_job_retry_and_see_it_run(
 
         browser.get(served + "/")
         assert browser.title.startswith("Overview")
-        row = browser.find_element(By.CSS_SELECTOR, 'tr[data-queue="browser"]')
-        cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+        cells = wait(browser, lambda d: live_cells(d, 'tr[data-queue="browser"]'))
         assert cells[:6] == ["browser", "0", "0", "0", "1", "0"]
         browser.save_screenshot(str(tmp_path / "overview.png"))
 
-        row.find_element(By.CSS_SELECTOR, "a.queue").click()
+        click_live(browser, 'tr[data-queue="browser"] a.queue')
         wait(browser, lambda d: d.title.startswith("Jobs"))
         assert "queue=browser" in browser.current_url
         links = browser.find_elements(By.CSS_SELECTOR, "a.job-link")
@@ -202,6 +201,15 @@ def test_bulk_retry_asks_first(browser: Any, served: str, conn: Connection) -> N
     notice = wait(browser, lambda d: d.find_elements(By.ID, "notice"))
     assert notice[0].text == "retried 3 jobs"
     assert conn.execute("SELECT count(*) FROM que_jobs WHERE run_at <= now()") == [(3,)]
+
+
+def live_cells(driver: Any, selector: str) -> list[str] | None:
+    """The cells' text of a live part's row (None while its refresh replaces it)."""
+    try:
+        row = driver.find_element(By.CSS_SELECTOR, selector)
+        return [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
 
 
 def click_live(driver: Any, selector: str) -> None:
