@@ -4,6 +4,7 @@ throwaway server this module starts itself."""
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from conformance.fixtures import scalar, wait_until
 from que_core import migrate
 from que_core.connection import Adapter
+from que_core.errors import CannotConnect
 from que_core.testing import databases
 from tests.reliability import harness
 from tests.reliability.harness import scaled
@@ -39,6 +41,10 @@ def server() -> Iterator[ThrowawayServer]:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 1800))
 def test_postgresql_restart_while_workers_run(adapter: Adapter, server: ThrowawayServer) -> None:
+    down = server.ensure_running()
+    if down is not None:  # say so, with the log: a test of before left it down
+        warnings.warn(f"the throwaway server was down; started it again. Its log:\n{down}",
+                      stacklevel=1)
     rng, seed = harness.seeded_rng()
     started = time.monotonic()
     dsn = databases.create_database(adapter, server.dsn, prefix="que_rel")
@@ -99,4 +105,10 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
     finally:
         procs.close()
         conn.close()
-        databases.drop_database(adapter, server.dsn, dsn)
+        # The cluster goes with the module; a server that went down since the
+        # last check loses nothing of this test's, so say so rather than fail.
+        try:
+            databases.drop_database(adapter, server.dsn, dsn)
+        except CannotConnect as exc:
+            warnings.warn(f"could not drop {dsn} ({exc}); server running: "
+                          f"{server.running()}. Its log:\n{server.log_tail()}", stacklevel=1)

@@ -64,8 +64,7 @@ class ThrowawayServer:
             os.chown(self.root, self.user.pw_uid, self.user.pw_gid)
         self.options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200 "
-            "-c log_min_messages=fatal"
+            "-c fsync=off -c full_page_writes=off -c max_connections=200"
         )
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         self.restarts = 0
@@ -99,6 +98,23 @@ class ThrowawayServer:
         self._pg_ctl("stop", mode)
         self._pg_ctl("start")
         self.restarts += 1
+
+    def running(self) -> bool:
+        """Whether the postmaster is up (``pg_ctl status``)."""
+        try:
+            self._run(self.bindir / "pg_ctl", "-D", str(self.data), "status", timeout=30)
+        except RuntimeError:
+            return False
+        return True
+
+    def ensure_running(self) -> str | None:
+        """Start the server if it is down; the log's tail when it was (why it
+        went is there, if anywhere), else None."""
+        if self.running():
+            return None
+        tail = self.log_tail()
+        self._pg_ctl("start")
+        return tail
 
     def wait_ready(self, connect: Any, timeout: float = 60) -> Any:
         deadline = time.monotonic() + timeout
