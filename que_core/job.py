@@ -423,10 +423,7 @@ class Job:
         elif not job._collected():
             c = _connection(conn)
             job._enqueued_on = conn if conn is not None else c.raw
-            if job.key is None:
-                job._inserted(c.execute(*job._insert()))
-            else:
-                _run_steps(c, job._unique_steps())
+            _run_steps(c, job._insert_steps())
         return job
 
     @classmethod
@@ -454,10 +451,7 @@ class Job:
         elif not job._collected():
             c = await _aconnection(conn)
             job._enqueued_on = conn
-            if job.key is None:
-                job._inserted(await c.execute(*job._insert()))
-            else:
-                await _arun_steps(c, job._unique_steps())
+            await _arun_steps(c, job._insert_steps())
         return job
 
     @classmethod
@@ -529,12 +523,13 @@ class Job:
         pending.jobs.append(self)
         return True
 
-    def _insert(self) -> tuple[str, tuple[Any, ...]]:
-        """The statement that inserts this job, and its parameters."""
-        return q("insert_job"), self._insert_params()
-
-    def _inserted(self, rows: list[Row]) -> None:
-        ((self.id, self.run_at),) = rows
+    def _insert_steps(self) -> Generator[Step, Any, None]:
+        """The statements that insert this job now (one, or a unique
+        enqueue's); sets its id."""
+        if self.key is not None:
+            yield from self._unique_steps()
+            return
+        ((self.id, self.run_at),) = yield "execute", q("insert_job"), self._insert_params()
         log.debug("enqueued %s", self)
 
     def _insert_params(self) -> tuple[Any, ...]:
