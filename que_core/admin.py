@@ -18,16 +18,14 @@ changes, and one that a worker holds is counted as skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 from que_core.connection import Connection
 from que_core.migrations import LATEST_VERSION, current_version, require_latest
 from que_core.migrations import migrate as _migrate
 from que_core.sql import q
-
-STATES = ("ready", "scheduled", "running", "errored", "expired", "cancelled", "finished")
 
 
 def _connection(conn: Any) -> Connection:
@@ -52,11 +50,10 @@ def check_schema(conn: Any) -> int:
 
 
 @dataclass
-class StatRow:
-    """Job counts of one queue and job class."""
+class JobCounts:
+    """Jobs by state (:data:`STATES`), the counts of :class:`StatRow` and
+    :class:`~que_core.control.QueueState`."""
 
-    queue: str
-    job_class: str
     ready: int = 0
     scheduled: int = 0
     running: int = 0
@@ -64,11 +61,37 @@ class StatRow:
     expired: int = 0
     cancelled: int = 0
     finished: int = 0
+
+    #: How many of the subclass's own fields come before the counts in to_dict.
+    _counts_at: ClassVar[int] = 0
+
+    def set_counts(self, counts: Iterable[Any]) -> None:
+        """Set the counts from *counts*, in the order of :data:`STATES`."""
+        for name, n in zip(STATES, counts, strict=False):
+            setattr(self, name, int(n))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, the counts after the first ``_counts_at`` of the class's own
+        (the order of the JSON of `que stats` and `que queues`)."""
+        items = list(asdict(self).items())
+        own = items[len(STATES):]
+        return dict(own[:self._counts_at] + items[:len(STATES)] + own[self._counts_at:])
+
+
+#: The job states, in the order que-core shows them.
+STATES = tuple(f.name for f in fields(JobCounts))
+
+
+@dataclass(kw_only=True)
+class StatRow(JobCounts):
+    """Job counts of one queue and job class."""
+
+    queue: str
+    job_class: str
     #: Seconds since the oldest ready job became ready (None: no ready job).
     oldest_ready_age: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    _counts_at = 2
 
 
 @dataclass
@@ -118,9 +141,8 @@ def stats(conn: Any) -> Stats:
     c = _connection(conn)
     rows = []
     for queue, job_class, *counts in c.execute(q("admin_stats")):
-        row = StatRow(str(queue), str(job_class))
-        for name, n in zip(STATES, counts, strict=False):
-            setattr(row, name, int(n))
+        row = StatRow(queue=str(queue), job_class=str(job_class))
+        row.set_counts(counts)
         age = counts[len(STATES)]
         row.oldest_ready_age = None if age is None else max(0.0, float(age))
         rows.append(row)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from que_core import retention, validation
-from que_core.admin import JobFilter
+from que_core.admin import JobCounts, JobFilter
 from que_core.connection import AsyncConnection, Connection
 from que_core.errors import ConfigurationError
 from que_core.sql import q
@@ -195,24 +195,16 @@ async def acancel(job_id: int, *, conn: Any, reason: str | None = None) -> Cance
 # -- queues ---------------------------------------------------------------------------
 
 
-@dataclass
-class QueueState:
+@dataclass(kw_only=True)
+class QueueState(JobCounts):
     """One queue: whether it is paused, and its jobs by state."""
 
     queue: str
     paused: bool
     paused_at: str | None = None
     reason: str | None = None
-    ready: int = 0
-    scheduled: int = 0
-    running: int = 0
-    errored: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    finished: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    _counts_at = 4
 
 
 def pause(name: str, *, conn: Any, reason: str | None = None) -> bool:
@@ -239,11 +231,11 @@ def paused_since(name: str, *, conn: Any) -> tuple[str, str | None] | None:
 def list_queues(*, conn: Any) -> list[QueueState]:
     """Every queue that has jobs or is paused, by name."""
     out = []
-    for (queue, paused_at, reason, ready, scheduled, running, errored, expired, cancelled,
-         finished) in _connection(conn).execute(q("admin_queues")):
-        out.append(QueueState(str(queue), paused_at is not None, paused_at, reason,
-                              int(ready), int(scheduled), int(running), int(errored),
-                              int(expired), int(cancelled), int(finished)))
+    for queue, paused_at, reason, *counts in _connection(conn).execute(q("admin_queues")):
+        state = QueueState(queue=str(queue), paused=paused_at is not None, paused_at=paused_at,
+                           reason=reason)
+        state.set_counts(counts)
+        out.append(state)
     return out
 
 
