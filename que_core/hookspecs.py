@@ -52,6 +52,14 @@ def wrapper(
     return wrap
 
 
+def close_owned(connection: Any) -> None:
+    """A sync connection's ``close()`` for a driver whose own is harmless
+    twice: closes ``connection.raw`` only if ``connection._owned`` (a
+    :func:`wrapper`'s is not: the caller's). In the class: ``close = close_owned``."""
+    if connection._owned:
+        connection.raw.close()
+
+
 def adapter_hook(adapter: A) -> Callable[[], A]:
     """The :func:`que_adapter` implementation of a module that provides
     *adapter*: ``que_adapter = adapter_hook(ADAPTER)`` at module level."""

@@ -13,15 +13,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from que_core.connection import AsyncConnection, Connection, Notification, Row
 
+C = TypeVar("C", Connection, AsyncConnection)
+#: What a transaction block is, sync or async.
+B = TypeVar("B", AbstractContextManager[Any], AbstractAsyncContextManager[Any])
 
-class _Framework:
-    _inner: Connection | AsyncConnection
 
-    def __init__(self, inner: Connection | AsyncConnection, owner: Any) -> None:
+class _Framework(Generic[C, B]):
+    def __init__(self, inner: C, blocks: Callable[[], B], owner: Any = None) -> None:
+        #: The adapter's wrapper of the driver connection: statements go to it.
+        self._inner: C = inner
+        #: Opens one of the framework's transaction blocks.
+        self._blocks: Callable[[], B] = blocks
         #: The driver's connection (psycopg, psycopg2, pg8000, asyncpg).
         self.raw = inner.raw
         #: The framework object it came from (Django wrapper, SQLAlchemy
@@ -36,27 +42,17 @@ class _Framework:
         return self._inner.closed
 
 
-class FrameworkConnection(_Framework):
+class FrameworkConnection(_Framework[Connection, AbstractContextManager[Any]]):
     """A :class:`~que_core.connection.Connection` that delegates statements to
     *inner* (the adapter's wrapper of the driver connection) and transaction
-    blocks to *transaction*. Closing it closes nothing: the framework owns
+    blocks to *blocks*. Closing it closes nothing: the framework owns
     the session."""
-
-    def __init__(
-        self,
-        inner: Connection,
-        transaction: Callable[[], AbstractContextManager[Any]],
-        owner: Any = None,
-    ) -> None:
-        super().__init__(inner, owner)
-        self._inner: Connection = inner
-        self._transaction = transaction
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return self._inner.execute(sql, params)
 
     def transaction(self) -> AbstractContextManager[None]:
-        return self._transaction()
+        return self._blocks()
 
     def notifications(self, timeout: float) -> list[Notification]:
         return self._inner.notifications(timeout)
@@ -72,27 +68,17 @@ class FrameworkConnection(_Framework):
         """Does nothing: the framework owns the session."""
 
 
-class AsyncFrameworkConnection(_Framework):
+class AsyncFrameworkConnection(_Framework[AsyncConnection, AbstractAsyncContextManager[Any]]):
     """The async twin of :class:`FrameworkConnection`: statements go to
-    *inner* (the adapter's async wrapper), blocks are *atransaction*'s (a
+    *inner* (the adapter's async wrapper), blocks are *blocks*' (a
     SQLAlchemy ``begin_nested``)."""
-
-    def __init__(
-        self,
-        inner: AsyncConnection,
-        atransaction: Callable[[], AbstractAsyncContextManager[Any]],
-        owner: Any = None,
-    ) -> None:
-        super().__init__(inner, owner)
-        self._inner: AsyncConnection = inner
-        self._atransaction = atransaction
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return await self._inner.execute(sql, params)
 
     @asynccontextmanager
     async def atransaction(self) -> AsyncIterator[None]:
-        async with self._atransaction():
+        async with self._blocks():
             yield
 
     async def notifications(self, timeout: float) -> list[Notification]:

@@ -18,7 +18,7 @@ from psycopg import pq
 from que_core import errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
-from que_core.hookspecs import adapter_hook, wrapper
+from que_core.hookspecs import adapter_hook, close_owned, wrapper
 from que_core.transactions import (
     AsyncTransactions,
     Transactions,
@@ -137,9 +137,7 @@ class PsycopgConnection:
             raise _translate(exc, self.raw) from exc
         return True
 
-    def close(self) -> None:
-        if self._owned:
-            self.raw.close()
+    close = close_owned
 
     @property
     def closed(self) -> bool:

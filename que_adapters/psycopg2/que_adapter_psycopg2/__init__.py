@@ -15,7 +15,7 @@ import psycopg2.extensions as ext
 from que_core import copying, errors
 from que_core.connection import Notification, Row
 from que_core.dsn import cannot_connect, cannot_read, check_url_userinfo
-from que_core.hookspecs import adapter_hook, wrapper
+from que_core.hookspecs import adapter_hook, close_owned, wrapper
 from que_core.transactions import Transactions, TransactionStatus
 
 _STATUS = {
@@ -128,9 +128,7 @@ class Psycopg2Connection:
             raise _translate(exc, raw) from exc
         return True
 
-    def close(self) -> None:
-        if self._owned:
-            self.raw.close()
+    close = close_owned
 
     @property
     def closed(self) -> bool:
