@@ -73,9 +73,9 @@ def dead_tuples(conn: Connection) -> int:
 # adapter-neutral SQL: the default run measures it on the first adapter only
 @(pytest.mark.per_adapter if FULL else pytest.mark.slow)
 def test_a_million_waiting_jobs_and_dead_tuples(
-    adapter: Adapter, dsn: str, rel: Connection, procs: harness.WorkerProcs
+    adapter: Adapter, dsn: str, rel: Connection, procs: harness.WorkerProcs,
+    elapsed: harness.Elapsed,
 ) -> None:
-    started = time.monotonic()
     figures: dict[str, Any] = {"waiting": WAITING}
     rel.execute("ALTER TABLE que_jobs SET (autovacuum_enabled = off)")  # keep the dead tuples
     t = time.monotonic()
@@ -132,7 +132,7 @@ def test_a_million_waiting_jobs_and_dead_tuples(
     rec = harness.record("1,000,000 waiting jobs and dead tuples" if FULL else
                          "100,000 waiting jobs and dead tuples", adapter.name, figures,
                          injected=1,
-                         seconds=round(time.monotonic() - started, 1))
+                         seconds=elapsed())
     harness.assert_clean(rec)
     assert all(c == 0 for c in codes), (codes, procs.log_tail())
     assert effects == worked and worked > 0
