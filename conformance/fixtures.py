@@ -174,6 +174,13 @@ def missing_database(db_dsn: str, password: str) -> str:
     return f"{missing} password={password}"
 
 
+#: A URL of every part, for the tests of what parses DSNs (``parse_dsn``, the
+#: adapters' ``connect_args``), and what its parts come to as keyword arguments;
+#: the database's name is left out: each driver names that argument its own way.
+URL = "postgresql://bob:pw@db.example:6543/app"
+URL_PARTS: dict[str, Any] = {"user": "bob", "password": "pw", "host": "db.example", "port": 6543}
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -8,18 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conformance.fixtures import URL, URL_PARTS
 from que_core.dsn import parse_dsn
 from que_core.errors import ConfigurationError
 
 
 def test_url() -> None:
-    assert parse_dsn("postgresql://bob:s3cret@db.example:6543/app") == {
-        "user": "bob",
-        "password": "s3cret",
-        "host": "db.example",
-        "port": 6543,
-        "dbname": "app",
-    }
+    assert parse_dsn(URL) == {**URL_PARTS, "dbname": "app"}
 
 
 def test_url_parts_are_percent_decoded_and_query_wins() -> None:

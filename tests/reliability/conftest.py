@@ -22,6 +22,13 @@ def rel(adapter: Adapter, dsn: str) -> Iterator[Connection]:
 
 
 @pytest.fixture
+def elapsed() -> harness.Elapsed:
+    """The seconds since the case began; asked for last, it leaves out the set-up
+    of the fixtures before it (as the clock its body started did)."""
+    return harness.timer()
+
+
+@pytest.fixture
 def procs(adapter: Adapter, dsn: str, rel: Connection) -> Iterator[harness.WorkerProcs]:
     wp = harness.WorkerProcs(dsn, adapter, rel)
     yield wp

@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,7 +386,11 @@ def random_pause(rng: random.Random, low: float, high: float) -> None:
     time.sleep(rng.uniform(low, high))
 
 
-@contextlib.contextmanager
-def timer() -> Iterator[Callable[[], float]]:
+#: The ``elapsed`` fixture: the seconds since a case began, to 0.1 s.
+Elapsed = Callable[[], float]
+
+
+def timer() -> Elapsed:
+    """Seconds since this call, to 0.1 s (a case's record's ``seconds``)."""
     started = time.monotonic()
-    yield lambda: time.monotonic() - started
+    return lambda: round(time.monotonic() - started, 1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
@@ -25,8 +24,7 @@ CANCELS = scaled(4, 20)
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 1200))
 def test_timeouts_under_load(adapter: Adapter, rel: Connection,
-                             procs: harness.WorkerProcs) -> None:
-    started = time.monotonic()
+                             procs: harness.WorkerProcs, elapsed: harness.Elapsed) -> None:
     ids = [j.id for j in Effect.enqueue_many([[0.0]] * JOBS, conn=rel.raw)]
     ids += [Overrun.enqueue(3.0, sql=bool(i % 2), conn=rel.raw).id for i in range(OVERRUNS)]
     harness.expect(rel, [i for i in ids if i is not None], "bulk")
@@ -44,7 +42,7 @@ def test_timeouts_under_load(adapter: Adapter, rel: Connection,
     figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
     rec = harness.record("jobs past their max_run_time", adapter.name, figures,
                          injected=OVERRUNS, timed_out=timed_out,
-                         seconds=round(time.monotonic() - started, 1))
+                         seconds=elapsed())
     harness.assert_clean(rec, rel)
     assert figures["worked"] == figures["jobs"], procs.log_tail()
     assert timed_out == OVERRUNS  # each overran once, was stopped, then worked
@@ -53,9 +51,8 @@ def test_timeouts_under_load(adapter: Adapter, rel: Connection,
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 1200))
 def test_cancel_then_kill_9(adapter: Adapter, rel: Connection,
-                            procs: harness.WorkerProcs) -> None:
+                            procs: harness.WorkerProcs, elapsed: harness.Elapsed) -> None:
     rng, seed = harness.seeded_rng()
-    started = time.monotonic()
     slow = [j.id for j in Effect.enqueue_many([[30.0]] * CANCELS, conn=rel.raw)]
     quick = [j.id for j in Effect.enqueue_many([[0.0]] * JOBS, conn=rel.raw)]
     harness.expect(rel, [i for i in slow + quick if i is not None], "bulk")
@@ -98,7 +95,7 @@ def test_cancel_then_kill_9(adapter: Adapter, rel: Connection,
     figures["stale_lockers"] = int(harness.scalar(rel, "SELECT count(*) FROM que_lockers"))
     rec = harness.record("cancel, then kill -9 of the job's worker", adapter.name, figures,
                          injected=procs.killed, cancelled=len(marked), seed=seed,
-                         seconds=round(time.monotonic() - started, 1))
+                         seconds=elapsed())
     harness.assert_clean(rec, rel)
     # Every cancelled job was cancelled by the next claim, not run: no effect.
     assert (marked, effects, requests) == (set(cancelled), 0, 0)

@@ -32,9 +32,8 @@ from tests.reliability.rjobs import (
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_job_hanging_past_the_shutdown_deadline(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: harness.Elapsed
 ) -> None:
-    started = time.monotonic()
     hang_for = 3.0
     hung = Hang.enqueue(hang_for, conn=rel.raw, priority=1)
     others = Effect.enqueue_many([[] for _ in range(20)], conn=rel.raw)
@@ -68,7 +67,7 @@ def test_job_hanging_past_the_shutdown_deadline(
     rec = harness.record(
         "job hanging past the shutdown deadline", adapter.name, figures, injected=1,
         stop_seconds=round(stop_took, 2), hung_session_left=int(session_left),
-        seconds=round(time.monotonic() - started, 1),
+        seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert session_left == 0, "the hung job's session outlived the worker's stop"
@@ -146,12 +145,11 @@ FAR_FUTURE = ("retry_delay_inf", "retry_delay_huge")
 @pytest.mark.slow
 @pytest.mark.timeout(90)
 def test_jobs_whose_error_handling_raises(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: harness.Elapsed
 ) -> None:
     """Each error is recorded and retried until the job expires (2 runs,
     maximum_retry_count = 1), or retried in a century when retry_delay says
     forever: never lost, never run in a hot loop, the worker keeps working."""
-    started = time.monotonic()
     jobs = {how: BadErrors.enqueue(how, conn=rel.raw) for how in ERROR_HANDLING}
     w = workers(worker_count=3)
     after = Effect.enqueue_many([[] for _ in range(20)], conn=rel.raw)
@@ -194,7 +192,7 @@ def test_jobs_whose_error_handling_raises(
     rec = harness.record(
         "job whose error handling raises", adapter.name, figures, injected=len(ERROR_HANDLING),
         variants=len(ERROR_HANDLING), mishandled=len(bad),
-        seconds=round(time.monotonic() - started, 1),
+        seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert not bad, f"errors not recorded, retried and expired as they should: {bad}"
@@ -280,12 +278,11 @@ class Breaks(Job):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_jobs_that_close_or_break_their_own_session(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: harness.Elapsed
 ) -> None:
     """Each breaking job ends resolved (destroyed, or an error recorded and
     retried), nothing it left uncommitted commits later, and the same
     worker thread (one thread only) goes on working the jobs after it."""
-    started = time.monotonic()
     BREAK.update(_breakers(adapter))
     ids = {}
     for how in BREAK:
@@ -326,7 +323,7 @@ def test_jobs_that_close_or_break_their_own_session(
     figures["jobs"] += len(ids)
     rec = harness.record(
         "job that closes or breaks its own session", adapter.name, figures, injected=len(ids),
-        variants=len(ids), mishandled=len(bad), seconds=round(time.monotonic() - started, 1),
+        variants=len(ids), mishandled=len(bad), seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert not bad, bad

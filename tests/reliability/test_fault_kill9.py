@@ -4,7 +4,6 @@ them work thousands of jobs, some slow, some failing once."""
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -47,10 +46,9 @@ def enqueue_mix(conn: Connection, n: int, rng: random.Random) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(240, 1800))
 def test_kill_9_at_random_moments(
-    adapter: Adapter, rel: Connection, procs: harness.WorkerProcs
+    adapter: Adapter, rel: Connection, procs: harness.WorkerProcs, elapsed: harness.Elapsed
 ) -> None:
     rng, seed = harness.seeded_rng()
-    started = time.monotonic()
     ids = enqueue_mix(rel, JOBS, rng)
     harness.expect(rel, ids, "bulk")
     for _ in range(PROCESSES):
@@ -90,7 +88,7 @@ def test_kill_9_at_random_moments(
     rec = harness.record(
         "kill -9 of worker processes", adapter.name, figures, injected=procs.killed,
         processes=PROCESSES, kills=procs.killed, trickled=trickled, seed=seed,
-        seconds=round(time.monotonic() - started, 1),
+        seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert figures["worked"] == figures["jobs"], procs.log_tail()

@@ -3,7 +3,6 @@ throwaway server this module starts itself."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator
 
@@ -46,7 +45,7 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
         warnings.warn(f"the throwaway server was down; started it again. Its log:\n{down}",
                       stacklevel=1)
     rng, seed = harness.seeded_rng()
-    started = time.monotonic()
+    elapsed = harness.timer()
     dsn = databases.create_database(adapter, server.dsn, prefix="que_rel")
     conn = adapter.connect(dsn)
     migrate(conn)
@@ -96,7 +95,7 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
         rec = harness.record(
             "PostgreSQL restart", adapter.name, figures, injected=len(modes),
             restarts=len(modes), modes=modes, workers_survived=alive, seed=seed,
-            seconds=round(time.monotonic() - started, 1),
+            seconds=elapsed(),
         )
         harness.assert_clean(rec, conn)
         assert alive == 3, procs.log_tail()

@@ -73,9 +73,9 @@ def dead_tuples(conn: Connection) -> int:
 # adapter-neutral SQL: the default run measures it on the first adapter only
 @(pytest.mark.per_adapter if FULL else pytest.mark.slow)
 def test_a_million_waiting_jobs_and_dead_tuples(
-    adapter: Adapter, dsn: str, rel: Connection, procs: harness.WorkerProcs
+    adapter: Adapter, dsn: str, rel: Connection, procs: harness.WorkerProcs,
+    elapsed: harness.Elapsed,
 ) -> None:
-    started = time.monotonic()
     figures: dict[str, Any] = {"waiting": WAITING}
     rel.execute("ALTER TABLE que_jobs SET (autovacuum_enabled = off)")  # keep the dead tuples
     t = time.monotonic()
@@ -116,14 +116,14 @@ def test_a_million_waiting_jobs_and_dead_tuples(
     time.sleep(WORK_SECONDS)
     figures["lock_ms_while_working"] = lock_query_ms(rel, samples=5, working=True)
     codes = procs.terminate_all()
-    elapsed = time.monotonic() - t
+    took = time.monotonic() - t
     after = int(scalar(rel, "SELECT count(*) FROM que_jobs"))
     worked = before - after
     effects = int(scalar(rel, "SELECT count(*) FROM rel_effects"))
     double = int(scalar(rel, "SELECT count(*) FROM (SELECT job_id FROM rel_effects "
                                      "GROUP BY job_id HAVING count(*) > 1) AS d"))
     figures.update({
-        "jobs": WAITING, "worked": worked, "jobs_per_second": round(worked / elapsed),
+        "jobs": WAITING, "worked": worked, "jobs_per_second": round(worked / took),
         "lost": worked - effects if worked > effects else 0, "double_effect": double,
         "double_run": len(rel.execute(harness.OVERLAPS)),
         "leaked_locks": harness.leaked_locks(rel), "stale_lockers": int(scalar(
@@ -131,8 +131,7 @@ def test_a_million_waiting_jobs_and_dead_tuples(
     })
     rec = harness.record("1,000,000 waiting jobs and dead tuples" if FULL else
                          "100,000 waiting jobs and dead tuples", adapter.name, figures,
-                         injected=1,
-                         seconds=round(time.monotonic() - started, 1))
+                         injected=1, seconds=elapsed())
     harness.assert_clean(rec)
     assert all(c == 0 for c in codes), (codes, procs.log_tail())
     assert effects == worked and worked > 0

@@ -40,10 +40,9 @@ def _running_backends(conn: Connection) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(180, 1800))
 def test_terminate_listener_and_job_sessions_mid_job(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: harness.Elapsed
 ) -> None:
     rng, seed = harness.seeded_rng()
-    started = time.monotonic()
     args = [[round(rng.uniform(0.05, 0.6), 2)] if rng.random() < 0.5 else [] for _ in range(JOBS)]
     # A third async def (rel.AEffect): their job sessions are the event loop's.
     ids = [j.id for j in Effect.enqueue_many(args[JOBS // 3:], conn=rel.raw)]
@@ -90,7 +89,7 @@ def test_terminate_listener_and_job_sessions_mid_job(
     rec = harness.record(
         "pg_terminate_backend of listener and job sessions", adapter.name, figures,
         injected=sum(done.values()),
-        terminated=done, seed=seed, seconds=round(time.monotonic() - started, 1),
+        terminated=done, seed=seed, seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert figures["worked"] == figures["jobs"]
@@ -100,12 +99,11 @@ def test_terminate_listener_and_job_sessions_mid_job(
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("how", ["terminated", "crashed"])
 def test_listener_lost_polling_still_finds_jobs(
-    adapter: Adapter, rel: Connection, workers: Any, how: str
+    adapter: Adapter, rel: Connection, workers: Any, how: str, elapsed: harness.Elapsed
 ) -> None:
     """The LISTEN session is terminated and cannot come back, or the
     listener thread dies: no live registration advertises listening any
     more (a dead session's row counts for nothing), and polls find every job."""
-    started = time.monotonic()
     poll = 0.3
     w = workers(poll_interval=poll, worker_count=2)
     wait_until(lambda: scalar(rel, "SELECT bool_and(listening) FROM que_lockers"),
@@ -150,7 +148,7 @@ def test_listener_lost_polling_still_finds_jobs(
         f"LISTEN connection lost ({how})", adapter.name, figures, injected=1,
         poll_interval=poll, max_latency=round(latencies[-1], 3),
         median_latency=round(latencies[len(latencies) // 2], 3),
-        seconds=round(time.monotonic() - started, 1),
+        seconds=elapsed(),
     )
     harness.assert_clean(rec, rel)
     assert figures["worked"] == n

@@ -26,7 +26,7 @@ from que_core.errors import InvalidJob
 from que_core.job import insert_many
 from que_core.listener import parse
 from tests.reliability import harness
-from tests.reliability.harness import scaled
+from tests.reliability.harness import Elapsed, scaled
 from tests.reliability.rjobs import ECHOED, Echo
 
 EXAMPLES = scaled(30, 300)
@@ -115,9 +115,8 @@ def count_jobs(conn: Connection) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(120, 1200))
 def test_arbitrary_json_args_round_trip_through_enqueue_and_run(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
-    started = time.monotonic()
     workers(worker_count=2)
     n = {"examples": 0, "jobs": 0}
 
@@ -143,7 +142,7 @@ def test_arbitrary_json_args_round_trip_through_enqueue_and_run(
     lost = count_jobs(rel)
     harness.record("arbitrary JSON args and kwargs round-trip", adapter.name,
                    {"jobs": n["jobs"], "lost": lost, "violations": 0},
-                   injected=n["examples"], seconds=round(time.monotonic() - started, 1))
+                   injected=n["examples"], seconds=elapsed())
     assert lost == 0
 
 
@@ -174,9 +173,8 @@ def _inject(text: str, pos: int, bad: str) -> str:
 
 @pytest.mark.timeout(scaled(120, 1200))
 def test_nul_and_lone_surrogates_raise_a_clear_error_at_enqueue(
-    adapter: Adapter, rel: Connection
+    adapter: Adapter, rel: Connection, elapsed: Elapsed
 ) -> None:
-    started = time.monotonic()
     n = {"examples": 0}
 
     @SETTINGS
@@ -214,7 +212,7 @@ def test_nul_and_lone_surrogates_raise_a_clear_error_at_enqueue(
     check()
     harness.record("NUL / lone surrogate refused at enqueue", adapter.name,
                    {"jobs": 0, "violations": 0}, injected=n["examples"],
-                   seconds=round(time.monotonic() - started, 1))
+                   seconds=elapsed())
 
 
 # -- names made of quotes, SQL and unicode -------------------------------------------------
@@ -241,12 +239,11 @@ def _next_notification(conn: Connection, timeout: float = 5) -> Notification:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(120, 1200))
 def test_hostile_names_are_stored_and_matched_exactly(
-    adapter: Adapter, dsn: str, rel: Connection
+    adapter: Adapter, dsn: str, rel: Connection, elapsed: Elapsed
 ) -> None:
     """Job class names, queue names and tags of quotes, SQL and unicode:
     stored as given, matched by the lock query and the NOTIFY trigger
     exactly (never by a near miss), never executed."""
-    started = time.monotonic()
     listen, pid = _listen(adapter, dsn)
     n = {"examples": 0}
 
@@ -298,7 +295,7 @@ def test_hostile_names_are_stored_and_matched_exactly(
         rel.execute("DELETE FROM que_lockers")
     harness.record("hostile class, queue and tag names", adapter.name,
                    {"jobs": n["examples"], "lost": 0, "violations": 0}, injected=n["examples"],
-                   seconds=round(time.monotonic() - started, 1))
+                   seconds=elapsed())
 
 
 NASTY_QUEUES = [
@@ -359,9 +356,8 @@ MALFORMED = [  # (args, kwargs) as SQL text; every one must error, not crash a w
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_unregistered_and_dangerous_class_names_are_never_imported_or_called(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
-    started = time.monotonic()
     marker = os.path.join(tempfile.gettempdir(), f"que-rel-pwned-{os.getpid()}")
     if os.path.exists(marker):
         os.unlink(marker)
@@ -415,7 +411,7 @@ def test_unregistered_and_dangerous_class_names_are_never_imported_or_called(
     harness.record("unregistered / dangerous class names, malformed rows", adapter.name,
                    {"jobs": total, "lost": 0, "violations": 0,
                     "leaked_locks": harness.leaked_locks(rel)},
-                   injected=total, seconds=round(time.monotonic() - started, 1))
+                   injected=total, seconds=elapsed())
 
 
 # -- malformed NOTIFY payloads --------------------------------------------------------
@@ -457,9 +453,8 @@ def test_parse_never_raises() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(120, 1200))
 def test_malformed_notify_payloads_are_ignored(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
-    started = time.monotonic()
     w = workers(poll_interval=60, worker_count=2)  # only NOTIFY brings a job quickly
     pid = wait_until(
         lambda: scalar(rel, "SELECT pid FROM que_lockers WHERE listening"), within=15)
@@ -489,7 +484,7 @@ def test_malformed_notify_payloads_are_ignored(
     assert w.stop(timeout=10) is True
     harness.record("malformed NOTIFY payloads", adapter.name,
                    {"jobs": n["jobs"], "lost": count_jobs(rel), "violations": 0},
-                   injected=n["examples"], seconds=round(time.monotonic() - started, 1))
+                   injected=n["examples"], seconds=elapsed())
 
 
 # -- error messages and backtraces of megabytes -----------------------------------------
@@ -518,9 +513,8 @@ ANY_CHAR = st.characters(codec=None, categories=None)  # NUL and lone surrogates
 @pytest.mark.slow
 @pytest.mark.timeout(scaled(120, 1200))
 def test_huge_error_messages_and_backtraces_are_truncated_not_rejected(
-    adapter: Adapter, rel: Connection, workers: Any
+    adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
-    started = time.monotonic()
     workers(worker_count=2)
     n = {"examples": 0, "largest": 0}
 
@@ -563,4 +557,4 @@ def test_huge_error_messages_and_backtraces_are_truncated_not_rejected(
     harness.record("error messages and backtraces of megabytes", adapter.name,
                    {"jobs": n["examples"], "lost": 0, "violations": 0},
                    injected=n["examples"], largest_bytes=n["largest"],
-                   seconds=round(time.monotonic() - started, 1))
+                   seconds=elapsed())

@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from que_adapter_asyncpg import ADAPTER, connect_args
 
+from conformance.fixtures import URL, URL_PARTS
 from que_core import Job, errors, migrate, plugins
 from que_core.blocking import sync_side
 from que_core.testing import databases
@@ -27,14 +28,9 @@ class PlainJob(Job):
 
 
 def test_connect_args_from_a_url() -> None:
-    args = connect_args(
-        "postgresql://bob:pw@db.example:6543/app?application_name=w&connect_timeout=3"
-    )
+    args = connect_args(f"{URL}?application_name=w&connect_timeout=3")
     assert args == {
-        "user": "bob",
-        "password": "pw",
-        "host": "db.example",
-        "port": 6543,
+        **URL_PARTS,
         "database": "app",
         "ssl": "prefer",
         "timeout": 3.0,

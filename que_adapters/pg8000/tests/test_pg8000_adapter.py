@@ -13,7 +13,7 @@ import pg8000.native
 import pytest
 from que_adapter_pg8000 import ADAPTER, connect_args
 
-from conformance.fixtures import adapter_test_fixtures
+from conformance.fixtures import URL, URL_PARTS, adapter_test_fixtures
 from que_core import errors
 from que_core.connection import Connection
 
@@ -28,12 +28,9 @@ def ids(conn: Connection) -> list[int]:
 
 
 def test_connect_args_from_a_url() -> None:
-    args = connect_args("postgresql://bob:pw@db.example:6543/app?application_name=w")
+    args = connect_args(f"{URL}?application_name=w")
     assert args == {
-        "user": "bob",
-        "password": "pw",
-        "host": "db.example",
-        "port": 6543,
+        **URL_PARTS,
         "database": "app",
         "application_name": "w",
         "ssl_context": None,
