@@ -62,10 +62,8 @@ def test_postgresql_restart_while_workers_run(adapter: Adapter, server: Throwawa
         stale = 0
         for i in range(RESTARTS):
             harness.random_pause(rng, 0.5, 2.0)
-            mode = "immediate" if i % 2 else "fast"
-            modes.append(mode)
             conn.close()
-            server.restart(mode)
+            modes.append(server.restart("immediate" if i % 2 else "fast"))
             conn = server.wait_ready(lambda: adapter.connect(dsn))
             procs.checker = conn
             # Once the workers are back, no row of a session of before the restart is left.
