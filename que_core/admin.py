@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from que_core.connection import Connection
 from que_core.migrations import LATEST_VERSION, current_version, require_latest
@@ -423,12 +423,20 @@ def count_jobs(conn: Any, where: JobFilter) -> tuple[int, int]:
     return int(matched), int(running)
 
 
-#: Each bulk action's past tense and its confirmation question (`que jobs`, `que web`).
+class ActionWords(NamedTuple):
+    """How `que jobs` and `que web` speak of a bulk action."""
+
+    #: Its past tense, in the summary.
+    done: str
+    #: Its confirmation question; ``{what}`` is the jobs it will change.
+    question: str
+
+
 ACTION_WORDS = {
-    "retry": ("retried", "Run {what} now"),
-    "expire": ("expired", "Expire {what}"),
-    "delete": ("deleted", "Delete {what}"),
-    "clear": ("deleted", "Delete {what}"),
+    "retry": ActionWords("retried", "Run {what} now"),
+    "expire": ActionWords("expired", "Expire {what}"),
+    "delete": ActionWords("deleted", "Delete {what}"),
+    "clear": ActionWords("deleted", "Delete {what}"),
 }
 
 
@@ -444,7 +452,7 @@ class BulkResult:
 
     def summary(self) -> str:
         """What was done, in a sentence (as `que jobs` and `que web` say it)."""
-        done = ACTION_WORDS[self.action][0]
+        done = ACTION_WORDS[self.action].done
         line = f"{done} {self.changed} job{'s' if self.changed != 1 else ''}"
         notes = []
         if self.skipped_running:

@@ -171,7 +171,7 @@ def _bulk_command(action: str, ids: Sequence[int], all_jobs: bool, yes: bool, as
             if not yes:
                 what = f"{matched} job{'s' if matched != 1 else ''}"
                 note = f" ({running} running now: those are skipped)" if running else ""
-                click.confirm(VERBS[action][1].format(what=what) + note + "?",
+                click.confirm(VERBS[action].question.format(what=what) + note + "?",
                               abort=True, err=True)
         result = getattr(admin, f"{action}_jobs")(conn, where)
     bulk_report(action, result, missing, as_json)

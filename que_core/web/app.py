@@ -469,7 +469,7 @@ async def bulk_action(request: Request) -> Response:
                             running_now=running_now,
                             running_note="their workers are told to stop them",
                             ask_reason="kept on each job", danger=True)
-        return _confirm(board, request, admin.ACTION_WORDS[action][1].format(what=what),
+        return _confirm(board, request, admin.ACTION_WORDS[action].question.format(what=what),
                         f"Yes, {action} {matched} job{plural}", request.url_for("bulk").path,
                         back, page="jobs", hidden={"action": action}, given=given,
                         matched=matched, running_now=running_now,
