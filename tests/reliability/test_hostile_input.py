@@ -12,7 +12,7 @@ import random
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -29,7 +29,11 @@ from tests.reliability import harness
 from tests.reliability.harness import Elapsed, scaled
 from tests.reliability.rjobs import ECHOED, Echo
 
+T = TypeVar("T")
+
 EXAMPLES = scaled(30, 300)
+#: The time a case of hypothesis examples on a database gets.
+EXAMPLES_TIMEOUT = pytest.mark.timeout(scaled(120, 1200))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -37,6 +41,12 @@ SETTINGS = settings(
                            HealthCheck.data_too_large],
     database=None,
 )
+
+
+def slow_examples(test: T) -> T:
+    """Marks a slow case of hypothesis examples on a database."""
+    return pytest.mark.slow(EXAMPLES_TIMEOUT(test))
+
 
 # -- strategies ---------------------------------------------------------------------
 
@@ -112,11 +122,12 @@ def count_jobs(conn: Connection) -> int:
 # -- arbitrary JSON arguments ----------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(scaled(120, 1200))
+@slow_examples
 def test_arbitrary_json_args_round_trip_through_enqueue_and_run(
     adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
+    """Arguments and keyword arguments of any JSON, enqueued alone or by COPY
+    (insert_many), reach run() equal and of the same JSON types."""
     workers(worker_count=2)
     n = {"examples": 0, "jobs": 0}
 
@@ -171,7 +182,7 @@ def _inject(text: str, pos: int, bad: str) -> str:
     return text[:pos] + bad + text[pos:]
 
 
-@pytest.mark.timeout(scaled(120, 1200))
+@EXAMPLES_TIMEOUT
 def test_nul_and_lone_surrogates_raise_a_clear_error_at_enqueue(
     adapter: Adapter, rel: Connection, elapsed: Elapsed
 ) -> None:
@@ -236,8 +247,7 @@ def _next_notification(conn: Connection, timeout: float = 5) -> Notification:
         time.sleep(0.01)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(scaled(120, 1200))
+@slow_examples
 def test_hostile_names_are_stored_and_matched_exactly(
     adapter: Adapter, dsn: str, rel: Connection, elapsed: Elapsed
 ) -> None:
@@ -450,8 +460,7 @@ def test_parse_never_raises() -> None:
                    injected=n["examples"])
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(scaled(120, 1200))
+@slow_examples
 def test_malformed_notify_payloads_are_ignored(
     adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
@@ -510,8 +519,7 @@ class Raiser(Job):
 ANY_CHAR = st.characters(codec=None, categories=None)  # NUL and lone surrogates included
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(scaled(120, 1200))
+@slow_examples
 def test_huge_error_messages_and_backtraces_are_truncated_not_rejected(
     adapter: Adapter, rel: Connection, workers: Any, elapsed: Elapsed
 ) -> None:
