@@ -10,6 +10,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -84,7 +85,6 @@ class PsycopgConnection:
     def __init__(self, raw: psycopg.Connection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
-        self._joined: Transactions | None = None  # made when first needed: wrap is per enqueue
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -95,10 +95,14 @@ class PsycopgConnection:
 
     def transaction(self) -> AbstractContextManager[None]:
         if _joins(self.raw, self._owned):
-            if self._joined is None:
-                self._joined = Transactions(self.execute, _in_callers_transaction)
             return self._joined.transaction()
         return self._transaction()
+
+    @cached_property
+    def _joined(self) -> Transactions:
+        """The blocks inside the caller's transaction (made when first needed:
+        wrap is per enqueue)."""
+        return Transactions(self.execute, _in_callers_transaction)
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -150,7 +154,6 @@ class AsyncPsycopgConnection:
     def __init__(self, raw: psycopg.AsyncConnection[Any], owned: bool) -> None:
         self.raw = raw
         self._owned = owned
-        self._joined: AsyncTransactions | None = None
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         try:
@@ -161,10 +164,12 @@ class AsyncPsycopgConnection:
 
     def atransaction(self) -> AbstractAsyncContextManager[None]:
         if _joins(self.raw, self._owned):
-            if self._joined is None:
-                self._joined = AsyncTransactions(self.execute, _in_callers_transaction)
             return self._joined.atransaction()
         return self._atransaction()
+
+    @cached_property
+    def _joined(self) -> AsyncTransactions:
+        return AsyncTransactions(self.execute, _in_callers_transaction)
 
     @asynccontextmanager
     async def _atransaction(self) -> AsyncIterator[None]:
