@@ -370,12 +370,34 @@ def cmd_test(args):
     dsn = os.environ.get("QUE_TEST_DSN") or os.environ.get("DATABASE_URL")
     if not stamp.get("embedded", True) and not dsn:
         sys.exit("dev.py: " + NO_EMBEDDED.format(var="QUE_TEST_DSN"))
-    paths = [] if names_a_path(args) else default_test_paths()
+    whole = not names_a_path(args)
+    paths = default_test_paths() if whole else []
+    workers = xdist_workers(args) if whole else 0
     say(
         "testing against "
         + ("the server of $QUE_TEST_DSN/$DATABASE_URL" if dsn else "the embedded PostgreSQL")
+        + (f", on {workers} pytest-xdist workers (-n 0: one process)" if workers else "")
     )
-    run([venv_python(), "-m", "pytest", *paths, *args])
+    if workers and not dsn:
+        # One embedded server for every worker, started here: not a race of
+        # the workers to start it.
+        os.environ["QUE_TEST_DSN"] = subprocess.check_output(
+            [venv_python(), "-c", "from que_core import embedded; print(embedded.start())"],
+            text=True).strip()
+    run([venv_python(), "-m", "pytest", *paths, *(["-n", str(workers)] if workers else []), *args])
+
+
+def xdist_workers(args):
+    """How many pytest-xdist processes run the whole suite: one a core, at
+    most 4 (each holds a few sessions at once); none when *args* say how
+    (-n, --numprocesses, --dist, -p no:xdist), where a debugger needs the
+    terminal (--pdb, --trace), or on one core."""
+    for i, arg in enumerate(args):
+        if (arg.startswith(("-n", "--numprocesses", "--dist", "--pdb", "--trace"))
+                or arg == "-pno:xdist" or (arg == "-p" and args[i + 1:i + 2] == ["no:xdist"])):
+            return 0
+    workers = min(os.cpu_count() or 1, 4)
+    return workers if workers > 1 else 0
 
 
 def cmd_lint(args):
