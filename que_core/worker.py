@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from que_core import retention
@@ -165,6 +166,7 @@ class Worker:
         self._stop_event = threading.Event()  # and stop reconnecting
         self.listener: Listener | None = None
         self.threads: list[WorkerThread] = []
+        self._slots: list[Callable[[], WorkerThread]] = []
         self._threads_lock = threading.Lock()
         self.watchdog: Watchdog | None = None
         self.janitor: retention.Janitor | None = None
@@ -217,16 +219,18 @@ class Worker:
                 set_aside=set_aside, stopping=self._stopping, stop_event=self._stop_event,
                 throughput=self.throughput, watchdog=watchdog, max_run_time=self.max_run_time)
             self.dispatcher.followers.append(self.async_worker.dispatcher)
-        self.threads = [
-            WorkerThread(i, p, self._connect, self.queues, self.dispatcher,
-                         batch_size=self.batch_size, poll_interval=self.poll_interval,
-                         durations=durations, set_aside=set_aside,
-                         throughput=self.throughput,
-                         stopping=self._stopping, stop_event=self._stop_event,
-                         skip_classes=async_classes, watchdog=watchdog,
-                         max_run_time=self.max_run_time, given_up=self._given_up)
+        #: Each slot's thread, made again when the watchdog gives one up.
+        self._slots = [
+            partial(WorkerThread, i, p, self._connect, self.queues, self.dispatcher,
+                    batch_size=self.batch_size, poll_interval=self.poll_interval,
+                    durations=durations, set_aside=set_aside,
+                    throughput=self.throughput,
+                    stopping=self._stopping, stop_event=self._stop_event,
+                    skip_classes=async_classes, watchdog=watchdog,
+                    max_run_time=self.max_run_time, given_up=self._given_up)
             for i, p in enumerate(self.worker_priorities)
         ]
+        self.threads = [make() for make in self._slots]
         watchdog.start()
         listener.start()
         for thread in self.threads:
@@ -270,8 +274,8 @@ class Worker:
         with self._threads_lock:
             if stuck not in self.threads:
                 return
-            fresh = stuck.clone()
-            self.threads = [fresh if t is stuck else t for t in self.threads]
+            slot = self.threads.index(stuck)
+            fresh = self.threads[slot] = self._slots[slot]()
         fresh.start()
 
     def stop(self, timeout: float | None = None) -> bool:

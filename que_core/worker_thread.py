@@ -17,7 +17,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from que_core import execute
 from que_core.backoff import retry_connect
@@ -97,13 +96,6 @@ class WorkerThread(threading.Thread):
         given_up: Callable[[WorkerThread], None] | None = None,
     ) -> None:
         super().__init__(name=name or f"que-worker-{index}", daemon=True)
-        #: What clone() makes a thread for the same slot from.
-        self._init: tuple[tuple[Any, ...], dict[str, Any]] = (
-            (index, max_priority, connect, queues, dispatcher),
-            dict(batch_size=batch_size, poll_interval=poll_interval, durations=durations,
-                 set_aside=set_aside, throughput=throughput, stopping=stopping,
-                 stop_event=stop_event, skip_classes=skip_classes, name=name, watchdog=watchdog,
-                 max_run_time=max_run_time, given_up=given_up))
         self.watchdog = watchdog
         self.max_run_time = max_run_time
         self._given_up = given_up
@@ -138,11 +130,6 @@ class WorkerThread(threading.Thread):
         self.backend_pid: int | None = None
         #: The next claim walks every queue from its start (see Claims.next).
         self._full = True
-
-    def clone(self) -> WorkerThread:
-        """A new thread for this one's slot (this one was given up)."""
-        args, kwargs = self._init
-        return WorkerThread(*args, **kwargs)
 
     def run(self) -> None:
         try:
