@@ -11,26 +11,11 @@ import os
 import sys
 from pathlib import Path
 
-from que_core.dsn import parse_dsn
+from tests.django_support import database_settings
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "django_project"
 if str(EXAMPLE) not in sys.path:
     sys.path.append(str(EXAMPLE))  # the example's "shop" app and "mysite" urls
-
-
-def _database(dsn: str) -> dict[str, object]:
-    params = parse_dsn(dsn)
-    host = params.get("host", "")
-    if "unix_sock" in params:  # the embedded server
-        host = str(params["unix_sock"]).rsplit("/", 1)[0]
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": params.get("dbname", "postgres"),
-        "USER": params.get("user", ""),
-        "PASSWORD": params.get("password", ""),
-        "HOST": host,
-        "PORT": params.get("port", ""),
-    }
 
 
 def _server() -> str:
@@ -50,7 +35,7 @@ ROOT_URLCONF = "mysite.urls"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["que_core.contrib.django", "tests.django_app", "shop"]
 DATABASES = {
-    "default": _database(_server()),
+    "default": database_settings(_server()),
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 EMAIL_BACKEND = "que_core.contrib.django.mail.EmailBackend"

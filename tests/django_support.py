@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from que_core.connection import Adapter, Connection
+from que_core.dsn import parse_dsn
 
 DRIVER_ENV = "QUE_TEST_DJANGO_DRIVER"
 
@@ -50,13 +51,27 @@ class DjangoDatabase:
         return self.adapter.connect(self.dsn)
 
 
+def database_settings(dsn: str) -> dict[str, object]:
+    """Django's DATABASES entry for *dsn* (the embedded server: its socket directory)."""
+    params = parse_dsn(dsn)
+    host = params.get("host", "")
+    if "unix_sock" in params:  # the embedded server
+        host = str(params["unix_sock"]).rsplit("/", 1)[0]
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": params.get("dbname", "postgres"),
+        "USER": params.get("user", ""),
+        "PASSWORD": params.get("password", ""),
+        "HOST": host,
+        "PORT": params.get("port", ""),
+    }
+
+
 def point_default_at(dsn: str) -> None:
     from django.db import connections
 
-    from tests.django_settings import _database
-
     connections.close_all()
-    connections["default"].settings_dict.update(_database(dsn))
+    connections["default"].settings_dict.update(database_settings(dsn))
 
 
 @pytest.fixture

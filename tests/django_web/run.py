@@ -13,9 +13,8 @@ import sys
 import django
 from django.conf import settings
 
-from que_core.dsn import parse_dsn
+from tests.django_support import database_settings
 
-params = parse_dsn(os.environ["QUE_DJANGO_WEB_DSN"])
 settings.configure(
     SECRET_KEY="tests", DEBUG=False, ALLOWED_HOSTS=["*"], USE_TZ=True,
     ROOT_URLCONF=__name__, DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
@@ -32,9 +31,7 @@ settings.configure(
                     "django.template.context_processors.request",
                     "django.contrib.auth.context_processors.auth",
                     "django.contrib.messages.context_processors.messages"]}}],
-    DATABASES={"default": {"ENGINE": "django.db.backends.postgresql",
-                           "NAME": params["dbname"], "USER": params.get("user", ""),
-                           "HOST": params.get("host", ""), "PORT": params.get("port", "")}},
+    DATABASES={"default": database_settings(os.environ["QUE_DJANGO_WEB_DSN"])},
     LOGGING_CONFIG=None,
 )
 django.setup()
